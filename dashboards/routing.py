@@ -1,0 +1,8 @@
+from django.urls import path
+
+from dashboards import consumers
+
+websocket_urlpatterns = [
+    path("ws/overview/", consumers.OverviewConsumer.as_asgi()),
+    path("ws/systems/<slug:system>/", consumers.SystemConsumer.as_asgi()),
+]

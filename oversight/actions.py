@@ -1,0 +1,177 @@
+"""Writes by people: systems and policies, kill switches, API keys, personal tokens.
+
+Each action owns its transaction, writes its audit event in it, bumps the config epoch when
+the gate must see the change, and sends live events on commit.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.utils import timezone
+
+from oversight import audit, config, credentials, events
+from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion
+
+User = AbstractBaseUser | AnonymousUser | None
+POLICY_FIELDS = (
+    "name",
+    "level",
+    "confidence_threshold",
+    "audit_sample_rate",
+    "override_window_s",
+    "review_sla_s",
+    "fallback",
+)
+
+
+class ActionError(Exception):
+    """A request that cannot be carried out; ``code`` maps to an HTTP status in the API."""
+
+    def __init__(self, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def _record_policy(system: AISystem, actor: User) -> None:
+    user = actor if actor is not None and actor.is_authenticated else None
+    PolicyVersion.objects.create(
+        system=system,
+        version=system.policy_version,
+        policy=system.policy_dict(),
+        created_by=user,  # type: ignore[misc]
+    )
+
+
+@transaction.atomic(durable=True)
+def create_system(actor: User, data: dict[str, Any], reason: str = "") -> AISystem:
+    if AISystem.objects.filter(slug=data["slug"]).exists():
+        raise ActionError("conflict", f"a system with slug {data['slug']!r} already exists", "slug")
+    fields = {k: data[k] for k in POLICY_FIELDS if k in data}
+    fields.setdefault("name", data["slug"])
+    if not fields["name"]:
+        fields["name"] = data["slug"]
+    system = AISystem.objects.create(slug=data["slug"], **fields)
+    _record_policy(system, actor)
+    audit.record(actor, "system.create", system=system, target=system.slug, reason=reason, data=system.policy_dict())
+    config.bump_epoch()
+    events.send_on_commit([events.OVERVIEW_GROUP], {"type": "system", "system": system.slug, "action": "created"})
+    return system
+
+
+@transaction.atomic(durable=True)
+def update_system(actor: User, slug: str, changes: dict[str, Any], reason: str = "") -> AISystem:
+    system = AISystem.objects.select_for_update(of=("self",)).filter(slug=slug).first()
+    if system is None:
+        raise ActionError("not_found", f"no system {slug!r}")
+    before = system.policy_dict()
+    for key, value in changes.items():
+        if key in POLICY_FIELDS:
+            setattr(system, key, value)
+    after = system.policy_dict()
+    diff = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
+    if not diff:
+        return system
+    system.policy_version += 1
+    system.save()
+    _record_policy(system, actor)
+    audit.record(actor, "policy.change", system=system, target=slug, reason=reason,
+                 data={"version": system.policy_version, "changes": diff})
+    config.bump_epoch()
+    events.send_on_commit(
+        [events.OVERVIEW_GROUP, events.system_group(slug)],
+        {"type": "policy", "system": slug, "version": system.policy_version, "level": system.level},
+    )
+    return system
+
+
+def apply_policy(actor: User, data: dict[str, Any], reason: str = "") -> tuple[AISystem, str]:
+    """Create or update one system from a policies-as-code entry. Returns (system, what happened)."""
+    slug = data["slug"]
+    if AISystem.objects.filter(slug=slug).exists():
+        before = AISystem.objects.get(slug=slug).policy_version
+        system = update_system(actor, slug, {k: v for k, v in data.items() if k in POLICY_FIELDS}, reason)
+        return system, "changed" if system.policy_version != before else "unchanged"
+    return create_system(actor, data, reason), "created"
+
+
+@transaction.atomic(durable=True)
+def set_killswitch(
+    actor: User, scope: str, engaged: bool, reason: str, system_slug: str | None = None, model: str = ""
+) -> KillSwitch:
+    reason = reason.strip()
+    if engaged and not reason:
+        raise ActionError("invalid", "say why: a reason is required to engage a kill switch", "reason")
+    system = None
+    if scope in (KillSwitch.Scope.SYSTEM, KillSwitch.Scope.MODEL):
+        if not system_slug:
+            raise ActionError("invalid", f"a {scope} kill switch needs the system's slug", "system")
+        system = AISystem.objects.filter(slug=system_slug).first()
+        if system is None:
+            raise ActionError("not_found", f"no system {system_slug!r}", "system")
+    if scope == KillSwitch.Scope.MODEL and not model.strip():
+        raise ActionError("invalid", "a model kill switch needs the model's name", "model")
+    if scope != KillSwitch.Scope.MODEL:
+        model = ""
+    user = actor if actor is not None and actor.is_authenticated else None
+    switch, _ = KillSwitch.objects.select_for_update(of=("self",)).get_or_create(
+        scope=scope, system=system, model=model.strip()
+    )
+    switch.engaged = engaged
+    switch.reason = reason
+    switch.changed_by = user  # type: ignore[assignment]
+    switch.save()
+    target = "global" if system is None else system.slug + (f"/{switch.model}" if switch.model else "")
+    audit.record(actor, "killswitch.engage" if engaged else "killswitch.release", system=system,
+                 target=f"{scope}:{target}", reason=reason)
+    config.bump_epoch()
+    groups = [events.OVERVIEW_GROUP]
+    if system is not None:
+        groups.append(events.system_group(system.slug))
+    events.send_on_commit(groups, {
+        "type": "killswitch",
+        "scope": scope,
+        "system": system.slug if system else None,
+        "model": switch.model,
+        "engaged": engaged,
+        "reason": reason,
+        "by": user.get_username() if user else "system",
+        "at": timezone.now().isoformat(),
+    })
+    return switch
+
+
+@transaction.atomic(durable=True)
+def create_api_key(actor: User, system: AISystem, name: str = "") -> tuple[ApiKey, str]:
+    secret, prefix, digest = credentials.new_secret(credentials.API_KEY_PREFIX)
+    user = actor if actor is not None and actor.is_authenticated else None
+    key = ApiKey.objects.create(system=system, name=name, prefix=prefix, digest=digest, created_by=user)
+    audit.record(actor, "apikey.create", system=system, target=prefix, data={"name": name})
+    config.bump_epoch()
+    return key, secret
+
+
+@transaction.atomic(durable=True)
+def revoke_api_key(actor: User, key: ApiKey) -> None:
+    updated = ApiKey.objects.filter(pk=key.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+    if updated:
+        audit.record(actor, "apikey.revoke", system=key.system, target=key.prefix)
+        config.bump_epoch()
+
+
+@transaction.atomic(durable=True)
+def create_personal_token(user: AbstractBaseUser, name: str = "") -> tuple[PersonalToken, str]:
+    secret, prefix, digest = credentials.new_secret(credentials.TOKEN_PREFIX)
+    token = PersonalToken.objects.create(user=user, name=name, prefix=prefix, digest=digest)
+    audit.record(user, "token.create", target=prefix, data={"name": name})
+    return token, secret
+
+
+@transaction.atomic(durable=True)
+def revoke_personal_token(user: AbstractBaseUser, token: PersonalToken) -> None:
+    if PersonalToken.objects.filter(pk=token.pk, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now()):
+        audit.record(user, "token.revoke", target=token.prefix)

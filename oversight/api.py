@@ -1,0 +1,448 @@
+"""The JSON API (API.md): thin endpoints that authenticate, validate, call an action, answer."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.exceptions import RequestDataTooBig
+from django.db import DatabaseError, InterfaceError, OperationalError
+from django.http import Http404, HttpRequest, HttpResponse
+from ninja import NinjaAPI, Router
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.parser import Parser
+from ninja.security.base import AuthBase
+from ninja.utils import check_csrf
+from pydantic import ValidationError as PydanticValidationError
+
+from oversight import actions, config, credentials, decisions, roles
+from oversight.models import AISystem, Decision, KillSwitch, PersonalToken
+from oversight.schemas import (
+    BatchIn,
+    BatchOut,
+    DecisionIn,
+    DecisionOut,
+    ErrorOut,
+    KillSwitchIn,
+    KillSwitchState,
+    OutcomeIn,
+    OutcomeOut,
+    SystemIn,
+    SystemOut,
+    SystemPatch,
+)
+
+log = logging.getLogger(__name__)
+
+
+# --- errors -------------------------------------------------------------------------------
+
+
+class ApiError(HttpError):
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        super().__init__(status, message)
+        self.code = code
+        self.message = message
+        self.field = field
+
+
+def error_body(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    return {"error": {"code": code, "message": message, "field": field}}
+
+
+ACTION_STATUS = {"invalid": 422, "not_found": 404, "conflict": 409, "forbidden": 403}
+
+
+def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "payload", "query", "path")]
+    return ".".join(parts)
+
+
+def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
+    first = errors[0]
+    field = _loc_to_field(first.get("loc", ())) or None
+    msg = first.get("msg", "invalid value")
+    if first.get("type") == "missing":
+        msg = "this field is required"
+    text = f"{field}: {msg}" if field else msg
+    if len(errors) > 1:
+        text += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+    return text, field
+
+
+class StrictJSONParser(Parser):
+    """JSON without NaN, Infinity or numbers too large for a float."""
+
+    @staticmethod
+    def _no_constant(name: str) -> float:
+        raise ValueError(f"{name} is not a valid JSON number; send a finite number or null")
+
+    @staticmethod
+    def _finite(text: str) -> float:
+        value = float(text)
+        if not math.isfinite(value):
+            raise ValueError(f"the number {text} is too large; send a finite number")
+        return value
+
+    def parse_body(self, request: HttpRequest) -> Any:
+        try:
+            return json.loads(request.body, parse_constant=self._no_constant, parse_float=self._finite)
+        except RequestDataTooBig:
+            raise
+        except UnicodeDecodeError as exc:
+            raise ApiError(400, "invalid_json", "the request body must be UTF-8 encoded JSON") from exc
+        except json.JSONDecodeError as exc:
+            raise ApiError(400, "invalid_json", f"the request body is not valid JSON: {exc}") from exc
+        except ValueError as exc:
+            raise ApiError(400, "invalid_json", str(exc)) from exc
+        except RecursionError as exc:
+            raise ApiError(400, "invalid_json", "the request body is nested too deeply") from exc
+
+
+api = NinjaAPI(
+    title="Oversight API",
+    version="1",
+    description="Human-in-the-loop control plane for AI decisions. See API.md for the contract.",
+    parser=StrictJSONParser(),
+    urls_namespace="api",
+    docs_decorator=login_required,
+)
+
+
+def _json_error(request: HttpRequest, status: int, code: str, message: str, field: str | None = None) -> HttpResponse:
+    return api.create_response(request, error_body(code, message, field), status=status)
+
+
+@api.exception_handler(ApiError)
+def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
+    return _json_error(request, exc.status_code, exc.code, exc.message, exc.field)
+
+
+@api.exception_handler(actions.ActionError)
+def _action_error(request: HttpRequest, exc: actions.ActionError) -> HttpResponse:
+    return _json_error(request, ACTION_STATUS.get(exc.code, 400), exc.code, exc.message, exc.field)
+
+
+@api.exception_handler(AuthenticationError)
+def _unauthenticated(request: HttpRequest, exc: AuthenticationError) -> HttpResponse:
+    return _json_error(
+        request, 401, "unauthenticated",
+        "authentication required: send 'Authorization: Bearer <api key>' (client service), "
+        "'Authorization: Token <personal token>', or log in",
+    )
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    cause = exc.__cause__
+    if isinstance(cause, ApiError):
+        return _api_error(request, cause)
+    if isinstance(cause, RequestDataTooBig):
+        return _too_big(request, cause)
+    code = {400: "bad_request", 403: "forbidden", 404: "not_found", 405: "method_not_allowed"}.get(
+        exc.status_code, "error"
+    )
+    message = str(exc)
+    if exc.status_code == 403 and "CSRF" in message:
+        message = "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value"
+    return _json_error(request, exc.status_code, code, message)
+
+
+@api.exception_handler(ValidationError)
+def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
+    message, field = validation_message(list(exc.errors))
+    return _json_error(request, 422, "invalid", message, field)
+
+
+@api.exception_handler(Http404)
+def _not_found(request: HttpRequest, exc: Http404) -> HttpResponse:
+    return _json_error(request, 404, "not_found", str(exc) or "not found")
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: Exception) -> HttpResponse:
+    return _json_error(
+        request, 413, "too_large", f"the request body is over the limit of {settings.MAX_BODY_BYTES} bytes"
+    )
+
+
+@api.exception_handler(OperationalError)
+def _db_down(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.error("database unavailable: %s", exc)
+    response = _json_error(request, 503, "unavailable", "the database cannot be reached; retry shortly")
+    response["Retry-After"] = "5"
+    return response
+
+
+api.exception_handler(InterfaceError)(_db_down)
+
+
+@api.exception_handler(DatabaseError)
+def _db_error(request: HttpRequest, exc: Exception) -> HttpResponse:
+    log.exception("database error")
+    return _json_error(request, 500, "internal", "the server failed to store this request; it was not acknowledged")
+
+
+# --- authentication -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: a client service (bound to one system) or a person with roles."""
+
+    system_id: int | None
+    user: Any
+    roles: frozenset[str]
+    snapshot: config.Snapshot | None = None
+
+    @property
+    def is_client(self) -> bool:
+        return self.system_id is not None
+
+
+class Auth(AuthBase):
+    """Bearer API key, personal Token, or a session (CSRF-checked on unsafe methods)."""
+
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+
+    def __call__(self, request: HttpRequest) -> Principal | None:
+        header = request.headers.get("Authorization", "")
+        if header:
+            kind, _, secret = header.partition(" ")
+            secret = secret.strip()
+            if kind.lower() == "bearer":
+                snap = config.cache.current()
+                system_id = snap.key_systems.get(credentials.digest(secret))
+                if system_id is None:
+                    raise ApiError(401, "unauthenticated", "the API key is not valid (mistyped, revoked or unknown)")
+                return Principal(system_id, None, frozenset(), snap)
+            if kind.lower() == "token":
+                token = (
+                    PersonalToken.objects.select_related("user")
+                    .filter(digest=credentials.digest(secret), revoked_at__isnull=True, user__is_active=True)
+                    .first()
+                )
+                if token is None:
+                    raise ApiError(401, "unauthenticated", "the personal token is not valid (mistyped or revoked)")
+                return Principal(None, token.user, roles.roles_of(token.user))
+            raise ApiError(401, "unauthenticated", "the Authorization header must be 'Bearer <key>' or 'Token <token>'")
+        user = getattr(request, "user", None)
+        if user is None or not user.is_authenticated:
+            return None
+        if request.method not in ("GET", "HEAD", "OPTIONS") and check_csrf(request) is not None:
+            raise ApiError(403, "csrf", "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value")
+        return Principal(None, user, roles.roles_of(user))
+
+
+auth = Auth()
+
+
+def principal(request: HttpRequest) -> Principal:
+    return request.auth  # type: ignore[attr-defined,no-any-return]
+
+
+def require_person(request: HttpRequest, *wanted: str) -> Principal:
+    who = principal(request)
+    if who.is_client:
+        raise ApiError(403, "forbidden", "this endpoint is for people, not client services")
+    if wanted and not who.roles & set(wanted):
+        raise ApiError(403, "forbidden", f"this needs the {' or '.join(wanted)} role")
+    if not who.roles:
+        raise ApiError(403, "forbidden", "your account has no role yet; ask an admin for one")
+    return who
+
+
+def system_for(request: HttpRequest, slug: str, *, client_only: bool = False) -> config.SystemEntry:
+    """The system named in the path, if the caller may act on it (a key reaches only its own)."""
+    who = principal(request)
+    snap = who.snapshot or config.cache.current()
+    entry = snap.systems_by_slug.get(slug)
+    if who.is_client:
+        if entry is None or entry.id != who.system_id:
+            # Same answer for "unknown" and "not yours": a key learns nothing about other systems.
+            raise ApiError(404, "not_found", f"no system {slug!r} for this API key")
+        return entry
+    if client_only:
+        raise ApiError(403, "forbidden", "only the system's client service (API key) can submit here")
+    require_person(request)
+    if entry is None:
+        raise ApiError(404, "not_found", f"no system {slug!r}")
+    return entry
+
+
+# --- decisions (client service) -----------------------------------------------------------
+
+client = Router(tags=["decisions"], auth=auth)
+
+
+@client.post("/systems/{system}/decisions", response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut})
+def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> tuple[int, Any]:
+    entry = system_for(request, system, client_only=True)
+    (result,) = decisions.submit(entry, [payload])
+    if result.error is not None:
+        raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
+    assert result.decision is not None
+    return (200 if result.replayed else 201), decisions.public(result.decision, entry.slug)
+
+
+@client.post("/systems/{system}/decisions/batch", response={200: BatchOut})
+def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> dict[str, Any]:
+    entry = system_for(request, system, client_only=True)
+    if len(payload.items) > settings.MAX_BATCH_ITEMS:
+        raise ApiError(
+            422, "batch_too_large",
+            f"a batch holds at most {settings.MAX_BATCH_ITEMS} items; this one has {len(payload.items)}: split it",
+            "items",
+        )
+    valid: list[DecisionIn] = []
+    slots: list[dict[str, Any] | None] = []
+    for i, raw in enumerate(payload.items):
+        try:
+            valid.append(DecisionIn.model_validate(raw))
+            slots.append(None)
+        except PydanticValidationError as exc:
+            message, field = validation_message(exc.errors())  # type: ignore[arg-type]
+            slots.append(error_body("invalid", f"items[{i}]: {message}", field))
+    submitted = iter(decisions.submit(entry, valid) if valid else [])
+    results: list[dict[str, Any]] = []
+    for slot in slots:
+        if slot is not None:
+            results.append(slot)
+            continue
+        r = next(submitted)
+        if r.error is not None:
+            results.append(error_body("idempotency_conflict", str(r.error), "idempotency_key"))
+        else:
+            assert r.decision is not None
+            body = decisions.public(r.decision, entry.slug)
+            body["replayed"] = r.replayed
+            results.append(body)
+    return {"results": results}
+
+
+def _decision_for(request: HttpRequest, decision_id: str) -> tuple[Decision, str]:
+    uid = decisions.parse_public_id(decision_id)
+    if uid is None:
+        raise ApiError(404, "not_found", f"{decision_id!r} is not a decision id (they look like dec_…)")
+    who = principal(request)
+    if not who.is_client:
+        require_person(request)
+    decision = Decision.objects.select_related("system").filter(id=uid).first()
+    if decision is None or (who.is_client and decision.system_id != who.system_id):
+        raise ApiError(404, "not_found", f"no decision {decision_id!r}")
+    return decision, decision.system.slug
+
+
+@client.get("/decisions/{decision_id}", response=DecisionOut)
+def get_decision(request: HttpRequest, decision_id: str) -> dict[str, Any]:
+    decision, slug = _decision_for(request, decision_id)
+    return decisions.public(decision, slug)
+
+
+@client.post("/decisions/{decision_id}/outcome", response={201: OutcomeOut})
+def post_outcome(request: HttpRequest, decision_id: str, payload: OutcomeIn) -> tuple[int, dict[str, Any]]:
+    if payload.label is None and payload.reward is None:
+        raise ApiError(422, "invalid", "send a label or a reward (0.0–1.0)", "label")
+    if not principal(request).is_client:
+        raise ApiError(403, "forbidden", "outcomes come from the system's client service (API key)")
+    decision, _ = _decision_for(request, decision_id)
+    outcome = decisions.record_outcome(decision, payload)
+    return 201, {
+        "id": outcome.id,
+        "decision": decision.public_id,
+        "label": outcome.label,
+        "reward": outcome.reward,
+        "observed_at": outcome.observed_at,
+    }
+
+
+# --- systems and policies -----------------------------------------------------------------
+
+systems = Router(tags=["systems"], auth=auth)
+
+
+def _switch_state(k: KillSwitch) -> dict[str, Any]:
+    return {
+        "scope": k.scope,
+        "system": k.system.slug if k.system else None,
+        "model": k.model,
+        "engaged": k.engaged,
+        "reason": k.reason,
+        "changed_by": k.changed_by.get_username() if k.changed_by else None,
+        "changed_at": k.changed_at,
+    }
+
+
+def system_out(s: AISystem, switches: list[KillSwitch], global_switch: KillSwitch | None) -> dict[str, Any]:
+    own = [k for k in switches if k.system_id == s.id]
+    engaged = [k for k in ([global_switch] if global_switch else []) + own if k.engaged and k.scope != "model"]
+    return {
+        **s.policy_dict(),
+        "policy_version": s.policy_version,
+        "killed": bool(engaged),
+        "kill_reason": engaged[0].reason if engaged else None,
+        "killswitches": [_switch_state(k) for k in own],
+    }
+
+
+def _switches() -> tuple[list[KillSwitch], KillSwitch | None]:
+    switches = list(KillSwitch.objects.select_related("system", "changed_by"))
+    glob = next((k for k in switches if k.scope == "global"), None)
+    return switches, glob
+
+
+@systems.get("/systems", response=list[SystemOut])
+def list_systems(request: HttpRequest) -> list[dict[str, Any]]:
+    require_person(request)
+    switches, glob = _switches()
+    return [system_out(s, switches, glob) for s in AISystem.objects.all()]
+
+
+@systems.get("/systems/{system}", response=SystemOut)
+def get_system(request: HttpRequest, system: str) -> dict[str, Any]:
+    entry = system_for(request, system)
+    switches, glob = _switches()
+    return system_out(AISystem.objects.get(id=entry.id), switches, glob)
+
+
+@systems.post("/systems", response={201: SystemOut})
+def create_system(request: HttpRequest, payload: SystemIn) -> tuple[int, dict[str, Any]]:
+    who = require_person(request, roles.ADMIN)
+    created = actions.create_system(who.user, payload.model_dump())
+    switches, glob = _switches()
+    return 201, system_out(created, switches, glob)
+
+
+@systems.patch("/systems/{system}", response=SystemOut)
+def patch_system(request: HttpRequest, system: str, payload: SystemPatch) -> dict[str, Any]:
+    who = require_person(request, roles.ADMIN)
+    changes = payload.model_dump(exclude_unset=True, exclude={"reason"})
+    if "fallback" not in payload.model_fields_set:
+        changes.pop("fallback", None)
+    changes = {k: v for k, v in changes.items() if v is not None or k == "fallback"}
+    updated = actions.update_system(who.user, system, changes, payload.reason)
+    switches, glob = _switches()
+    return system_out(updated, switches, glob)
+
+
+@systems.get("/killswitches", response=list[KillSwitchState])
+def list_killswitches(request: HttpRequest) -> list[dict[str, Any]]:
+    require_person(request)
+    return [_switch_state(k) for k in KillSwitch.objects.select_related("system", "changed_by")]
+
+
+@systems.post("/killswitches", response=KillSwitchState)
+def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> dict[str, Any]:
+    who = require_person(request, roles.ADMIN)
+    switch = actions.set_killswitch(who.user, payload.scope, payload.engaged, payload.reason, payload.system, payload.model)
+    return _switch_state(KillSwitch.objects.select_related("system", "changed_by").get(pk=switch.pk))
+
+
+api.add_router("", client)
+api.add_router("", systems)

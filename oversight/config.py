@@ -1,0 +1,177 @@
+"""What the gate needs to know, cached per process and checked against a config epoch.
+
+Every change the gate must honour at once (policy, kill switch, API key) bumps the epoch row
+in PostgreSQL in the same transaction and, on commit, raises the copy in Redis. Each decision
+reads the Redis copy (one GET); a process whose snapshot is older reloads it from PostgreSQL.
+When Redis cannot be reached the PostgreSQL row is read instead, so a kill switch still
+reaches every process on the very next decision.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+
+import redis
+from django.conf import settings
+from django.db import connection, transaction
+
+from oversight.gate import KillState, Policy
+from oversight.models import AISystem, ApiKey, ConfigEpoch, KillSwitch
+
+log = logging.getLogger(__name__)
+
+EPOCH_KEY_SUFFIX = ":config_epoch"
+# Raise the Redis copy only upwards, so commits that land out of order never lower it.
+_SET_IF_GREATER = """
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+local new = tonumber(ARGV[1])
+if new > cur then redis.call('SET', KEYS[1], ARGV[1]) return new end
+return cur
+"""
+REDIS_RETRY_AFTER_S = 1.0
+
+
+@dataclass(frozen=True)
+class SystemEntry:
+    id: int
+    slug: str
+    name: str
+    policy: Policy
+    kills: KillState
+    review_sla_s: int = 900
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    epoch: int
+    systems_by_slug: dict[str, SystemEntry] = field(default_factory=dict)
+    systems_by_id: dict[int, SystemEntry] = field(default_factory=dict)
+    key_systems: dict[str, int] = field(default_factory=dict)  # api key digest -> system id
+    global_reason: str | None = None
+
+
+def _epoch_key() -> str:
+    return settings.REDIS_PREFIX + EPOCH_KEY_SUFFIX
+
+
+class _RedisEpoch:
+    def __init__(self) -> None:
+        self._client: redis.Redis | None = None
+        self._down_until = 0.0
+        self._script: object | None = None
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=0.25, socket_connect_timeout=0.25, health_check_interval=30
+            )
+        return self._client
+
+    def get(self) -> int | None:
+        """The epoch in Redis; None when Redis is away or has lost it."""
+        if time.monotonic() < self._down_until:
+            return None
+        try:
+            value = self.client().get(_epoch_key())
+        except redis.RedisError:
+            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+            log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
+            return None
+        return int(value) if value is not None else None
+
+    def raise_to(self, epoch: int) -> None:
+        try:
+            self.client().eval(_SET_IF_GREATER, 1, _epoch_key(), epoch)
+        except redis.RedisError:
+            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+            log.warning("could not raise the config epoch in Redis; processes will read PostgreSQL")
+
+
+redis_epoch = _RedisEpoch()
+
+
+def db_epoch() -> int:
+    with connection.cursor() as cur:
+        cur.execute("SELECT epoch FROM oversight_configepoch WHERE id = 1")
+        row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+def bump_epoch() -> None:
+    """Call inside the transaction of a change the gate must see; Redis follows on commit."""
+    with connection.cursor() as cur:
+        cur.execute(
+            "INSERT INTO oversight_configepoch (id, epoch) VALUES (1, 2) "
+            "ON CONFLICT (id) DO UPDATE SET epoch = oversight_configepoch.epoch + 1 RETURNING epoch"
+        )
+        epoch = int(cur.fetchone()[0])
+    transaction.on_commit(lambda: redis_epoch.raise_to(epoch))
+
+
+def load_snapshot() -> Snapshot:
+    with transaction.atomic():
+        epoch = db_epoch()
+        kills = list(KillSwitch.objects.filter(engaged=True).values("scope", "system_id", "model", "reason"))
+        global_reason = next((k["reason"] or "no reason given" for k in kills if k["scope"] == "global"), None)
+        sys_reason: dict[int, str] = {}
+        model_reasons: dict[int, dict[str, str]] = {}
+        for k in kills:
+            if k["scope"] == KillSwitch.Scope.SYSTEM and k["system_id"]:
+                sys_reason[k["system_id"]] = k["reason"] or "no reason given"
+            elif k["scope"] == KillSwitch.Scope.MODEL and k["system_id"]:
+                model_reasons.setdefault(k["system_id"], {})[k["model"]] = k["reason"] or "no reason given"
+        by_slug: dict[str, SystemEntry] = {}
+        by_id: dict[int, SystemEntry] = {}
+        for s in AISystem.objects.all():
+            entry = SystemEntry(
+                id=s.id,
+                slug=s.slug,
+                name=s.name,
+                policy=Policy(
+                    level=s.level,
+                    confidence_threshold=s.confidence_threshold,
+                    audit_sample_rate=s.audit_sample_rate,
+                    fallback=s.fallback,
+                    version=s.policy_version,
+                ),
+                kills=KillState(global_reason, sys_reason.get(s.id), model_reasons.get(s.id, {})),
+                review_sla_s=s.review_sla_s,
+            )
+            by_slug[s.slug] = entry
+            by_id[s.id] = entry
+        keys = dict(ApiKey.objects.filter(revoked_at__isnull=True).values_list("digest", "system_id"))
+    return Snapshot(epoch, by_slug, by_id, keys, global_reason)
+
+
+class _Cache:
+    def __init__(self) -> None:
+        self._snapshot: Snapshot | None = None
+        self._lock = threading.Lock()
+
+    def current(self) -> Snapshot:
+        """The snapshot as of now: at most one Redis GET, a reload only when something changed."""
+        epoch = redis_epoch.get()
+        if epoch is None:
+            epoch = db_epoch()
+            if time.monotonic() >= redis_epoch._down_until:
+                redis_epoch.raise_to(epoch)  # Redis restarted empty: rebuild its copy
+        snap = self._snapshot
+        if snap is not None and snap.epoch == epoch:
+            return snap
+        with self._lock:
+            snap = self._snapshot
+            if snap is None or snap.epoch != epoch:
+                snap = load_snapshot()
+                self._snapshot = snap
+                if snap.epoch > epoch:
+                    redis_epoch.raise_to(snap.epoch)
+        return snap
+
+    def clear(self) -> None:
+        self._snapshot = None
+
+
+cache = _Cache()

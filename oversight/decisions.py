@@ -1,0 +1,156 @@
+"""Writing decisions: gate each one, store it with its review item in one transaction, answer.
+
+Idempotency: a client's retry with the same ``idempotency_key`` and the same body returns the
+stored decision (``replayed``); the same key with a different body is a conflict.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.utils import timezone
+
+from oversight import gate, hooks
+from oversight.config import SystemEntry
+from oversight.models import Decision, Outcome
+from oversight.schemas import DecisionIn, OutcomeIn
+
+_rng = random.SystemRandom()
+
+
+class IdempotencyConflict(Exception):
+    def __init__(self, key: str) -> None:
+        super().__init__(
+            f"idempotency_key {key!r} was already used with a different body; "
+            "send a new key for a new decision, or the original body to replay it"
+        )
+        self.key = key
+
+
+@dataclass(slots=True)
+class Submitted:
+    decision: Decision | None
+    replayed: bool = False
+    error: IdempotencyConflict | None = None
+
+
+def request_hash(payload: DecisionIn) -> str:
+    body = payload.model_dump(mode="json", exclude={"idempotency_key"})
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _prediction(p: DecisionIn) -> gate.Prediction | None:
+    if p.prediction is None:
+        return None
+    votes = tuple(gate.Vote(v.model, v.output, v.confidence) for v in p.prediction.votes)
+    return gate.Prediction(p.prediction.output, p.prediction.confidence, p.prediction.model, votes)
+
+
+def build(system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None) -> Decision:
+    verdict = gate.decide(system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw)
+    return Decision(
+        id=uuid.uuid4(),
+        system_id=system.id,
+        subject=payload.subject,
+        context=payload.context,
+        features=payload.features,
+        prediction=payload.prediction.model_dump(mode="json") if payload.prediction else None,
+        model=verdict.model,
+        output=verdict.output,
+        confidence=verdict.confidence,
+        status=verdict.status,
+        route=verdict.route,
+        reasons=verdict.reasons,
+        audit=verdict.audit,
+        idempotency_key=payload.idempotency_key,
+        request_hash=request_hash(payload),
+        policy_version=system.policy.version,
+        occurred_at=payload.occurred_at or now,
+        created_at=now,
+        released_at=now if verdict.status == gate.RELEASED else None,
+    )
+
+
+def submit(system: SystemEntry, payloads: Sequence[DecisionIn]) -> list[Submitted]:
+    """Gate and store decisions of one system. One transaction for the lot."""
+    now = timezone.now()
+    built = [build(system, p, now) for p in payloads]
+    for attempt in range(3):
+        try:
+            return _store(system, built)
+        except IntegrityError:
+            # A concurrent request stored one of our idempotency keys first: read it as a replay.
+            if attempt == 2:
+                raise
+    raise AssertionError("unreachable")
+
+
+@transaction.atomic
+def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
+    keys = [d.idempotency_key for d in built if d.idempotency_key]
+    existing: dict[str, Decision] = {}
+    if keys:
+        existing = {
+            d.idempotency_key: d  # type: ignore[misc]
+            for d in Decision.objects.filter(system_id=system.id, idempotency_key__in=keys)
+        }
+    results: list[Submitted] = []
+    new: list[Decision] = []
+    for d in built:
+        key = d.idempotency_key
+        prior = existing.get(key) if key else None
+        if prior is not None:
+            if prior.request_hash == d.request_hash:
+                results.append(Submitted(prior, replayed=True))
+            else:
+                results.append(Submitted(None, error=IdempotencyConflict(key)))  # type: ignore[arg-type]
+            continue
+        if key:
+            existing[key] = d  # a repeat inside the same batch replays this one
+        new.append(d)
+        results.append(Submitted(d))
+    if new:
+        Decision.objects.bulk_create(new)
+        hooks.run_decision_sinks(system, new)
+    return results
+
+
+@transaction.atomic
+def record_outcome(decision: Decision, payload: OutcomeIn) -> Outcome:
+    return Outcome.objects.create(
+        decision=decision,
+        label=payload.label,
+        reward=payload.reward,
+        observed_at=payload.observed_at or timezone.now(),
+    )
+
+
+def public(decision: Decision, slug: str) -> dict[str, Any]:
+    return {
+        "id": decision.public_id,
+        "system": slug,
+        "status": decision.status,
+        "route": decision.route,
+        "output": decision.output,
+        "confidence": decision.confidence,
+        "reasons": decision.reasons,
+        "created_at": decision.created_at,
+        "occurred_at": decision.occurred_at,
+        "review": decision.review,
+    }
+
+
+def parse_public_id(value: str) -> uuid.UUID | None:
+    raw = value[4:] if value.startswith("dec_") else value
+    try:
+        return uuid.UUID(hex=raw)
+    except ValueError:
+        return None

@@ -1,0 +1,152 @@
+"""The decision gate: pure policy logic, no database, no HTTP.
+
+Given a system's policy, the kill-switch state and what the client (or a hosted model)
+predicted, say what happens to the decision and why. Every branch adds a human-readable
+reason; the API returns them verbatim.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+CRITICAL, SUPERVISED, AUTONOMOUS = 1, 2, 3
+
+RELEASED = "released"
+PENDING_REVIEW = "pending_review"
+FALLBACK = "fallback"
+
+ROUTE_AUTO = "auto"
+ROUTE_HUMAN = "human"
+ROUTE_FALLBACK = "fallback"
+ROUTE_KILLED = "killed"
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    level: int
+    confidence_threshold: float
+    audit_sample_rate: float
+    fallback: Any
+    version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class KillState:
+    """Engaged kill switches that concern one system: reasons keyed by what they stop."""
+
+    global_reason: str | None = None
+    system_reason: str | None = None
+    models: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    model: str
+    output: Any
+    confidence: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Prediction:
+    output: Any
+    confidence: float | None
+    model: str = ""
+    votes: Sequence[Vote] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    status: str
+    route: str
+    output: Any
+    confidence: float | None
+    model: str
+    reasons: list[str]
+    needs_review: bool
+    audit: bool
+
+
+def fmt(value: float, other: float) -> tuple[str, str]:
+    """Format two numbers with the fewest decimals (≥2) that keep them apart when they differ."""
+    for digits in range(2, 8):
+        a, b = f"{value:.{digits}f}", f"{other:.{digits}f}"
+        if (a == b) == (value == other):
+            return a, b
+    return repr(value), repr(other)
+
+
+def _fallback(policy: Policy, route: str, reasons: list[str], prediction: Prediction | None) -> Verdict:
+    return Verdict(
+        status=FALLBACK,
+        route=route,
+        output=policy.fallback,
+        confidence=None,
+        model=prediction.model if prediction else "",
+        reasons=[*reasons, "answered with the system's fallback output"],
+        needs_review=False,
+        audit=False,
+    )
+
+
+def _drop_killed(prediction: Prediction, kills: KillState) -> tuple[Prediction | None, list[str]]:
+    """Leave killed models out of the ensemble. None when nothing is left to answer with."""
+    if not kills.models:
+        return prediction, []
+    reasons: list[str] = []
+    if prediction.votes:
+        alive = [v for v in prediction.votes if v.model not in kills.models]
+        dropped = sorted({v.model for v in prediction.votes if v.model in kills.models})
+        for name in dropped:
+            reasons.append(f"model {name} left out: kill switch engaged ({kills.models[name]})")
+        if not dropped:
+            return prediction, []
+        if not alive:
+            return None, reasons
+        best = max(alive, key=lambda v: v.confidence if v.confidence is not None else -1.0)
+        reasons.append(f"answer taken from model {best.model}, the most confident vote left")
+        return Prediction(output=best.output, confidence=best.confidence, model=best.model, votes=alive), reasons
+    if prediction.model and prediction.model in kills.models:
+        return None, [f"model {prediction.model} is stopped: kill switch engaged ({kills.models[prediction.model]})"]
+    return prediction, []
+
+
+def decide(policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float) -> Verdict:
+    """Apply the gate. ``audit_draw`` is a uniform number in [0, 1) (random in production)."""
+    if kills.global_reason is not None:
+        return _fallback(policy, ROUTE_KILLED, [f"global kill switch engaged: {kills.global_reason}"], prediction)
+    if kills.system_reason is not None:
+        return _fallback(policy, ROUTE_KILLED, [f"system kill switch engaged: {kills.system_reason}"], prediction)
+    if prediction is None:
+        return _fallback(policy, ROUTE_FALLBACK, ["no prediction was sent and the system has no hosted model"], None)
+
+    reasons: list[str] = []
+    live, kill_reasons = _drop_killed(prediction, kills)
+    reasons.extend(kill_reasons)
+    if live is None:
+        return _fallback(policy, ROUTE_KILLED, reasons, prediction)
+
+    conf = live.confidence
+    if policy.level == CRITICAL:
+        reasons.append("level 1 (critical): a person approves every decision")
+        return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, needs_review=True, audit=False)
+
+    if policy.level == SUPERVISED:
+        if conf is None:
+            reasons.append("no confidence given: a person decides")
+            return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, needs_review=True, audit=False)
+        c, t = fmt(conf, policy.confidence_threshold)
+        if conf < policy.confidence_threshold:
+            reasons.append(f"confidence {c} < threshold {t}: a person decides")
+            return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, needs_review=True, audit=False)
+        reasons.append(f"confidence {c} ≥ threshold {t}")
+    elif policy.level == AUTONOMOUS:
+        reasons.append("level 3 (autonomous): released")
+    else:  # pragma: no cover - the database constrains level to 1..3
+        raise ValueError(f"unknown control level {policy.level}")
+
+    audit = audit_draw < policy.audit_sample_rate
+    if audit:
+        reasons.append(f"sampled for after-the-fact audit (share {policy.audit_sample_rate:g})")
+    return Verdict(RELEASED, ROUTE_AUTO, live.output, conf, live.model, reasons, needs_review=False, audit=audit)

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from pydantic import ValidationError
+
+from oversight import actions
+from oversight.schemas import SystemIn
+
+
+class Command(BaseCommand):
+    help = "Create or update systems and their policies from a YAML or JSON file (policies as code)."
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("file", help="YAML/JSON: a list of systems, or {systems: [...]}")
+        parser.add_argument("--reason", default="", help="why (goes to the audit log)")
+
+    def handle(self, *args: Any, **opts: Any) -> None:
+        path = Path(opts["file"])
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise CommandError(f"cannot read {path}: {exc.strerror}") from exc
+        try:
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except (ValueError, yaml.YAMLError) as exc:
+            raise CommandError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from exc
+        entries = data.get("systems") if isinstance(data, dict) else data
+        if not isinstance(entries, list):
+            raise CommandError(f"{path}: expected a list of systems (or a mapping with a 'systems' list)")
+        validated = []
+        for i, entry in enumerate(entries):
+            try:
+                validated.append(SystemIn.model_validate(entry))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"])
+                raise CommandError(f"{path}: systems[{i}].{where}: {first['msg']} (nothing was applied)") from exc
+        reason = opts["reason"] or f"apply_policies {path.name}"
+        for payload in validated:
+            system, what = actions.apply_policy(None, payload.model_dump(exclude_unset=True), reason)
+            self.stdout.write(f"{system.slug}: {what} (policy v{system.policy_version})")

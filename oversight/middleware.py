@@ -1,0 +1,51 @@
+"""Request guards that run before any view."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from django.conf import settings
+from django.contrib.auth.views import redirect_to_login
+from django.http import HttpRequest, HttpResponse
+
+Handler = Callable[[HttpRequest], HttpResponse]
+
+PUBLIC_PREFIXES = ("/login/", "/healthz", "/readyz", "/static/", "/api/", "/favicon.ico")
+
+
+class BodySizeLimitMiddleware:
+    """413 with a JSON error before reading a body that is announced as too large."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        length = request.META.get("CONTENT_LENGTH")
+        if length:
+            try:
+                size = int(length)
+            except ValueError:
+                size = -1
+            if size < 0:
+                return _json(400, "bad_request", "the Content-Length header is not a number")
+            if size > settings.MAX_BODY_BYTES:
+                return _json(413, "too_large", f"the request body is over the limit of {settings.MAX_BODY_BYTES} bytes")
+        return self.get_response(request)
+
+
+def _json(status: int, code: str, message: str) -> HttpResponse:
+    body = json.dumps({"error": {"code": code, "message": message, "field": None}})
+    return HttpResponse(body, status=status, content_type="application/json")
+
+
+class LoginRequiredPagesMiddleware:
+    """Every page needs a login except the login page and health checks (the API has its own auth)."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path.startswith(PUBLIC_PREFIXES) and not request.user.is_authenticated:
+            return redirect_to_login(request.get_full_path())
+        return self.get_response(request)

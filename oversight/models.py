@@ -1,0 +1,205 @@
+"""Core domain tables: AI systems and their policies, kill switches, keys, decisions, audit."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, ClassVar
+
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+
+class Level(models.IntegerChoices):
+    CRITICAL = 1, "1 · critical"
+    SUPERVISED = 2, "2 · supervised"
+    AUTONOMOUS = 3, "3 · autonomous"
+
+
+class AISystem(models.Model):
+    slug = models.SlugField(max_length=64, unique=True)
+    name = models.CharField(max_length=200)
+    level = models.PositiveSmallIntegerField(choices=Level.choices, default=Level.SUPERVISED)
+    confidence_threshold = models.FloatField(default=0.8, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    audit_sample_rate = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    override_window_s = models.PositiveIntegerField(default=3600)
+    review_sla_s = models.PositiveIntegerField(default=900)
+    fallback = models.JSONField(default=dict, blank=True)
+    policy_version = models.PositiveIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering: ClassVar = ["slug"]
+        verbose_name = "AI system"
+
+    def __str__(self) -> str:
+        return self.slug
+
+    def policy_dict(self) -> dict[str, Any]:
+        return {
+            "slug": self.slug,
+            "name": self.name,
+            "level": self.level,
+            "confidence_threshold": self.confidence_threshold,
+            "audit_sample_rate": self.audit_sample_rate,
+            "override_window_s": self.override_window_s,
+            "review_sla_s": self.review_sla_s,
+            "fallback": self.fallback,
+        }
+
+
+class PolicyVersion(models.Model):
+    """Every policy change is a new row: the history of what a system was allowed to do."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="policy_versions")
+    version = models.PositiveIntegerField()
+    policy = models.JSONField()
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints: ClassVar = [models.UniqueConstraint(fields=["system", "version"], name="policy_version_unique")]
+        ordering: ClassVar = ["system", "-version"]
+
+
+class KillSwitch(models.Model):
+    class Scope(models.TextChoices):
+        GLOBAL = "global"
+        SYSTEM = "system"
+        MODEL = "model"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    system = models.ForeignKey(AISystem, null=True, blank=True, on_delete=models.CASCADE, related_name="killswitches")
+    model = models.CharField(max_length=200, blank=True, default="")
+    engaged = models.BooleanField(default=False)
+    reason = models.TextField(blank=True, default="")
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    changed_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["scope", "system", "model"], name="killswitch_unique_target", nulls_distinct=False
+            ),
+        ]
+
+
+class ConfigEpoch(models.Model):
+    """One row. Bumped in the same transaction as any change the gate must see at once.
+
+    Redis holds a copy (checked on every decision); this row is the truth when Redis is away.
+    """
+
+    id = models.PositiveSmallIntegerField(primary_key=True, default=1)
+    epoch = models.BigIntegerField(default=1)
+
+
+class ApiKey(models.Model):
+    """A client service's key. Only a SHA-256 digest of the (high-entropy, random) key is stored."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="api_keys")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class PersonalToken(models.Model):
+    """A person's token for scripts: carries that person's role. Stored as a digest."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="tokens")
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=16)
+    digest = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+
+class Decision(models.Model):
+    class Status(models.TextChoices):
+        RELEASED = "released"
+        PENDING_REVIEW = "pending_review"
+        OVERRIDDEN = "overridden"
+        REJECTED = "rejected"
+        FALLBACK = "fallback"
+
+    class Route(models.TextChoices):
+        AUTO = "auto"
+        HUMAN = "human"
+        FALLBACK = "fallback"
+        KILLED = "killed"
+        BREAKER_OPEN = "breaker_open"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    system = models.ForeignKey(AISystem, on_delete=models.PROTECT, related_name="decisions")
+    subject = models.CharField(max_length=200, blank=True, default="")
+    context = models.JSONField(default=dict)
+    features = models.JSONField(default=dict)
+    prediction = models.JSONField(null=True)
+    model = models.CharField(max_length=200, blank=True, default="")
+    output = models.JSONField(null=True)
+    confidence = models.FloatField(null=True)
+    status = models.CharField(max_length=16, choices=Status.choices)
+    route = models.CharField(max_length=16, choices=Route.choices)
+    reasons = models.JSONField(default=list)
+    audit = models.BooleanField(default=False)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    request_hash = models.CharField(max_length=64, blank=True, default="")
+    policy_version = models.PositiveIntegerField(default=1)
+    occurred_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+    released_at = models.DateTimeField(null=True)
+    # Set by the review queue when a person resolves it: action, note, by, at.
+    review = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        constraints: ClassVar = [
+            models.UniqueConstraint(
+                fields=["system", "idempotency_key"],
+                name="decision_idempotency_key",
+                condition=models.Q(idempotency_key__isnull=False),
+            ),
+        ]
+        indexes: ClassVar = [
+            models.Index(fields=["system", "created_at"], name="decision_system_created"),
+            models.Index(fields=["system", "occurred_at"], name="decision_system_occurred"),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"dec_{self.id.hex}"
+
+
+class Outcome(models.Model):
+    decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="outcomes")
+    label = models.JSONField(null=True)
+    reward = models.FloatField(null=True)
+    observed_at = models.DateTimeField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+
+class AuditEvent(models.Model):
+    """Append-only: who did what, when and why. UPDATE and DELETE are refused by a trigger."""
+
+    actor = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, db_constraint=False)
+    actor_label = models.CharField(max_length=200)
+    action = models.CharField(max_length=64)
+    system = models.ForeignKey(AISystem, null=True, on_delete=models.DO_NOTHING, db_constraint=False)
+    target = models.CharField(max_length=200, blank=True, default="")
+    reason = models.TextField(blank=True, default="")
+    data = models.JSONField(default=dict)
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering: ClassVar = ["-created_at", "-id"]
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        if self.pk is not None:
+            raise ValueError("audit events are append-only")
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        raise ValueError("audit events are append-only")

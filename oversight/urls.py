@@ -1,0 +1,37 @@
+"""URL root: pages, the JSON API (/api/v1/), health checks."""
+
+from django.conf import settings
+from django.contrib.auth import views as auth_views
+from django.urls import path
+
+from dashboards import views as dash
+from oversight import views
+from oversight.api import api
+from reviewqueue import views as review
+from reviewqueue.api import router as review_router
+
+api.add_router("", review_router)
+
+urlpatterns = [
+    path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True),
+         name="login"),
+    path("logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("healthz", views.healthz, name="healthz"),
+    path("readyz", views.readyz, name="readyz"),
+    path("api/v1/", api.urls),
+    path("", dash.overview, name="overview"),
+    path("overview/data.json", dash.overview_data, name="overview-data"),
+    path("killswitch/", views.killswitch, name="killswitch"),
+    path("systems/", views.systems_page, name="systems"),
+    path("systems/<slug:slug>/", views.system_edit, name="system-edit"),
+    path("tokens/", views.tokens_page, name="tokens"),
+    path("audit/", views.audit_page, name="audit"),
+    path("review/", review.queue, name="review-queue"),
+    path("review/next/", review.claim_next, name="review-next"),
+    path("review/<str:item_id>/", review.item, name="review-item"),
+    path("review/<str:item_id>/act/", review.act, name="review-act"),
+]
+
+if settings.BENCH_BASELINE:
+    # Only for `make bench`: the bare JSON view the decision endpoint is measured against.
+    urlpatterns.append(path("api/bare", views.bare, name="bare"))

@@ -1,0 +1,171 @@
+"""Review queue writes: enqueue (inside the decision's transaction), claim, resolve, release.
+
+Claims take the next free item with ``SELECT … FOR UPDATE SKIP LOCKED`` and a lease, so two
+people never get the same item; resolution is a compare-and-set on (status, claimant).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from oversight import audit, events
+from oversight.actions import ActionError
+from oversight.config import SystemEntry
+from oversight.models import AISystem, Decision
+from reviewqueue.models import ReviewItem
+
+LEASE_S = 300
+
+
+def enqueue_decisions(system: SystemEntry, decisions: Sequence[Decision]) -> None:
+    """Decision sink: one review item per decision a person must see. Runs in the decision's transaction."""
+    items = []
+    for d in decisions:
+        kind = None
+        if d.status == Decision.Status.PENDING_REVIEW:
+            kind = ReviewItem.Kind.GATE
+        elif d.audit:
+            kind = ReviewItem.Kind.AUDIT
+        if kind is None:
+            continue
+        items.append(
+            ReviewItem(
+                decision=d,
+                system_id=d.system_id,
+                kind=kind,
+                due_at=d.created_at + timedelta(seconds=system.review_sla_s),
+                created_at=d.created_at,
+            )
+        )
+    if items:
+        ReviewItem.objects.bulk_create(items)
+
+
+def _claimable(now: Any) -> Q:
+    return Q(status=ReviewItem.Status.OPEN) | Q(status=ReviewItem.Status.CLAIMED, lease_expires_at__lt=now)
+
+
+@transaction.atomic(durable=True)
+def claim_next(user: AbstractBaseUser, system_slug: str | None = None, lease_s: int = LEASE_S) -> ReviewItem | None:
+    now = timezone.now()
+    qs = ReviewItem.objects.filter(_claimable(now))
+    if system_slug:
+        if not AISystem.objects.filter(slug=system_slug).exists():
+            raise ActionError("not_found", f"no system {system_slug!r}", "system")
+        qs = qs.filter(system__slug=system_slug)
+    item = qs.select_for_update(skip_locked=True, of=("self",)).order_by("due_at", "created_at", "id").first()
+    if item is None:
+        return None
+    item.status = ReviewItem.Status.CLAIMED
+    item.claimed_by = user  # type: ignore[assignment]
+    item.lease_expires_at = now + timedelta(seconds=lease_s)
+    item.save(update_fields=["status", "claimed_by", "lease_expires_at"])
+    return item
+
+
+@transaction.atomic(durable=True)
+def claim_item(user: AbstractBaseUser, item_id: Any, lease_s: int = LEASE_S) -> ReviewItem:
+    """Claim one named item (the operator opened it): free, lease expired, or already ours."""
+    now = timezone.now()
+    updated = (
+        ReviewItem.objects.filter(id=item_id)
+        .filter(_claimable(now) | Q(status=ReviewItem.Status.CLAIMED, claimed_by=user))
+        .update(status=ReviewItem.Status.CLAIMED, claimed_by=user, lease_expires_at=now + timedelta(seconds=lease_s))
+    )
+    item = ReviewItem.objects.select_related("claimed_by", "resolved_by").filter(id=item_id).first()
+    if item is None:
+        raise ActionError("not_found", "no such review item")
+    if updated != 1:
+        _raise_taken(item)
+    return item
+
+
+def _raise_taken(item: ReviewItem) -> None:
+    if item.status == ReviewItem.Status.RESOLVED:
+        who = item.resolved_by.get_username() if item.resolved_by else "someone"
+        raise ActionError("conflict", f"already resolved ({item.action}) by {who}")
+    who = item.claimed_by.get_username() if item.claimed_by else "someone"
+    raise ActionError("conflict", f"claimed by {who}; wait for their lease to end or pick another item")
+
+
+def resolve(
+    user: AbstractBaseUser, item_id: Any, action: str, note: str = "", output: Any = None, output_given: bool = False
+) -> ReviewItem:
+    if action not in ReviewItem.Action.values:
+        raise ActionError("invalid", "action must be approve, reject or modify", "action")
+    if action == ReviewItem.Action.MODIFY and not output_given:
+        raise ActionError("invalid", "modify needs the output to release instead", "output")
+    return _resolve(user, item_id, action, note.strip(), output)
+
+
+@transaction.atomic(durable=True)
+def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, output: Any) -> ReviewItem:
+    now = timezone.now()
+    updated = ReviewItem.objects.filter(id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user).update(
+        status=ReviewItem.Status.RESOLVED,
+        resolved_by=user,
+        resolved_at=now,
+        action=action,
+        note=note,
+        output=output if action == ReviewItem.Action.MODIFY else None,
+        lease_expires_at=None,
+    )
+    item = ReviewItem.objects.select_related("decision", "system", "claimed_by", "resolved_by").filter(id=item_id).first()
+    if item is None:
+        raise ActionError("not_found", "no such review item")
+    if updated != 1:
+        if item.status == ReviewItem.Status.RESOLVED or item.claimed_by_id not in (None, user.pk):
+            _raise_taken(item)
+        raise ActionError("conflict", "claim this item before resolving it")
+    decision = Decision.objects.select_for_update(of=("self",)).get(id=item.decision_id)
+    system = item.system
+    who = user.get_username()
+    said = f": {note}" if note else ""
+    if item.kind == ReviewItem.Kind.GATE:
+        if action == ReviewItem.Action.REJECT:
+            decision.status, decision.output = Decision.Status.REJECTED, system.fallback
+            decision.reasons = [*decision.reasons, f"rejected by {who}{said}"]
+        else:
+            decision.status = Decision.Status.RELEASED
+            decision.output = output if action == ReviewItem.Action.MODIFY else (decision.prediction or {}).get("output")
+            verb = "modified and released" if action == ReviewItem.Action.MODIFY else "approved"
+            decision.reasons = [*decision.reasons, f"{verb} by {who}{said}"]
+            decision.released_at = now
+    elif action == ReviewItem.Action.APPROVE:
+        decision.reasons = [*decision.reasons, f"audit: confirmed by {who}{said}"]
+    else:
+        decision.status = Decision.Status.OVERRIDDEN
+        decision.output = output if action == ReviewItem.Action.MODIFY else system.fallback
+        decision.reasons = [*decision.reasons, f"audit: overridden by {who}{said}"]
+    decision.review = {"action": action, "note": note, "by": who, "at": now.isoformat(), "kind": item.kind}
+    decision.save(update_fields=["status", "output", "reasons", "released_at", "review"])
+    audit.record(user, f"review.{action}", system=system, target=decision.public_id, reason=note,
+                 data={"item": item.public_id, "kind": item.kind})
+    events.send_on_commit(
+        [events.system_group(system.slug)],
+        {"type": "review", "item": item.public_id, "decision": decision.public_id, "action": action},
+    )
+    item.decision = decision
+    return item
+
+
+@transaction.atomic(durable=True)
+def release(user: AbstractBaseUser, item_id: Any) -> ReviewItem:
+    updated = ReviewItem.objects.filter(id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user).update(
+        status=ReviewItem.Status.OPEN, claimed_by=None, lease_expires_at=None
+    )
+    item = ReviewItem.objects.select_related("claimed_by", "resolved_by").filter(id=item_id).first()
+    if item is None:
+        raise ActionError("not_found", "no such review item")
+    if updated != 1:
+        if item.status == ReviewItem.Status.OPEN:
+            raise ActionError("conflict", "this item is not claimed")
+        _raise_taken(item)
+    return item

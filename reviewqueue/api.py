@@ -1,0 +1,85 @@
+"""Review endpoints (API.md, "Review"): operators claim, resolve and release items."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Router
+from pydantic import Field
+
+from oversight import decisions, roles
+from oversight.api import ApiError, auth, require_person
+from oversight.schemas import In
+from reviewqueue import actions
+from reviewqueue.models import ReviewItem
+
+router = Router(tags=["review"], auth=auth)
+
+
+class ClaimIn(In):
+    system: str | None = Field(default=None, max_length=64)
+
+
+class ResolveIn(In):
+    action: Literal["approve", "reject", "modify"]
+    output: Any = None
+    note: str = Field(default="", max_length=5000)
+
+
+def item_out(item: ReviewItem) -> dict[str, Any]:
+    d = item.decision
+    return {
+        "id": item.public_id,
+        "kind": item.kind,
+        "status": item.status,
+        "system": item.system.slug,
+        "decision": decisions.public(d, item.system.slug) | {
+            "subject": d.subject, "context": d.context, "features": d.features, "prediction": d.prediction,
+        },
+        "claimed_by": item.claimed_by.get_username() if item.claimed_by else None,
+        "lease_expires_at": item.lease_expires_at,
+        "due_at": item.due_at,
+        "action": item.action or None,
+        "note": item.note,
+    }
+
+
+def parse_item_id(value: str) -> Any:
+    import uuid
+
+    raw = value[4:] if value.startswith("rev_") else value
+    try:
+        return uuid.UUID(hex=raw)
+    except ValueError:
+        raise ApiError(404, "not_found", f"{value!r} is not a review item id (they look like rev_…)") from None
+
+
+def _load(item_id: Any) -> ReviewItem:
+    return ReviewItem.objects.select_related("decision", "system", "claimed_by").get(id=item_id)
+
+
+@router.post("/review/claim", response={200: dict, 204: None})
+def claim(request: HttpRequest, payload: ClaimIn | None = None) -> Any:
+    who = require_person(request, roles.OPERATOR)
+    item = actions.claim_next(who.user, payload.system if payload else None)
+    if item is None:
+        return HttpResponse(status=204)
+    return 200, item_out(_load(item.id))
+
+
+@router.post("/review/{item_id}/resolve", response=dict)
+def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str, Any]:
+    who = require_person(request, roles.OPERATOR)
+    item = actions.resolve(
+        who.user, parse_item_id(item_id), payload.action, payload.note, payload.output,
+        output_given="output" in payload.model_fields_set,
+    )
+    return item_out(_load(item.id))
+
+
+@router.post("/review/{item_id}/release", response=dict)
+def release(request: HttpRequest, item_id: str) -> dict[str, Any]:
+    who = require_person(request, roles.OPERATOR)
+    item = actions.release(who.user, parse_item_id(item_id))
+    return item_out(_load(item.id))

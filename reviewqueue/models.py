@@ -1,0 +1,61 @@
+"""Review items: a decision a person must see, before release (gate) or after it (audit)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import ClassVar
+
+from django.conf import settings
+from django.db import models
+
+from oversight.models import AISystem, Decision
+
+
+class ReviewItem(models.Model):
+    class Kind(models.TextChoices):
+        GATE = "gate", "before release"
+        AUDIT = "audit", "after-the-fact audit"
+
+    class Status(models.TextChoices):
+        OPEN = "open"
+        CLAIMED = "claimed"
+        RESOLVED = "resolved"
+
+    class Action(models.TextChoices):
+        APPROVE = "approve"
+        REJECT = "reject"
+        MODIFY = "modify"
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="review_items")
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="review_items")
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    action = models.CharField(max_length=8, choices=Action.choices, blank=True, default="")
+    note = models.TextField(blank=True, default="")
+    output = models.JSONField(null=True, blank=True)
+    due_at = models.DateTimeField()
+    created_at = models.DateTimeField()
+
+    class Meta:
+        ordering: ClassVar = ["due_at", "created_at"]
+        indexes: ClassVar = [
+            models.Index(
+                fields=["due_at", "created_at"],
+                name="review_open_due",
+                condition=models.Q(status__in=["open", "claimed"]),
+            ),
+            models.Index(fields=["system", "status"], name="review_system_status"),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"rev_{self.id.hex}"

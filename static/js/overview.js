@@ -1,0 +1,128 @@
+(function () {
+  const cfg = window.OVERSIGHT;
+  let state = JSON.parse(document.getElementById("initial-state").textContent);
+  const colors = {auto: "#2e7d32", human: "#1565c0", fallback: "#8d6e63", killed: "#c62828", breaker_open: "#ef6c00"};
+
+  function el(tag, attrs, text) {
+    const e = document.createElement(tag);
+    Object.entries(attrs || {}).forEach(([k, v]) => e.setAttribute(k, v));
+    if (text !== undefined) e.textContent = text;   // textContent: user text is never parsed as HTML
+    return e;
+  }
+
+  function killButton(scope, system, engaged, label) {
+    const b = el("button", {type: "button", class: engaged ? "danger" : "", "data-scope": scope,
+                            "data-system": system || "", "data-engaged": engaged ? "true" : "false"}, label);
+    b.addEventListener("click", () => openDialog(scope, system, engaged));
+    return b;
+  }
+
+  function openDialog(scope, system, engaged) {
+    const what = scope === "global" ? "every system" : "system " + system;
+    document.getElementById("kill-scope").value = scope;
+    document.getElementById("kill-system").value = system || "";
+    document.getElementById("kill-engaged").value = engaged ? "true" : "false";
+    document.getElementById("kill-title").textContent = engaged ? "Engage kill switch" : "Release kill switch";
+    document.getElementById("kill-explain").textContent = engaged
+      ? "From the very next decision, " + what + " answers with its fallback output (route killed)."
+      : "Decisions of " + what + " go through the gate again from the very next one.";
+    const reason = document.getElementById("kill-reason");
+    reason.value = ""; reason.required = engaged;
+    document.getElementById("kill-confirm").textContent = engaged ? "Engage" : "Release";
+    document.getElementById("kill-dialog").showModal();
+    reason.focus();
+  }
+
+  function renderGlobal() {
+    const g = state.global;
+    const badge = document.getElementById("global-state");
+    badge.textContent = g.engaged ? "ENGAGED" : "off";
+    badge.className = "badge " + (g.engaged ? "bad" : "ok");
+    document.getElementById("global-reason").textContent = g.engaged ? g.reason + (g.by ? " — " + g.by : "") : "";
+    const box = document.getElementById("global-actions");
+    if (box) {
+      box.replaceChildren(g.engaged ? killButton("global", null, false, "Release global kill switch")
+                                    : killButton("global", null, true, "Stop everything"));
+    }
+  }
+
+  function renderSystems() {
+    const body = document.querySelector("#systems tbody");
+    body.replaceChildren();
+    document.getElementById("no-systems").hidden = state.systems.length > 0;
+    state.systems.forEach((s) => {
+      const tr = el("tr", {"data-system": s.slug});
+      const name = el("td"); name.append(el("strong", {}, s.slug), el("div", {class: "muted small"}, s.name));
+      tr.append(name, el("td", {}, String(s.level)));
+      const st = el("td", {class: "state"});
+      const killed = s.killed || state.global.engaged;
+      st.append(el("span", {class: "badge " + (killed ? "bad" : "ok")}, killed ? "KILLED" : "running"));
+      if (s.killed) st.append(el("div", {class: "muted small"}, s.kill_reason + (s.kill_by ? " — " + s.kill_by : "")));
+      tr.append(st);
+      const age = s.oldest_age_s == null ? "" : " (oldest " + Math.round(s.oldest_age_s) + " s)";
+      tr.append(el("td", {class: "queue"}, s.queue_depth + age));
+      tr.append(el("td", {class: "routes"}, ["auto", "human", "fallback", "killed"].map((r) => s.routes[r] || 0).join(" · ")));
+      if (cfg.isAdmin) {
+        const td = el("td");
+        td.append(s.killed ? killButton("system", s.slug, false, "Release") : killButton("system", s.slug, true, "Stop " + s.slug));
+        tr.append(td);
+      }
+      body.append(tr);
+    });
+  }
+
+  function renderChart() {
+    if (!window.Plotly) return;
+    const byRoute = {};
+    state.series.forEach((p) => {
+      const route = p.name.replace("decisions.", "");
+      (byRoute[route] = byRoute[route] || {});
+      byRoute[route][p.t] = (byRoute[route][p.t] || 0) + p.value;
+    });
+    const traces = state.routes.filter((r) => byRoute[r]).map((r) => {
+      const ts = Object.keys(byRoute[r]).sort();
+      return {type: "bar", name: r, x: ts.map((t) => new Date(t)), y: ts.map((t) => byRoute[r][t]), marker: {color: colors[r]}};
+    });
+    Plotly.react("chart", traces, {barmode: "stack", margin: {t: 10, r: 10, b: 40, l: 40}, height: 280,
+      xaxis: {type: "date"}, yaxis: {title: {text: "decisions / min"}}, legend: {orientation: "h"}},
+      {displayModeBar: false, responsive: true});
+  }
+
+  function render() { renderGlobal(); renderSystems(); renderChart(); }
+
+  let pending = null;
+  function resync() {
+    if (pending) return;
+    pending = setTimeout(() => {
+      fetch(cfg.dataUrl, {credentials: "same-origin"}).then((r) => r.ok ? r.json() : null)
+        .then((s) => { pending = null; if (s) { state = s; render(); } })
+        .catch(() => { pending = null; });
+    }, 50);
+  }
+
+  function apply(m) {
+    if (m.type === "killswitch") {
+      if (m.scope === "global") { state.global = {engaged: m.engaged, reason: m.reason, by: m.by}; }
+      else if (m.scope === "system") {
+        const s = state.systems.find((x) => x.slug === m.system);
+        if (s) { s.killed = m.engaged; s.kill_reason = m.reason; s.kill_by = m.by; }
+      }
+      renderGlobal(); renderSystems(); resync();
+    } else if (m.type === "metric") {
+      const i = state.series.findIndex((p) => p.system === m.system && p.name === m.name && p.t === m.t);
+      if (i >= 0) state.series[i].value = m.value; else state.series.push(m);
+      renderChart(); resync();
+    } else if (m.type === "queue") {
+      const s = state.systems.find((x) => x.slug === m.system);
+      if (s) { s.queue_depth = m.depth; s.oldest_age_s = m.oldest_age_s; renderSystems(); }
+    } else if (m.type === "policy" || m.type === "system") {
+      resync();
+    }
+  }
+
+  const dialog = document.getElementById("kill-dialog");
+  if (dialog) document.getElementById("kill-cancel").addEventListener("click", () => dialog.close());
+  render();
+  window.addEventListener("load", renderChart);
+  window.liveSocket("/ws/overview/", {onopen: resync, onmessage: apply});
+})();

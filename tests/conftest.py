@@ -1,0 +1,182 @@
+"""Shared fixtures: a small world of people and systems, real servers started as subprocesses.
+
+Everything runs against real PostgreSQL and Redis (DATABASE_URL / REDIS_URL, or the embedded
+servers). The live ASGI server and the Celery worker are real processes pointed at the test
+database; tests that use them take ``transactional_db`` so what they write is committed.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from oversight import actions, config, roles
+from oversight.models import AISystem
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_config_epoch() -> Iterator[None]:
+    """Each test starts with no cached gate config and no epoch in Redis (its DB starts anew)."""
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    r.delete(settings.REDIS_PREFIX + config.EPOCH_KEY_SUFFIX)
+    config.cache.clear()
+    config.redis_epoch._down_until = 0.0
+    yield
+    config.cache.clear()
+
+
+@dataclass
+class World:
+    operator: Any
+    editor: Any
+    admin: Any
+    nobody: Any
+    critical: AISystem
+    supervised: AISystem
+    autonomous: AISystem
+    keys: dict[str, str]
+    password: str = "correct-horse-battery"
+
+    def client_for(self, slug: str) -> Client:
+        return Client(HTTP_AUTHORIZATION=f"Bearer {self.keys[slug]}")
+
+    def person(self, user: Any) -> Client:
+        c = Client(enforce_csrf_checks=True)
+        c.force_login(user)
+        return c
+
+
+def make_world() -> World:
+    roles.ensure_groups()
+    User = get_user_model()
+    people = {}
+    for name in ("operator", "editor", "admin", "nobody"):
+        u = User.objects.create_user(name, password="correct-horse-battery")
+        if name in roles.ALL_ROLES:
+            u.groups.add(Group.objects.get(name=name))
+        people[name] = u
+    crit = actions.create_system(None, {"slug": "crit", "name": "Critical", "level": 1,
+                                        "fallback": {"decision": "refer"}})
+    sup = actions.create_system(None, {"slug": "sup", "name": "Supervised", "level": 2,
+                                       "confidence_threshold": 0.6, "fallback": {"items": ["safe"]}})
+    auto = actions.create_system(None, {"slug": "auto", "name": "Autonomous", "level": 3,
+                                        "fallback": {"label": "hold"}})
+    keys = {s.slug: actions.create_api_key(None, s, "test")[1] for s in (crit, sup, auto)}
+    return World(people["operator"], people["editor"], people["admin"], people["nobody"], crit, sup, auto, keys)
+
+
+@pytest.fixture
+def world(db: None) -> World:
+    return make_world()
+
+
+@pytest.fixture
+def tworld(transactional_db: None) -> World:
+    """The same world, committed: visible to the live server and the Celery worker."""
+    return make_world()
+
+
+def decision_body(confidence: float | None = 0.9, **extra: Any) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "subject": "user-1",
+        "context": {"hour": 23},
+        "features": {"tempo": 171.0},
+        "prediction": {"output": {"items": ["t1", "t9"]}, "confidence": confidence, "model": "collab-v3"},
+    }
+    body.update(extra)
+    return body
+
+
+# --- real processes -------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_database_env() -> dict[str, str]:
+    """Environment for a subprocess that must use this run's test database and Redis prefix."""
+    db = settings.DATABASES["default"]
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    url = f"postgresql://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    return {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": settings.REDIS_URL,
+        "OVERSIGHT_REDIS_PREFIX": settings.REDIS_PREFIX,
+        "DATABASE_POOL_MAX": "4",
+        "PYTHONPATH": str(BASE_DIR),
+    }
+
+
+def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"server did not open port {port}")
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def live_server_url(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
+    """A real uvicorn (ASGI: Django + Channels) serving the test database."""
+    port = free_port()
+    log = open(BASE_DIR / "var" / "test-uvicorn.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "oversight.asgi:application", "--host", "127.0.0.1",
+         "--port", str(port), "--lifespan", "off", "--no-access-log"],
+        env=test_database_env(), cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_port(port, proc)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        stop(proc)
+        log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker_proc(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker on both queues, using the test database."""
+    log = open(BASE_DIR / "var" / "test-celery.log", "wb")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "monitoring,scoring",
+         "-c", "1", "--pool", "solo", "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO"],
+        env=test_database_env(), cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        yield proc
+    finally:
+        stop(proc)
+        log.close()
