@@ -94,4 +94,6 @@ def series(since: datetime, name_prefix: str = "decisions.") -> list[dict[str, A
         .order_by("t")
         .values("system__slug", "name", "t", "value")
     )
-    return [{"system": r["system__slug"], "name": r["name"], "t": r["t"].isoformat(), "value": r["value"]} for r in rows]
+    return [
+        {"system": r["system__slug"], "name": r["name"], "t": r["t"].isoformat(), "value": r["value"]} for r in rows
+    ]

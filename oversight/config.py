@@ -19,7 +19,7 @@ from django.conf import settings
 from django.db import connection, transaction
 
 from oversight.gate import KillState, Policy
-from oversight.models import AISystem, ApiKey, ConfigEpoch, KillSwitch
+from oversight.models import AISystem, ApiKey, KillSwitch
 
 log = logging.getLogger(__name__)
 

@@ -10,7 +10,7 @@ import hashlib
 import secrets
 
 API_KEY_PREFIX = "ovk_"
-TOKEN_PREFIX = "ovt_"
+TOKEN_PREFIX = "ovt_"  # noqa: S105 - a public prefix, not a secret
 
 
 def digest(secret: str) -> str:

@@ -54,7 +54,9 @@ def run(base_url: str, keys: dict[str, str], rate: float, duration_s: float | No
             headers = {"Authorization": f"Bearer {keys[system]}"}
             try:
                 r = client.post(f"/api/v1/systems/{system}/decisions", json=decision_body(system, rng), headers=headers)
-                status = r.json().get("status", f"http-{r.status_code}") if r.status_code < 500 else f"http-{r.status_code}"
+                status = f"http-{r.status_code}"
+                if r.status_code < 500:
+                    status = r.json().get("status", status)
                 counts[status] = counts.get(status, 0) + 1
                 if r.status_code == 201 and r.json().get("status") == "released" and rng.random() < 0.3:
                     client.post(f"/api/v1/decisions/{r.json()['id']}/outcome", json={"reward": round(rng.random(), 2)},

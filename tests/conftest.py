@@ -152,6 +152,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def live_server_url(django_db_setup: None, django_db_blocker: Any) -> Iterator[str]:
     """A real uvicorn (ASGI: Django + Channels) serving the test database."""
     port = free_port()
+    (BASE_DIR / "var").mkdir(exist_ok=True)
     log = open(BASE_DIR / "var" / "test-uvicorn.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "oversight.asgi:application", "--host", "127.0.0.1",
@@ -168,10 +169,11 @@ def live_server_url(django_db_setup: None, django_db_blocker: Any) -> Iterator[s
 
 @pytest.fixture(scope="session")
 def celery_worker_proc(django_db_setup: None) -> Iterator[subprocess.Popen[bytes]]:
-    """A real Celery worker on both queues, using the test database."""
+    """A real Celery worker on the monitoring queue, using the test database."""
+    (BASE_DIR / "var").mkdir(exist_ok=True)
     log = open(BASE_DIR / "var" / "test-celery.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "monitoring,scoring",
+        [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "monitoring",
          "-c", "1", "--pool", "solo", "-n", f"test-{os.getpid()}@%h", "--loglevel", "INFO"],
         env=test_database_env(), cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
     )

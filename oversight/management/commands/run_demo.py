@@ -18,14 +18,18 @@ class Command(BaseCommand):
     help = "Migrate, seed the demo, then run web + Celery workers + beat + traffic simulator until Ctrl-C."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
+        parser.add_argument("--port", type=int, default=int(os.environ.get("OVERSIGHT_PORT", "8000")))
         parser.add_argument("--no-simulator", action="store_true")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         store = demo.seed()
         base = Path(settings.BASE_DIR)
-        env = {**os.environ, "PORT": str(opts["port"]), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+        env = {
+            **os.environ,
+            "OVERSIGHT_PORT": str(opts["port"]),
+            "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
+        }
         procfile = base / "Procfile"
         names = ["web", "scoring", "monitoring", "beat"] + ([] if opts["no_simulator"] else ["simulator"])
         url = f"http://127.0.0.1:{opts['port']}/"
