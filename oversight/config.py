@@ -103,9 +103,13 @@ def db_epoch() -> int:
 def bump_epoch() -> None:
     """Call inside the transaction of a change the gate must see; Redis follows on commit."""
     with connection.cursor() as cur:
+        # Clock-based and strictly increasing: after a database restore (or a test database made
+        # anew) the epoch still moves past every value a process or Redis has seen before.
         cur.execute(
-            "INSERT INTO oversight_configepoch (id, epoch) VALUES (1, 2) "
-            "ON CONFLICT (id) DO UPDATE SET epoch = oversight_configepoch.epoch + 1 RETURNING epoch"
+            "INSERT INTO oversight_configepoch (id, epoch) "
+            "VALUES (1, (extract(epoch FROM clock_timestamp()) * 1000)::bigint) "
+            "ON CONFLICT (id) DO UPDATE SET epoch = GREATEST(oversight_configepoch.epoch + 1, EXCLUDED.epoch) "
+            "RETURNING epoch"
         )
         epoch = int(cur.fetchone()[0])
     transaction.on_commit(lambda: redis_epoch.raise_to(epoch))

@@ -109,7 +109,8 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
     except ActionError as exc:
         messages.error(request, exc.message)
         return redirect("review-item", item_id=item_id)
-    messages.success(request, f"{done.decision.public_id}: {op}d" if op != "modify" else "modified and released")
+    done_verb = {"approve": "approved", "reject": "rejected", "modify": "modified and released"}.get(op, op)
+    messages.success(request, f"{done.decision.public_id}: {done_verb}")
     if request.POST.get("then") == "next":
         return claim_next(request)
     return redirect("review-queue")

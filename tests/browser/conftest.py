@@ -1,0 +1,118 @@
+"""Browser fixtures: one Chromium per test package, people logged in through the real login form.
+
+Playwright's sync API keeps an asyncio loop running in the main thread, which makes Django
+refuse ORM calls (and ``async_to_sync``) in that thread. ``DJANGO_ALLOW_ASYNC_UNSAFE`` lifts
+that while the browser tests run; it is set here, before any fixture touches the database, and
+taken back when the package is done, so the other test packages (the WebSocket consumers, for
+one) keep Django's async-safety checks. The live server is started first, so its process never
+inherits the variable.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+
+from tests.conftest import World
+
+ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
+# Bounded waits everywhere: a page action or an expectation fails after this long.
+TIMEOUT_MS = 5000
+
+
+@pytest.fixture(scope="package")
+def playwright(live_server_url: str) -> Iterator[Playwright]:
+    before = os.environ.get(ASYNC_UNSAFE)
+    os.environ[ASYNC_UNSAFE] = "true"
+    pw = sync_playwright().start()
+    try:
+        yield pw
+    finally:
+        pw.stop()
+        if before is None:
+            os.environ.pop(ASYNC_UNSAFE, None)
+        else:
+            os.environ[ASYNC_UNSAFE] = before
+
+
+@pytest.fixture(scope="package")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(autouse=True)
+def _bounded_expectations() -> None:
+    expect.set_options(timeout=TIMEOUT_MS)
+
+
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """The standard algorithm with few rounds. The live server checks such a hash with its own
+    (standard) hasher, which reads the rounds from the hash, so logging in stays real."""
+
+    iterations = 1000
+
+
+@pytest.fixture(autouse=True)
+def _quick_password_hashing(settings: Any) -> None:
+    """The world's four people are made anew for every test: keep their hashing cheap."""
+    settings.PASSWORD_HASHERS = [f"{__name__}.QuickPBKDF2PasswordHasher"]
+
+
+@pytest.fixture
+def new_context(browser: Browser, live_server_url: str) -> Iterator[Callable[[], BrowserContext]]:
+    """Make fresh browser contexts (separate cookie jars: separate people); all closed after the test."""
+    made: list[BrowserContext] = []
+
+    def make() -> BrowserContext:
+        ctx = browser.new_context(base_url=live_server_url)
+        ctx.set_default_timeout(TIMEOUT_MS)
+        ctx.set_default_navigation_timeout(TIMEOUT_MS)
+        made.append(ctx)
+        return ctx
+
+    yield make
+    for ctx in made:
+        ctx.close()
+
+
+def login(ctx: BrowserContext, username: str, password: str, next_path: str = "/") -> Page:
+    """Log in through the real form at /login/ and land on ``next_path``."""
+    page = ctx.new_page()
+    page.goto(f"/login/?next={next_path}")
+    page.get_by_label("Username").fill(username)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Log in").click()
+    page.wait_for_url(lambda url: "/login/" not in url)
+    expect(page.locator("header .who")).to_contain_text(username)
+    return page
+
+
+@pytest.fixture
+def login_as(new_context: Callable[[], BrowserContext], tworld: World) -> Callable[..., Page]:
+    """``login_as(user, next_path="/")``: a page in its own context, logged in as that user."""
+
+    def go(user: Any, next_path: str = "/") -> Page:
+        return login(new_context(), user.get_username(), tworld.password, next_path)
+
+    return go
+
+
+@pytest.fixture
+def live_world(tworld: World, live_server_url: str) -> World:
+    """The committed world, served by the live server.
+
+    The config epoch is clock-based (oversight.config.bump_epoch), so the server reloads its
+    gate cache for each test's new database instead of keeping an earlier test's keys.
+    """
+    return tworld

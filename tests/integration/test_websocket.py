@@ -1,0 +1,204 @@
+"""WebSockets through the real ASGI application and the real Redis channel layer.
+
+Consumers read the session and the user in worker threads, so everything they must see is
+committed (``tworld`` / ``transactional_db``). Events are sent on commit, so the kill switch is
+flipped through the action itself, in its own (durable) transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from asgiref.sync import async_to_sync
+from channels.db import database_sync_to_async
+from channels.testing import WebsocketCommunicator
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.sessions.backends.db import SessionStore
+
+from oversight import actions, events
+from oversight.asgi import application
+from tests.conftest import World
+
+ORIGIN = (b"origin", b"http://localhost")
+TIMEOUT = 5
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hashing(settings: Any) -> None:
+    """The world's people are made for every test; a fast hasher keeps that cheap (in this process only)."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def session_cookie(user: Any) -> str:
+    """A real session for ``user``, as the login view would store it."""
+    store = SessionStore()
+    store[SESSION_KEY] = str(user.pk)
+    store[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    store[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    store.create()
+    assert store.session_key
+    return store.session_key
+
+
+def headers_for(user: Any | None, origin: tuple[bytes, bytes] = ORIGIN) -> list[tuple[bytes, bytes]]:
+    headers = [origin]
+    if user is not None:
+        headers.append((b"cookie", f"sessionid={session_cookie(user)}".encode()))
+    return headers
+
+
+def connect(path: str, headers: list[tuple[bytes, bytes]]) -> tuple[bool, Any, Any]:
+    """Connect, and return (accepted, close code or subprotocol, first message when accepted)."""
+
+    async def run() -> tuple[bool, Any, Any]:
+        comm = WebsocketCommunicator(application, path, headers=headers)
+        accepted, detail = await comm.connect(timeout=TIMEOUT)
+        first = None
+        if accepted:
+            first = await comm.receive_json_from(timeout=TIMEOUT)
+            await comm.disconnect()
+        return accepted, detail, first
+
+    return async_to_sync(run)()
+
+
+def test_anonymous_connection_is_refused(tworld: World) -> None:
+    accepted, code, _ = connect("/ws/overview/", headers_for(None))
+    assert accepted is False
+    assert code == 4403
+
+
+def test_a_user_without_a_role_is_refused(tworld: World) -> None:
+    accepted, code, _ = connect("/ws/overview/", headers_for(tworld.nobody))
+    assert accepted is False
+    assert code == 4403
+    accepted, code, _ = connect("/ws/systems/crit/", headers_for(tworld.nobody))
+    assert (accepted, code) == (False, 4403)
+
+
+def test_a_stale_session_is_refused(tworld: World) -> None:
+    headers = headers_for(tworld.operator)
+    tworld.operator.set_password("a-new-password-for-this-test")
+    tworld.operator.save()  # the session's auth hash no longer matches: logged out everywhere
+    accepted, code, _ = connect("/ws/overview/", headers)
+    assert (accepted, code) == (False, 4403)
+
+
+def test_a_foreign_origin_is_refused(tworld: World) -> None:
+    accepted, _, _ = connect("/ws/overview/", headers_for(tworld.operator, (b"origin", b"http://evil.example")))
+    assert accepted is False
+
+
+def test_operator_is_accepted_on_the_overview(tworld: World) -> None:
+    accepted, _, first = connect("/ws/overview/", headers_for(tworld.operator))
+    assert accepted is True
+    assert first == {"type": "hello", "groups": [events.OVERVIEW_GROUP]}
+
+
+@pytest.mark.parametrize("who", ["operator", "editor", "admin"])
+def test_every_role_is_accepted_on_a_system_page(tworld: World, who: str) -> None:
+    accepted, _, first = connect("/ws/systems/sup/", headers_for(getattr(tworld, who)))
+    assert accepted is True
+    assert first == {"type": "hello", "groups": [events.system_group("sup")]}
+
+
+def test_unknown_system_is_refused_with_4404(tworld: World) -> None:
+    accepted, code, _ = connect("/ws/systems/no-such-system/", headers_for(tworld.operator))
+    assert (accepted, code) == (False, 4404)
+
+
+def test_ping_is_answered(tworld: World) -> None:
+    headers = headers_for(tworld.operator)
+
+    async def run() -> dict[str, Any]:
+        comm = WebsocketCommunicator(application, "/ws/overview/", headers=headers)
+        accepted, _ = await comm.connect(timeout=TIMEOUT)
+        assert accepted
+        await comm.receive_json_from(timeout=TIMEOUT)
+        await comm.send_json_to({"type": "ping"})
+        reply = await comm.receive_json_from(timeout=TIMEOUT)
+        await comm.disconnect()
+        return reply
+
+    assert async_to_sync(run)() == {"type": "pong"}
+
+
+async def _next_of_type(comm: WebsocketCommunicator, kind: str) -> dict[str, Any]:
+    """The next message of this type (other pushes, e.g. queue depths, may come first)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + TIMEOUT
+    while True:
+        left = deadline - loop.time()
+        assert left > 0, f"no {kind!r} message within {TIMEOUT} s"
+        message = await comm.receive_json_from(timeout=left)
+        if message.get("type") == kind:
+            return message
+
+
+def test_kill_switch_flip_is_pushed_to_overview_and_system_pages(tworld: World) -> None:
+    overview_headers = headers_for(tworld.operator)
+    system_headers = headers_for(tworld.editor)
+
+    async def run() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]]:
+        overview = WebsocketCommunicator(application, "/ws/overview/", headers=overview_headers)
+        crit_page = WebsocketCommunicator(application, "/ws/systems/crit/", headers=system_headers)
+        sup_page = WebsocketCommunicator(application, "/ws/systems/sup/", headers=system_headers)
+        for comm in (overview, crit_page, sup_page):
+            accepted, _ = await comm.connect(timeout=TIMEOUT)
+            assert accepted
+            assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "hello"
+        set_killswitch = database_sync_to_async(actions.set_killswitch)
+        await set_killswitch(tworld.admin, "system", True, "bad model release", "crit")
+        engaged_overview = await _next_of_type(overview, "killswitch")
+        engaged_system = await _next_of_type(crit_page, "killswitch")
+        await set_killswitch(tworld.admin, "global", True, "incident 42")
+        global_overview = await _next_of_type(overview, "killswitch")
+        await set_killswitch(tworld.admin, "system", False, "", "crit")
+        released_overview = await _next_of_type(overview, "killswitch")
+        released_system = await _next_of_type(crit_page, "killswitch")
+        # The other system's page hears nothing of crit's switch.
+        assert await sup_page.receive_nothing(timeout=0.3)
+        for comm in (overview, crit_page, sup_page):
+            await comm.disconnect()
+        return engaged_overview, engaged_system, global_overview, released_overview, released_system
+
+    engaged, engaged_sys, glob, released, released_sys = async_to_sync(run)()
+    assert engaged["scope"] == "system"
+    assert engaged["system"] == "crit"
+    assert engaged["engaged"] is True
+    assert engaged["reason"] == "bad model release"
+    assert engaged["by"] == "admin"
+    assert engaged_sys == engaged
+    assert glob["scope"] == "global"
+    assert glob["system"] is None
+    assert glob["engaged"] is True
+    assert glob["reason"] == "incident 42"
+    assert released["engaged"] is False
+    assert released["system"] == "crit"
+    assert released_sys == released
+
+
+def test_a_refused_flip_pushes_nothing(tworld: World) -> None:
+    """Events go out on commit only: an action that fails leaves the live pages untouched."""
+    headers = headers_for(tworld.operator)
+
+    async def run() -> tuple[str, bool]:
+        comm = WebsocketCommunicator(application, "/ws/overview/", headers=headers)
+        accepted, _ = await comm.connect(timeout=TIMEOUT)
+        assert accepted
+        await comm.receive_json_from(timeout=TIMEOUT)
+        try:
+            await database_sync_to_async(actions.set_killswitch)(tworld.admin, "system", True, "   ", "crit")
+        except actions.ActionError as exc:
+            error = exc.code
+        else:
+            error = "none"
+        quiet = await comm.receive_nothing(timeout=0.5)
+        await comm.disconnect()
+        return error, quiet
+
+    error, quiet = async_to_sync(run)()
+    assert error == "invalid"
+    assert quiet is True
