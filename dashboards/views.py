@@ -65,3 +65,57 @@ def overview(request: HttpRequest) -> HttpResponse:
 def overview_data(request: HttpRequest) -> HttpResponse:
     """What a (re)connecting overview page resynchronises from."""
     return JsonResponse(overview_state())
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def prometheus_text() -> str:
+    """Gauges for Prometheus: levels, kill switches, queue depth, decisions in the last 10 minutes."""
+    state = overview_state()
+    lines = [
+        "# HELP oversight_control_level The system's control level (1 critical, 2 supervised, 3 autonomous).",
+        "# TYPE oversight_control_level gauge",
+    ]
+    lines += [f'oversight_control_level{{system="{_label(s["slug"])}"}} {s["level"]}' for s in state["systems"]]
+    lines += [
+        "# HELP oversight_killswitch_engaged 1 when a kill switch stops the system (global or its own).",
+        "# TYPE oversight_killswitch_engaged gauge",
+        f'oversight_killswitch_engaged{{scope="global",system=""}} {int(state["global"]["engaged"])}',
+    ]
+    lines += [
+        f'oversight_killswitch_engaged{{scope="system",system="{_label(s["slug"])}"}} {int(s["killed"])}'
+        for s in state["systems"]
+    ]
+    lines += [
+        "# HELP oversight_review_queue_depth Review items not resolved yet.",
+        "# TYPE oversight_review_queue_depth gauge",
+    ]
+    lines += [
+        f'oversight_review_queue_depth{{system="{_label(s["slug"])}"}} {s["queue_depth"]}' for s in state["systems"]
+    ]
+    lines += [
+        "# HELP oversight_decisions_last_10m Decisions in the last 10 minutes by route (monitoring job).",
+        "# TYPE oversight_decisions_last_10m gauge",
+    ]
+    for s in state["systems"]:
+        for route, n in s["routes"].items():
+            lines.append(f'oversight_decisions_last_10m{{system="{_label(s["slug"])}",route="{route}"}} {n}')
+    return "\n".join(lines) + "\n"
+
+
+def metrics(request: HttpRequest) -> HttpResponse:
+    """Prometheus metrics, for a logged-in person or `Authorization: Token <personal token>`."""
+    from oversight.api import ApiError, auth
+
+    try:
+        who = auth(request)
+    except ApiError as exc:
+        return HttpResponse(exc.message + "\n", status=exc.status_code, content_type="text/plain")
+    if who is None or who.is_client or not who.roles:
+        return HttpResponse(
+            "send 'Authorization: Token <personal token>' of a person with a role\n", status=401,
+            content_type="text/plain",
+        )
+    return HttpResponse(prometheus_text(), content_type="text/plain; version=0.0.4")

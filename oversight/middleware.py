@@ -11,7 +11,8 @@ from django.http import HttpRequest, HttpResponse
 
 Handler = Callable[[HttpRequest], HttpResponse]
 
-PUBLIC_PREFIXES = ("/login/", "/healthz", "/readyz", "/static/", "/api/", "/favicon.ico")
+# The API and /metrics answer 401 themselves (they take keys and tokens, not only sessions).
+PUBLIC_PREFIXES = ("/login/", "/healthz", "/readyz", "/static/", "/api/", "/metrics", "/favicon.ico")
 
 
 class BodySizeLimitMiddleware:

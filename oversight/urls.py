@@ -20,6 +20,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("healthz", views.healthz, name="healthz"),
     path("readyz", views.readyz, name="readyz"),
+    path("metrics", dash.metrics, name="metrics"),
     path("api/v1/", api.urls),
     path("", dash.overview, name="overview"),
     path("overview/data.json", dash.overview_data, name="overview-data"),
