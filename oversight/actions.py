@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
+from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from oversight import audit, config, credentials, events
@@ -55,7 +55,11 @@ def create_system(actor: User, data: dict[str, Any], reason: str = "") -> AISyst
     fields.setdefault("name", data["slug"])
     if not fields["name"]:
         fields["name"] = data["slug"]
-    system = AISystem.objects.create(slug=data["slug"], **fields)
+    try:
+        with transaction.atomic():
+            system = AISystem.objects.create(slug=data["slug"], **fields)
+    except IntegrityError:  # another admin created the same slug a moment ago
+        raise ActionError("conflict", f"a system with slug {data['slug']!r} already exists", "slug") from None
     _record_policy(system, actor)
     audit.record(actor, "system.create", system=system, target=system.slug, reason=reason, data=system.policy_dict())
     config.bump_epoch()

@@ -66,7 +66,7 @@ def _loc_to_field(loc: tuple[Any, ...] | list[Any]) -> str:
 def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     first = errors[0]
     field = _loc_to_field(first.get("loc", ())) or None
-    msg = first.get("msg", "invalid value")
+    msg = str(first.get("msg", "invalid value")).removeprefix("Value error, ")
     if first.get("type") == "missing":
         msg = "this field is required"
     text = f"{field}: {msg}" if field else msg
@@ -75,8 +75,29 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
     return text, field
 
 
+MAX_JSON_DEPTH = 64  # objects/arrays inside each other; deeper bodies could not be stored or serialised
+MAX_INT_DIGITS = 4000  # Python refuses to parse longer integers (sys.get_int_max_str_digits)
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """True when ``value`` nests objects/arrays more than ``limit`` levels deep."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
+
+
 class StrictJSONParser(Parser):
-    """JSON without NaN, Infinity or numbers too large for a float."""
+    """JSON without NaN, Infinity, numbers too large for a float, or nesting deeper than MAX_JSON_DEPTH."""
 
     @staticmethod
     def _no_constant(name: str) -> float:
@@ -89,9 +110,22 @@ class StrictJSONParser(Parser):
             raise ValueError(f"the number {text} is too large; send a finite number")
         return value
 
+    @staticmethod
+    def _int(text: str) -> int:
+        if len(text) > MAX_INT_DIGITS:
+            raise ValueError(f"an integer with {len(text)} digits is too large; send at most {MAX_INT_DIGITS} digits")
+        return int(text)
+
     def parse_body(self, request: HttpRequest) -> Any:
         try:
-            return json.loads(request.body, parse_constant=self._no_constant, parse_float=self._finite)
+            body = request.body
+            value = json.loads(body, parse_constant=self._no_constant, parse_float=self._finite, parse_int=self._int)
+            # Only a body with enough brackets can be too deep: skip the walk for ordinary ones.
+            if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth_over(value, MAX_JSON_DEPTH):
+                raise ApiError(
+                    400, "invalid_json", f"the request body is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+                )
+            return value
         except RequestDataTooBig:
             raise
         except UnicodeDecodeError as exc:
@@ -101,7 +135,9 @@ class StrictJSONParser(Parser):
         except ValueError as exc:
             raise ApiError(400, "invalid_json", str(exc)) from exc
         except RecursionError as exc:
-            raise ApiError(400, "invalid_json", "the request body is nested too deeply") from exc
+            raise ApiError(
+                400, "invalid_json", f"the request body is nested too deeply (more than {MAX_JSON_DEPTH} levels)"
+            ) from exc
 
 
 api = NinjaAPI(
@@ -236,7 +272,9 @@ class Auth(AuthBase):
         if user is None or not user.is_authenticated:
             return None
         if request.method not in ("GET", "HEAD", "OPTIONS") and check_csrf(request) is not None:
-            raise ApiError(403, "csrf", "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value")
+            raise ApiError(
+                403, "csrf", "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value"
+            )
         return Principal(None, user, roles.roles_of(user))
 
 
@@ -440,7 +478,9 @@ def list_killswitches(request: HttpRequest) -> list[dict[str, Any]]:
 @systems.post("/killswitches", response=KillSwitchState)
 def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> dict[str, Any]:
     who = require_person(request, roles.ADMIN)
-    switch = actions.set_killswitch(who.user, payload.scope, payload.engaged, payload.reason, payload.system, payload.model)
+    switch = actions.set_killswitch(
+        who.user, payload.scope, payload.engaged, payload.reason, payload.system, payload.model
+    )
     return _switch_state(KillSwitch.objects.select_related("system", "changed_by").get(pk=switch.pk))
 
 

@@ -90,7 +90,7 @@ def _fallback(policy: Policy, route: str, reasons: list[str], prediction: Predic
     )
 
 
-def _drop_killed(prediction: Prediction, kills: KillState) -> tuple[Prediction | None, list[str]]:
+def drop_killed(prediction: Prediction, kills: KillState) -> tuple[Prediction | None, list[str]]:
     """Leave killed models out of the ensemble. None when nothing is left to answer with."""
     if not kills.models:
         return prediction, []
@@ -122,7 +122,7 @@ def decide(policy: Policy, kills: KillState, prediction: Prediction | None, audi
         return _fallback(policy, ROUTE_FALLBACK, ["no prediction was sent and the system has no hosted model"], None)
 
     reasons: list[str] = []
-    live, kill_reasons = _drop_killed(prediction, kills)
+    live, kill_reasons = drop_killed(prediction, kills)
     reasons.extend(kill_reasons)
     if live is None:
         return _fallback(policy, ROUTE_KILLED, reasons, prediction)

@@ -50,3 +50,27 @@ class LoginRequiredPagesMiddleware:
         if not request.path.startswith(PUBLIC_PREFIXES) and not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
         return self.get_response(request)
+
+
+class JsonApiErrorsMiddleware:
+    """Under /api/, errors the URL resolver or a method check answer in HTML become API.md JSON errors."""
+
+    def __init__(self, get_response: Handler) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        response = self.get_response(request)
+        if (
+            response.status_code in (404, 405)
+            and request.path.startswith("/api/")
+            and not response.get("Content-Type", "").startswith("application/json")
+        ):
+            if response.status_code == 404:
+                return _json(404, "not_found", f"no API endpoint at {request.path}; see /api/v1/docs")
+            allowed = response.get("Allow", "")
+            hint = f"; use {allowed}" if allowed else ""
+            json_response = _json(405, "method_not_allowed", f"{request.method} is not allowed here{hint}")
+            if allowed:
+                json_response["Allow"] = allowed
+            return json_response
+        return response

@@ -2,35 +2,130 @@
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Annotated, Any, Literal
+import json
+import re
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-Confidence = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
-Share = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+def _not_bool(value: Any) -> Any:
+    # JSON true/false is not a number: without this, `"confidence": true` would pass as 1.0.
+    if isinstance(value, bool):
+        raise ValueError("expected a number, not true/false")
+    return value
+
+
+NotBool = BeforeValidator(_not_bool)
+Confidence = Annotated[float, NotBool, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Share = Annotated[float, NotBool, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+Level = Annotated[Literal[1, 2, 3], NotBool]
+Seconds = Annotated[int, NotBool]
+
+# Times the database can store and monitoring windows can use: from 1970 to a day ahead (clock skew).
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+MAX_AHEAD = timedelta(days=1)
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is not None and (value.tzinfo is None or value.utcoffset() is None):
+    if value is None:
+        return value
+    if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("needs a time zone, e.g. 2026-03-15T23:47:00Z")
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range: send a time between 1970 and now") from None
+    if utc < EARLIEST or utc > datetime.now(UTC) + MAX_AHEAD:
+        raise ValueError("is out of range: send a time between 1970 and now")
     return value
 
 
 AwareDatetime = Annotated[datetime, AfterValidator(_aware)]
 
+# PostgreSQL stores neither NUL characters nor unpaired UTF-16 surrogates (JSON "\ud800"), in text or jsonb.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+# The same, in json.dumps(ensure_ascii=False) output, where NUL is written as \u0000.
+_UNSTORABLE_DUMPED = re.compile("[\x00\ud800-\udfff]|\\\\u0000")
+
+
+def _may_hold_unstorable(value: Any) -> bool:
+    """A fast filter (one C-speed dump and search): False means every string in ``value`` is storable."""
+    try:
+        text = json.dumps(value, ensure_ascii=False, default=str)
+    except (TypeError, ValueError):
+        return True
+    if text.isascii():  # the usual case: no NUL (it would be dumped as \u0000) and no surrogates
+        return "\\u0000" in text
+    return _UNSTORABLE_DUMPED.search(text) is not None
+
+
+def _what(text: str) -> str | None:
+    found = _UNSTORABLE.search(text)
+    if found is None:
+        return None
+    return "a NUL character (\\u0000)" if found.group() == "\x00" else "an unpaired UTF-16 surrogate"
+
+
+def unstorable_at(value: Any) -> tuple[tuple[str | int, ...], str] | None:
+    """(location, what) of the first string in ``value`` that PostgreSQL cannot store, or None."""
+    stack: list[tuple[Any, tuple[str | int, ...]]] = [(value, ())]
+    while stack:
+        item, loc = stack.pop()
+        if isinstance(item, str):
+            what = _what(item)
+            if what is not None:
+                return loc, what
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                what = _what(k) if isinstance(k, str) else None
+                if what is not None:
+                    return loc, f"a key with {what}"
+                stack.append((v, (*loc, k)))
+        elif isinstance(item, list | tuple):
+            stack.extend((v, (*loc, i)) for i, v in enumerate(item))
+    return None
+
 
 class In(BaseModel):
-    model_config = ConfigDict(extra="ignore", str_strip_whitespace=True)
+    model_config = ConfigDict(extra="ignore")
+    # Checked once, on the whole request; models nested in another `In` set this to False.
+    check_text: ClassVar[bool] = True
+
+    @model_validator(mode="before")
+    @classmethod
+    def _storable(cls, data: Any) -> Any:
+        if cls.check_text and _may_hold_unstorable(data):
+            bad = unstorable_at(data)
+            if bad is not None:
+                loc, what = bad
+                error = PydanticCustomError("unstorable", f"contains {what}, which cannot be stored; remove it")
+                raise ValidationError.from_exception_data(
+                    cls.__name__, [InitErrorDetails(type=error, loc=loc, input=data)]
+                )
+        return data
 
 
 class VoteIn(In):
+    check_text: ClassVar[bool] = False
     model: str = Field(min_length=1, max_length=200)
     output: Any
     confidence: Confidence | None = None
 
 
 class PredictionIn(In):
+    check_text: ClassVar[bool] = False
     output: Any
     confidence: Confidence | None = None
     model: str = Field(default="", max_length=200)
@@ -46,7 +141,10 @@ class DecisionIn(In):
     occurred_at: AwareDatetime | None = None
 
 
-class BatchIn(In):
+class BatchIn(BaseModel):
+    # Not `In`: each item is validated on its own (DecisionIn), so one bad item fails only itself.
+    model_config = ConfigDict(extra="ignore")
+
     items: list[Any]
 
 
@@ -94,23 +192,39 @@ class OutcomeOut(BaseModel):
 class SystemIn(In):
     slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     name: str = Field(default="", max_length=200)
-    level: Literal[1, 2, 3] = 2
+    level: Level = 2
     confidence_threshold: Share = 0.8
     audit_sample_rate: Share = 0.0
-    override_window_s: int = Field(default=3600, ge=0, le=30 * 86400)
-    review_sla_s: int = Field(default=900, ge=1, le=30 * 86400)
+    override_window_s: Seconds = Field(default=3600, ge=0, le=30 * 86400)
+    review_sla_s: Seconds = Field(default=900, ge=1, le=30 * 86400)
     fallback: Any = Field(default_factory=dict)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_not_null(cls, value: Any) -> Any:
+        return _fallback_value(value)
+
+
+def _fallback_value(value: Any) -> Any:
+    if value is None:
+        raise ValueError("cannot be null: send the output to give when killed, tripped or timed out ({} for none)")
+    return value
 
 
 class SystemPatch(In):
     name: str | None = Field(default=None, max_length=200)
-    level: Literal[1, 2, 3] | None = None
+    level: Level | None = None
     confidence_threshold: Share | None = None
     audit_sample_rate: Share | None = None
-    override_window_s: int | None = Field(default=None, ge=0, le=30 * 86400)
-    review_sla_s: int | None = Field(default=None, ge=1, le=30 * 86400)
+    override_window_s: Seconds | None = Field(default=None, ge=0, le=30 * 86400)
+    review_sla_s: Seconds | None = Field(default=None, ge=1, le=30 * 86400)
     fallback: Any = None
     reason: str = Field(default="", max_length=2000)
+
+    @field_validator("fallback")
+    @classmethod
+    def _fallback_not_null(cls, value: Any) -> Any:
+        return _fallback_value(value)
 
 
 class KillSwitchState(BaseModel):

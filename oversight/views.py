@@ -91,7 +91,8 @@ def killswitch(request: HttpRequest) -> HttpResponse:
     except actions.ActionError as exc:
         messages.error(request, exc.message)
         return redirect(back)
-    what = "global" if scope == "global" else f"{scope} {request.POST.get('system', '')} {request.POST.get('model', '')}"
+    target = f"{request.POST.get('system', '')} {request.POST.get('model', '')}"
+    what = "global" if scope == "global" else f"{scope} {target}"
     messages.success(request, f"kill switch {'engaged' if engaged else 'released'}: {what.strip()}")
     return redirect(back)
 

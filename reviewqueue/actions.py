@@ -15,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from oversight import audit, events
+from oversight import audit, config, events, gate
 from oversight.actions import ActionError
 from oversight.config import SystemEntry
 from oversight.models import AISystem, Decision
@@ -105,6 +105,31 @@ def resolve(
     return _resolve(user, item_id, action, note.strip(), output)
 
 
+def _approved_output(decision: Decision) -> Any:
+    """What an approval releases: the prediction, leaving out models a kill switch stops now."""
+    sent = decision.prediction or {}
+    votes = tuple(gate.Vote(v.get("model", ""), v.get("output"), v.get("confidence")) for v in sent.get("votes") or ())
+    prediction = gate.Prediction(sent.get("output"), sent.get("confidence"), sent.get("model") or "", votes)
+    entry = config.cache.current().systems_by_id.get(decision.system_id)
+    stopped = entry and (entry.kills.global_reason or entry.kills.system_reason)
+    if stopped:
+        raise ActionError(
+            "conflict",
+            f"the system is stopped by a kill switch ({stopped}): the model's output cannot be approved; "
+            "reject it, or modify it with the output to release",
+            "action",
+        )
+    live, _ = gate.drop_killed(prediction, gate.KillState(models=entry.kills.models) if entry else gate.KillState())
+    if live is None:
+        raise ActionError(
+            "conflict",
+            "every model behind this decision is stopped by a kill switch: reject it, or modify it with the output "
+            "to release",
+            "action",
+        )
+    return live.output
+
+
 @transaction.atomic(durable=True)
 def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, output: Any) -> ReviewItem:
     now = timezone.now()
@@ -117,7 +142,9 @@ def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, outpu
         output=output if action == ReviewItem.Action.MODIFY else None,
         lease_expires_at=None,
     )
-    item = ReviewItem.objects.select_related("decision", "system", "claimed_by", "resolved_by").filter(id=item_id).first()
+    item = (
+        ReviewItem.objects.select_related("decision", "system", "claimed_by", "resolved_by").filter(id=item_id).first()
+    )
     if item is None:
         raise ActionError("not_found", "no such review item")
     if updated != 1:
@@ -134,7 +161,7 @@ def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, outpu
             decision.reasons = [*decision.reasons, f"rejected by {who}{said}"]
         else:
             decision.status = Decision.Status.RELEASED
-            decision.output = output if action == ReviewItem.Action.MODIFY else (decision.prediction or {}).get("output")
+            decision.output = output if action == ReviewItem.Action.MODIFY else _approved_output(decision)
             verb = "modified and released" if action == ReviewItem.Action.MODIFY else "approved"
             decision.reasons = [*decision.reasons, f"{verb} by {who}{said}"]
             decision.released_at = now

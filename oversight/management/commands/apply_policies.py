@@ -33,13 +33,21 @@ class Command(BaseCommand):
         if not isinstance(entries, list):
             raise CommandError(f"{path}: expected a list of systems (or a mapping with a 'systems' list)")
         validated = []
+        known = set(SystemIn.model_fields)
         for i, entry in enumerate(entries):
+            unknown = sorted(set(entry) - known) if isinstance(entry, dict) else []
+            if unknown:
+                raise CommandError(
+                    f"{path}: systems[{i}]: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))} "
+                    "(nothing was applied)"
+                )
             try:
                 validated.append(SystemIn.model_validate(entry))
             except ValidationError as exc:
                 first = exc.errors()[0]
-                where = ".".join(str(p) for p in first["loc"])
-                raise CommandError(f"{path}: systems[{i}].{where}: {first['msg']} (nothing was applied)") from exc
+                where = "".join(f".{p}" for p in first["loc"])
+                msg = str(first["msg"]).removeprefix("Value error, ")
+                raise CommandError(f"{path}: systems[{i}]{where}: {msg} (nothing was applied)") from exc
         reason = opts["reason"] or f"apply_policies {path.name}"
         for payload in validated:
             system, what = actions.apply_policy(None, payload.model_dump(exclude_unset=True), reason)

@@ -1,0 +1,70 @@
+"""Edges of the contract: JSON errors for unknown paths and methods, approvals while stopped, policy files."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import CommandError, call_command
+from django.test import Client
+
+from oversight import actions
+from oversight.models import AISystem
+from reviewqueue import actions as review
+from tests.conftest import decision_body
+
+
+def test_unknown_api_path_and_wrong_method_answer_json(world):
+    r = Client().get("/api/v1/nothing-here")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+    r = world.client_for("sup").get("/api/v1/systems/sup/decisions")
+    assert r.status_code == 405
+    body = r.json()["error"]
+    assert body["code"] == "method_not_allowed"
+    assert "POST" in body["message"]
+
+
+def _queued(world):
+    r = world.client_for("crit").post("/api/v1/systems/crit/decisions", decision_body(0.99),
+                                      content_type="application/json")
+    assert r.json()["status"] == "pending_review"
+    return review.claim_next(world.operator)
+
+
+def test_approval_is_refused_while_the_system_is_stopped_but_modify_works(world, django_capture_on_commit_callbacks):
+    item = _queued(world)
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.set_killswitch(world.admin, "system", True, "bad model push", "crit")
+    with pytest.raises(actions.ActionError, match="stopped by a kill switch"):
+        review.resolve(world.operator, item.id, "approve")
+    done = review.resolve(world.operator, item.id, "modify", "human choice", {"decision": "refer"}, output_given=True)
+    assert done.decision.status == "released"
+    assert done.decision.output == {"decision": "refer"}
+
+
+def test_approval_through_the_api_while_stopped_is_a_409(world, django_capture_on_commit_callbacks):
+    item = _queued(world)
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.set_killswitch(world.admin, "global", True, "lockdown")
+    _, token = actions.create_personal_token(world.operator)
+    r = Client(HTTP_AUTHORIZATION=f"Token {token}").post(
+        f"/api/v1/review/{item.public_id}/resolve", {"action": "approve"}, content_type="application/json"
+    )
+    assert r.status_code == 409
+    assert "kill switch" in r.json()["error"]["message"]
+
+
+def test_policy_file_with_a_misspelt_field_is_refused_whole(world, tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("- slug: new-one\n  level: 1\n- slug: sup\n  confidence_treshold: 0.7\n")
+    with pytest.raises(CommandError, match="confidence_treshold"):
+        call_command("apply_policies", str(f))
+    assert not AISystem.objects.filter(slug="new-one").exists()
+
+
+def test_context_keys_keep_their_whitespace(world):
+    body = decision_body(0.9, context={" padded key ": " value "})
+    r = world.client_for("sup").post("/api/v1/systems/sup/decisions", body, content_type="application/json")
+    assert r.status_code == 201
+    from oversight.models import Decision
+
+    assert Decision.objects.get().context == {" padded key ": " value "}

@@ -1,0 +1,301 @@
+"""Who may call what: every API endpoint checked from both sides (ARCHITECTURE.md, "The people")."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import redis
+from django.conf import settings
+from django.test import Client
+from django.utils.crypto import get_random_string
+
+from oversight import actions, config
+from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken
+from reviewqueue.models import ReviewItem
+from tests.conftest import decision_body
+
+
+@pytest.fixture(autouse=True)
+def _fast_passwords(settings: Any) -> None:
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+def send(client: Client, method: str, url: str, data: Any = None, **extra: Any) -> Any:
+    if method == "get":
+        return client.get(url, **extra)
+    body = b"" if data is None else json.dumps(data).encode()
+    return getattr(client, method)(url, body, content_type="application/json", **extra)
+
+
+def session(world: Any, user: Any) -> Client:
+    """A logged-in person whose unsafe requests carry the CSRF token, as the pages send it."""
+    c = world.person(user)
+    token = get_random_string(32)
+    c.cookies[settings.CSRF_COOKIE_NAME] = token
+    c.defaults["HTTP_X_CSRFTOKEN"] = token
+    return c
+
+
+@dataclass
+class Setup:
+    world: Any
+    decision_id: str  # a pending decision of "sup"
+    item_id: str  # its review item, claimed by the operator
+
+    def caller(self, who: str) -> Client:
+        w = self.world
+        if who == "anonymous":
+            return Client()
+        if who == "client":
+            return w.client_for("sup")
+        if who == "other_client":
+            return w.client_for("auto")
+        return session(w, getattr(w, who))
+
+
+@pytest.fixture
+def setup(world: Any) -> Setup:
+    client = world.client_for("sup")
+    made = send(client, "post", "/api/v1/systems/sup/decisions", decision_body(0.1)).json()
+    assert made["status"] == "pending_review"
+    item = ReviewItem.objects.get()
+    return Setup(world, made["id"], item.public_id)
+
+
+# How each caller is answered, endpoint by endpoint: 2xx allowed; 401, 403, 404 refused.
+# The review item is claimed by the operator, so resolve and release are theirs to do.
+A, F, N = 401, 403, 404
+CALLERS = ("anonymous", "client", "other_client", "nobody", "operator", "editor", "admin")
+MATRIX: dict[str, tuple[int, ...]] = {
+    #                   anonymous client other_client nobody operator editor admin
+    "list_systems":      (A, F, F, F, 200, 200, 200),
+    "get_system":        (A, 200, N, F, 200, 200, 200),
+    "create_system":     (A, F, F, F, F, F, 201),
+    "patch_system":      (A, F, F, F, F, F, 200),
+    "list_killswitches": (A, F, F, F, 200, 200, 200),
+    "flip_killswitch":   (A, F, F, F, F, F, 200),
+    "submit_decision":   (A, 201, N, F, F, F, F),
+    "submit_batch":      (A, 200, N, F, F, F, F),
+    "get_decision":      (A, 200, N, F, 200, 200, 200),
+    "post_outcome":      (A, 201, N, F, F, F, F),
+    "claim":             (A, F, F, F, 204, F, F),
+    "resolve":           (A, F, F, F, 200, F, F),
+    "release":           (A, F, F, F, 200, F, F),
+}
+
+
+def call(endpoint: str, s: Setup, client: Client) -> Any:
+    """Make the request. The review item is claimed by the operator, so resolve/release are theirs."""
+    d, i = s.decision_id, s.item_id
+    requests: dict[str, tuple[str, str, Any]] = {
+        "list_systems": ("get", "/api/v1/systems", None),
+        "get_system": ("get", "/api/v1/systems/sup", None),
+        "create_system": ("post", "/api/v1/systems", {"slug": "new-one", "level": 3}),
+        "patch_system": ("patch", "/api/v1/systems/sup", {"confidence_threshold": 0.7, "reason": "tighter"}),
+        "list_killswitches": ("get", "/api/v1/killswitches", None),
+        "flip_killswitch": ("post", "/api/v1/killswitches",
+                            {"scope": "system", "system": "sup", "engaged": True, "reason": "test"}),
+        "submit_decision": ("post", "/api/v1/systems/sup/decisions", decision_body(0.9)),
+        "submit_batch": ("post", "/api/v1/systems/sup/decisions/batch", {"items": [decision_body(0.9)]}),
+        "get_decision": ("get", f"/api/v1/decisions/{d}", None),
+        "post_outcome": ("post", f"/api/v1/decisions/{d}/outcome", {"reward": 0.5}),
+        "claim": ("post", "/api/v1/review/claim", {}),
+        "resolve": ("post", f"/api/v1/review/{i}/resolve", {"action": "approve", "note": "ok"}),
+        "release": ("post", f"/api/v1/review/{i}/release", None),
+    }
+    method, url, data = requests[endpoint]
+    return send(client, method, url, data)
+
+
+@pytest.mark.parametrize("endpoint", list(MATRIX))
+def test_every_endpoint_from_every_side(setup, endpoint):
+    """Refusals change nothing, so one endpoint's callers can be tried in a row (the one allowed
+    writer last: each row allows at most one caller to write)."""
+    operator = session(setup.world, setup.world.operator)
+    claimed = send(operator, "post", "/api/v1/review/claim", {})
+    assert claimed.json()["id"] == setup.item_id  # the only item, now leased to the operator
+    want = dict(zip(CALLERS, MATRIX[endpoint], strict=True))
+    order = sorted(CALLERS, key=lambda who: want[who] < 400)  # refused callers first
+    got: dict[str, int] = {}
+    for who in order:
+        r = call(endpoint, setup, setup.caller(who))
+        got[who] = r.status_code
+        if r.status_code >= 400:
+            error = r.json()["error"]
+            assert error["code"] == {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[r.status_code]
+    assert got == want
+
+
+def test_the_matrix_covers_every_api_operation():
+    import oversight.urls  # noqa: F401 - adds the review router to the API
+    from oversight.api import api
+
+    operations = {
+        op.view_func.__name__
+        for _, router in api._routers
+        for path_view in router.path_operations.values()
+        for op in path_view.operations
+    }
+    assert operations == set(MATRIX)
+
+
+def test_refusals_change_nothing(setup):
+    w = setup.world
+    for who in ("operator", "editor", "nobody", "client"):
+        c = setup.caller(who)
+        call("flip_killswitch", setup, c)
+        call("patch_system", setup, c)
+        call("create_system", setup, c)
+    assert not KillSwitch.objects.exists()
+    assert AISystem.objects.get(slug="sup").confidence_threshold == 0.6
+    assert not AISystem.objects.filter(slug="new-one").exists()
+    editor = session(w, w.editor)
+    call("resolve", setup, editor)
+    assert ReviewItem.objects.get().status == "open"
+
+
+def test_client_key_reaches_only_its_own_system(world):
+    key = world.client_for("sup")
+    own = send(key, "get", "/api/v1/systems/sup")
+    assert own.status_code == 200
+    assert (own.json()["slug"], own.json()["level"], own.json()["confidence_threshold"]) == ("sup", 2, 0.6)
+    for other in ("crit", "auto", "nope"):
+        assert send(key, "get", f"/api/v1/systems/{other}").status_code == 404
+    crit_decision = send(world.client_for("crit"), "post", "/api/v1/systems/crit/decisions", decision_body()).json()
+    assert send(key, "get", f"/api/v1/decisions/{crit_decision['id']}").status_code == 404
+    assert send(key, "post", f"/api/v1/decisions/{crit_decision['id']}/outcome", {"label": 1}).status_code == 404
+
+
+def test_session_post_without_csrf_token_is_refused(setup):
+    w = setup.world
+    for user, endpoint in ((w.admin, "flip_killswitch"), (w.admin, "patch_system"), (w.operator, "claim")):
+        bare = w.person(user)  # logged in, CSRF enforced, but no token sent
+        r = call(endpoint, setup, bare)
+        assert r.status_code == 403
+        assert r.json()["error"]["code"] == "csrf"
+        assert "X-CSRFToken" in r.json()["error"]["message"]
+    assert not KillSwitch.objects.exists()
+    assert ReviewItem.objects.get().status == "open"
+
+
+def test_session_with_a_wrong_csrf_token_is_refused(setup):
+    admin = setup.world.person(setup.world.admin)
+    admin.cookies[settings.CSRF_COOKIE_NAME] = get_random_string(32)
+    r = send(
+        admin, "post", "/api/v1/killswitches", {"scope": "global", "engaged": True, "reason": "x"},
+        HTTP_X_CSRFTOKEN=get_random_string(32),
+    )
+    assert (r.status_code, r.json()["error"]["code"]) == (403, "csrf")
+    assert not KillSwitch.objects.exists()
+
+
+def test_session_get_needs_no_csrf_token(setup):
+    bare = setup.world.person(setup.world.operator)
+    assert send(bare, "get", "/api/v1/systems").status_code == 200
+
+
+def token_client(user: Any) -> Client:
+    _, secret = actions.create_personal_token(user, "script")
+    return Client(HTTP_AUTHORIZATION=f"Token {secret}")
+
+
+def test_personal_token_carries_the_persons_role_and_needs_no_csrf(setup):
+    w = setup.world
+    operator = token_client(w.operator)
+    claimed = send(operator, "post", "/api/v1/review/claim", {})
+    assert claimed.status_code == 200
+    assert claimed.json()["claimed_by"] == "operator"
+    assert call("flip_killswitch", setup, operator).status_code == 403
+    assert call("patch_system", setup, operator).status_code == 403
+    assert call("resolve", setup, operator).status_code == 200
+
+    admin = token_client(w.admin)
+    assert call("flip_killswitch", setup, admin).status_code == 200
+    assert call("patch_system", setup, admin).status_code == 200
+    assert call("claim", setup, admin).status_code == 403
+    assert KillSwitch.objects.get().changed_by_id == w.admin.id
+
+    editor = token_client(w.editor)
+    assert call("list_systems", setup, editor).status_code == 200
+    assert call("flip_killswitch", setup, editor).status_code == 403
+
+    nobody = token_client(w.nobody)
+    assert call("list_systems", setup, nobody).status_code == 403
+
+
+def test_personal_token_follows_role_changes(setup):
+    from django.contrib.auth.models import Group
+
+    w = setup.world
+    _, secret = actions.create_personal_token(w.editor, "script")
+    assert call("list_killswitches", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 200
+    assert call("flip_killswitch", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 403
+    w.editor.groups.add(Group.objects.get(name="admin"))
+    assert call("flip_killswitch", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 200
+
+
+def test_only_the_digest_of_a_personal_token_is_stored(world):
+    token, secret = actions.create_personal_token(world.operator, "laptop")
+    assert secret.startswith("ovt_")
+    stored = PersonalToken.objects.get(pk=token.pk)
+    assert secret not in (stored.digest, stored.prefix, stored.name)
+    assert secret.startswith(stored.prefix)
+
+
+def test_revoked_personal_token_is_refused(setup):
+    w = setup.world
+    token, secret = actions.create_personal_token(w.admin, "script")
+    client = Client(HTTP_AUTHORIZATION=f"Token {secret}")
+    assert call("list_systems", setup, client).status_code == 200
+    actions.revoke_personal_token(w.admin, token)
+    r = call("list_systems", setup, client)
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthenticated")
+    assert call("flip_killswitch", setup, client).status_code == 401
+    assert not KillSwitch.objects.exists()
+
+
+def test_token_of_a_deactivated_person_is_refused(setup):
+    w = setup.world
+    _, secret = actions.create_personal_token(w.admin, "script")
+    w.admin.is_active = False
+    w.admin.save()
+    assert call("list_systems", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 401
+
+
+def test_wrong_personal_token_is_refused(world):
+    r = Client(HTTP_AUTHORIZATION="Token ovt_made-up").get("/api/v1/systems")
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthenticated")
+
+
+def test_revoked_api_key_is_refused_on_the_next_request(world, django_capture_on_commit_callbacks):
+    client = world.client_for("sup")
+    assert send(client, "post", "/api/v1/systems/sup/decisions", decision_body()).status_code == 201
+    key = ApiKey.objects.get(system__slug="sup")
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.revoke_api_key(world.admin, key)
+    r = send(client, "post", "/api/v1/systems/sup/decisions", decision_body())
+    assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthenticated")
+    assert send(client, "get", "/api/v1/systems/sup").status_code == 401
+    # the other systems' keys still work
+    assert send(world.client_for("auto"), "get", "/api/v1/systems/auto").status_code == 200
+
+
+def test_revoked_api_key_is_refused_even_when_redis_lost_the_epoch(world):
+    client = world.client_for("sup")
+    assert send(client, "get", "/api/v1/systems/sup").status_code == 200
+    actions.revoke_api_key(world.admin, ApiKey.objects.get(system__slug="sup"))  # on-commit never runs here
+    redis.Redis.from_url(settings.REDIS_URL).delete(settings.REDIS_PREFIX + config.EPOCH_KEY_SUFFIX)
+    assert send(client, "get", "/api/v1/systems/sup").status_code == 401
+
+
+def test_new_api_key_works_at_once_and_old_keys_keep_working(world, django_capture_on_commit_callbacks):
+    assert send(world.client_for("sup"), "get", "/api/v1/systems/sup").status_code == 200
+    with django_capture_on_commit_callbacks(execute=True):
+        _, secret = actions.create_api_key(world.admin, world.supervised, "second")
+    fresh = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    assert send(fresh, "get", "/api/v1/systems/sup").status_code == 200
+    assert send(fresh, "get", "/api/v1/systems/auto").status_code == 404
+    assert send(world.client_for("sup"), "get", "/api/v1/systems/sup").status_code == 200
