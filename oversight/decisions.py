@@ -18,7 +18,7 @@ from typing import Any
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from oversight import gate, hooks
+from oversight import bulk, gate, hooks
 from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
@@ -42,9 +42,14 @@ class Submitted:
     error: IdempotencyConflict | None = None
 
 
-def request_hash(payload: DecisionIn) -> str:
-    body = payload.model_dump(mode="json", exclude={"idempotency_key"})
-    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+def request_hash(body: Any) -> str:
+    """A digest of what the client sent (the JSON body as parsed), idempotency key left out."""
+    if isinstance(body, DecisionIn):
+        body = body.model_dump(mode="json", exclude_unset=True)
+    if isinstance(body, dict) and "idempotency_key" in body:
+        body = {k: v for k, v in body.items() if k != "idempotency_key"}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
 
 
 def _prediction(p: DecisionIn) -> gate.Prediction | None:
@@ -54,7 +59,9 @@ def _prediction(p: DecisionIn) -> gate.Prediction | None:
     return gate.Prediction(p.prediction.output, p.prediction.confidence, p.prediction.model, votes)
 
 
-def build(system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None) -> Decision:
+def build(
+    system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None, raw: Any = None
+) -> Decision:
     verdict = gate.decide(system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw)
     return Decision(
         id=uuid.uuid4(),
@@ -71,7 +78,7 @@ def build(system: SystemEntry, payload: DecisionIn, now: datetime, draw: float |
         reasons=verdict.reasons,
         audit=verdict.audit,
         idempotency_key=payload.idempotency_key,
-        request_hash=request_hash(payload),
+        request_hash=request_hash(payload if raw is None else raw),
         policy_version=system.policy.version,
         occurred_at=payload.occurred_at or now,
         created_at=now,
@@ -79,10 +86,39 @@ def build(system: SystemEntry, payload: DecisionIn, now: datetime, draw: float |
     )
 
 
-def submit(system: SystemEntry, payloads: Sequence[DecisionIn]) -> list[Submitted]:
-    """Gate and store decisions of one system. One transaction for the lot."""
+_ON_KEY_CONFLICT = (
+    "ON CONFLICT (system_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
+)
+
+
+def submit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
+    """The hot path: one INSERT … ON CONFLICT in autocommit, or in a transaction with its review item."""
+    d = build(system, payload, timezone.now(), raw=raw)
+    if hooks.wanted(d):
+        with transaction.atomic():
+            if bulk.insert_one(d, _ON_KEY_CONFLICT):
+                hooks.run_decision_sinks(system, [d])
+                return Submitted(d)
+    elif bulk.insert_one(d, _ON_KEY_CONFLICT):
+        return Submitted(d)
+    return _replay(system, d)
+
+
+def _replay(system: SystemEntry, d: Decision) -> Submitted:
+    """The key was taken: the same body replays the stored decision, another body conflicts."""
+    key = d.idempotency_key
+    prior = Decision.objects.filter(system_id=system.id, idempotency_key=key).first()
+    if prior is None:  # pragma: no cover - a decision is never deleted while its key is in use
+        raise IdempotencyConflict(key or "")
+    if prior.request_hash == d.request_hash:
+        return Submitted(prior, replayed=True)
+    return Submitted(None, error=IdempotencyConflict(key or ""))
+
+
+def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None = None) -> list[Submitted]:
+    """Gate and store decisions of one system. One transaction for the lot (COPY for many)."""
     now = timezone.now()
-    built = [build(system, p, now) for p in payloads]
+    built = [build(system, p, now, raw=raws[i] if raws else None) for i, p in enumerate(payloads)]
     for attempt in range(3):
         try:
             return _store(system, built)
@@ -118,7 +154,7 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
         new.append(d)
         results.append(Submitted(d))
     if new:
-        Decision.objects.bulk_create(new)
+        bulk.insert_many(new)
         hooks.run_decision_sinks(system, new)
     return results
 

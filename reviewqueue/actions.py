@@ -6,6 +6,7 @@ people never get the same item; resolution is a compare-and-set on (status, clai
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from oversight import audit, config, events, gate
+from oversight import audit, bulk, config, events, gate
 from oversight.actions import ActionError
 from oversight.config import SystemEntry
 from oversight.models import AISystem, Decision
@@ -24,28 +25,26 @@ from reviewqueue.models import ReviewItem
 LEASE_S = 300
 
 
+def needs_review(d: Decision) -> bool:
+    return d.status == Decision.Status.PENDING_REVIEW or d.audit
+
+
 def enqueue_decisions(system: SystemEntry, decisions: Sequence[Decision]) -> None:
     """Decision sink: one review item per decision a person must see. Runs in the decision's transaction."""
-    items = []
-    for d in decisions:
-        kind = None
-        if d.status == Decision.Status.PENDING_REVIEW:
-            kind = ReviewItem.Kind.GATE
-        elif d.audit:
-            kind = ReviewItem.Kind.AUDIT
-        if kind is None:
-            continue
-        items.append(
-            ReviewItem(
-                decision=d,
-                system_id=d.system_id,
-                kind=kind,
-                due_at=d.created_at + timedelta(seconds=system.review_sla_s),
-                created_at=d.created_at,
-            )
+    items = [
+        ReviewItem(
+            id=uuid.uuid4(),
+            decision_id=d.id,
+            system_id=d.system_id,
+            kind=ReviewItem.Kind.GATE if d.status == Decision.Status.PENDING_REVIEW else ReviewItem.Kind.AUDIT,
+            status=ReviewItem.Status.OPEN,
+            due_at=d.created_at + timedelta(seconds=system.review_sla_s),
+            created_at=d.created_at,
         )
-    if items:
-        ReviewItem.objects.bulk_create(items)
+        for d in decisions
+        if needs_review(d)
+    ]
+    bulk.insert_many(items)
 
 
 def _claimable(now: Any) -> Q:

@@ -167,13 +167,14 @@ def test_a_decision_and_its_review_item_commit_together(world, monkeypatch):
         assert ReviewItem.objects.filter(decision__in=list(decisions)).count() == len(decisions)
         raise RuntimeError("sink failed")
 
-    monkeypatch.setattr(hooks, "decision_sinks", [*hooks.decision_sinks, fail_after_review_items])
+    failing = (fail_after_review_items, lambda d: True)
+    monkeypatch.setattr(hooks, "decision_sinks", [*hooks.decision_sinks, failing])
     client = world.client_for("crit")
     with pytest.raises(RuntimeError, match="sink failed"):
         send(client, DECISIONS.format("crit"), decision_body(0.9))
     assert not Decision.objects.exists()
     assert not ReviewItem.objects.exists()
-    monkeypatch.setattr(hooks, "decision_sinks", [s for s in hooks.decision_sinks if s is not fail_after_review_items])
+    monkeypatch.setattr(hooks, "decision_sinks", [s for s in hooks.decision_sinks if s is not failing])
     body = decide(world, "crit", decision_body(0.9))
     assert ReviewItem.objects.get().decision_id == decision_row(body["id"]).id
 

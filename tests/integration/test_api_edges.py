@@ -68,3 +68,36 @@ def test_context_keys_keep_their_whitespace(world):
     from oversight.models import Decision
 
     assert Decision.objects.get().context == {" padded key ": " value "}
+
+
+def test_a_large_batch_is_stored_whole_with_its_review_items_and_replays(world):
+    """Large batches take the COPY path: rows must match what the ORM writes, review items included."""
+    from oversight.models import Decision
+    from reviewqueue.models import ReviewItem
+
+    items = []
+    for i in range(300):
+        body = decision_body(0.9 if i % 3 else 0.1, idempotency_key=f"k-{i}", subject=f"s-{i}")
+        if i == 7:
+            body.pop("prediction")  # no prediction: the fallback, with a NULL prediction column
+        items.append(body)
+    client = world.client_for("sup")
+    r = client.post("/api/v1/systems/sup/decisions/batch", {"items": items}, content_type="application/json")
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert [x["status"] for x in results[:4]] == ["pending_review", "released", "released", "pending_review"]
+    assert results[7]["status"] == "fallback" and results[7]["output"] == {"items": ["safe"]}
+    assert Decision.objects.count() == 300
+    queued = Decision.objects.filter(status="pending_review")
+    assert ReviewItem.objects.filter(kind="gate").count() == queued.count() == 100
+    stored = Decision.objects.get(idempotency_key="k-7")
+    assert stored.prediction is None and stored.context == {"hour": 23}
+    assert Decision.objects.get(idempotency_key="k-0").output is None
+    # the same batch again: every item replays, nothing new is stored
+    again = client.post("/api/v1/systems/sup/decisions/batch", {"items": items}, content_type="application/json")
+    assert all(x["replayed"] for x in again.json()["results"])
+    assert [x["id"] for x in again.json()["results"]] == [x["id"] for x in results]
+    assert Decision.objects.count() == 300
+    # a single decision replays a key first stored by a batch
+    single = client.post("/api/v1/systems/sup/decisions", items[5], content_type="application/json")
+    assert single.status_code == 200 and single.json()["id"] == results[5]["id"]
