@@ -86,12 +86,14 @@ def test_a_large_batch_is_stored_whole_with_its_review_items_and_replays(world):
     assert r.status_code == 200
     results = r.json()["results"]
     assert [x["status"] for x in results[:4]] == ["pending_review", "released", "released", "pending_review"]
-    assert results[7]["status"] == "fallback" and results[7]["output"] == {"items": ["safe"]}
+    assert results[7]["status"] == "fallback"
+    assert results[7]["output"] == {"items": ["safe"]}
     assert Decision.objects.count() == 300
     queued = Decision.objects.filter(status="pending_review")
     assert ReviewItem.objects.filter(kind="gate").count() == queued.count() == 100
     stored = Decision.objects.get(idempotency_key="k-7")
-    assert stored.prediction is None and stored.context == {"hour": 23}
+    assert stored.prediction is None
+    assert stored.context == {"hour": 23}
     assert Decision.objects.get(idempotency_key="k-0").output is None
     # the same batch again: every item replays, nothing new is stored
     again = client.post("/api/v1/systems/sup/decisions/batch", {"items": items}, content_type="application/json")
@@ -100,4 +102,5 @@ def test_a_large_batch_is_stored_whole_with_its_review_items_and_replays(world):
     assert Decision.objects.count() == 300
     # a single decision replays a key first stored by a batch
     single = client.post("/api/v1/systems/sup/decisions", items[5], content_type="application/json")
-    assert single.status_code == 200 and single.json()["id"] == results[5]["id"]
+    assert single.status_code == 200
+    assert single.json()["id"] == results[5]["id"]
