@@ -37,6 +37,7 @@ from oversight.schemas import (
     SystemIn,
     SystemOut,
     SystemPatch,
+    raw_text_storable,
 )
 
 log = logging.getLogger(__name__)
@@ -342,10 +343,12 @@ def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> H
 _DECISION_LIST = TypeAdapter(list[DecisionIn])
 
 
-def _validate_items(items: list[Any]) -> tuple[list[DecisionIn], list[Any], list[dict[str, Any] | None]]:
+def _validate_items(
+    items: list[Any], context: dict[str, Any] | None = None
+) -> tuple[list[DecisionIn], list[Any], list[dict[str, Any] | None]]:
     """Validate a batch in one call; only when something is wrong, item by item to say which."""
     try:
-        return _DECISION_LIST.validate_python(items), items, [None] * len(items)
+        return _DECISION_LIST.validate_python(items, context=context), items, [None] * len(items)
     except PydanticValidationError:
         pass
     valid: list[DecisionIn] = []
@@ -371,7 +374,8 @@ def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpRes
             f"a batch holds at most {settings.MAX_BATCH_ITEMS} items; this one has {len(payload.items)}: split it",
             "items",
         )
-    valid, raws, slots = _validate_items(payload.items)
+    checked = {"text_checked": True} if raw_text_storable(request.body) else None
+    valid, raws, slots = _validate_items(payload.items, checked)
     submitted = iter(decisions.submit(entry, valid, raws) if valid else [])
     results: list[dict[str, Any]] = []
     for slot in slots:

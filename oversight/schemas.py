@@ -14,6 +14,7 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -105,7 +106,10 @@ class In(BaseModel):
 
     @model_validator(mode="before")
     @classmethod
-    def _storable(cls, data: Any) -> Any:
+    def _storable(cls, data: Any, info: ValidationInfo) -> Any:
+        # The caller may have checked the raw request text already (no \u0000, no surrogate escapes).
+        if info.context and info.context.get("text_checked"):
+            return data
         if cls.check_text and _may_hold_unstorable(data):
             bad = unstorable_at(data)
             if bad is not None:
@@ -258,3 +262,11 @@ class KillSwitchIn(In):
     model: str = Field(default="", max_length=200)
     engaged: bool
     reason: str = Field(default="", max_length=2000)
+
+
+_SUSPECT_ESCAPE = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]")
+
+
+def raw_text_storable(body: bytes) -> bool:
+    """True when a JSON body cannot hold a NUL or a lone surrogate (they can only come as escapes)."""
+    return _SUSPECT_ESCAPE.search(body) is None
