@@ -40,6 +40,19 @@ def decision_body(system: str, rng: random.Random) -> dict[str, Any]:
     }
 
 
+def _wait_until_up(client: httpx.Client, log: Callable[[str], None], timeout_s: float = 60.0) -> None:
+    """The web process may still be starting: wait for /healthz before sending traffic."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if client.get("/healthz").status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    log(f"simulator: {client.base_url} did not answer /healthz within {timeout_s:.0f}s; sending anyway")
+
+
 def run(base_url: str, keys: dict[str, str], rate: float, duration_s: float | None,
         log: Callable[[str], None] = print, seed: int | None = None) -> dict[str, int]:
     rng = random.Random(seed)
@@ -48,6 +61,7 @@ def run(base_url: str, keys: dict[str, str], rate: float, duration_s: float | No
     deadline = time.monotonic() + duration_s if duration_s else None
     systems = list(keys)
     with httpx.Client(base_url=base_url, timeout=10) as client:
+        _wait_until_up(client, log)
         next_at = time.monotonic()
         while deadline is None or time.monotonic() < deadline:
             system = rng.choice(systems)
