@@ -21,13 +21,38 @@ import pytest
 import redis
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from django.contrib.auth.models import Group
 from django.test import Client
+from django.utils.crypto import get_random_string
 
 from oversight import actions, config, roles
 from oversight.models import AISystem
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
+    """The standard algorithm with few rounds. A live server checks such a hash with its own
+    (standard) hasher, which reads the rounds from the hash, so logging in stays real."""
+
+    iterations = 1000
+
+
+@pytest.fixture(autouse=True)
+def _quick_password_hashing(settings: Any) -> None:
+    """The world's people are made anew for every test: keep their hashing cheap."""
+    settings.PASSWORD_HASHERS = [f"{__name__}.QuickPBKDF2PasswordHasher"]
+
+
+def csrf_session(user: Any) -> Client:
+    """A person logged in, with the CSRF cookie and header a browser page would send."""
+    c = Client(enforce_csrf_checks=True)
+    c.force_login(user)
+    token = get_random_string(32)
+    c.cookies[settings.CSRF_COOKIE_NAME] = token
+    c.defaults["HTTP_X_CSRFTOKEN"] = token
+    return c
 
 
 @pytest.fixture(autouse=True)

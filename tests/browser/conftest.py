@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from django.contrib.auth.hashers import PBKDF2PasswordHasher
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import World
@@ -56,17 +55,6 @@ def _bounded_expectations() -> None:
     expect.set_options(timeout=TIMEOUT_MS)
 
 
-class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
-    """The standard algorithm with few rounds. The live server checks such a hash with its own
-    (standard) hasher, which reads the rounds from the hash, so logging in stays real."""
-
-    iterations = 1000
-
-
-@pytest.fixture(autouse=True)
-def _quick_password_hashing(settings: Any) -> None:
-    """The world's four people are made anew for every test: keep their hashing cheap."""
-    settings.PASSWORD_HASHERS = [f"{__name__}.QuickPBKDF2PasswordHasher"]
 
 
 @pytest.fixture

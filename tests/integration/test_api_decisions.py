@@ -11,20 +11,15 @@ import pytest
 import redis
 from django.conf import settings
 from django.test import Client
-from django.utils.crypto import get_random_string
 
 from oversight import actions, config, hooks
 from oversight.models import AuditEvent, Decision, KillSwitch, Outcome
 from reviewqueue.models import ReviewItem
-from tests.conftest import decision_body
+from tests.conftest import csrf_session, decision_body
 
 DECISIONS = "/api/v1/systems/{}/decisions"
 BATCH = "/api/v1/systems/{}/decisions/batch"
 
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 
 
 def send(client: Client, url: str, data: Any, method: str = "post", **extra: Any) -> Any:
@@ -39,12 +34,7 @@ def decide(world: Any, slug: str, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def admin_session(world: Any) -> Client:
-    """The admin logged in, with the CSRF cookie and header a browser page would send."""
-    c = world.person(world.admin)
-    token = get_random_string(32)
-    c.cookies[settings.CSRF_COOKIE_NAME] = token
-    c.defaults["HTTP_X_CSRFTOKEN"] = token
-    return c
+    return csrf_session(world.admin)
 
 
 def voting_body(confidence: float = 0.9) -> dict[str, Any]:

@@ -16,10 +16,6 @@ URL = "/api/v1/systems/sup/decisions"
 BATCH = "/api/v1/systems/sup/decisions/batch"
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def send(client: Client, url: str, data: Any, method: str = "post", **extra: Any) -> Any:
     body = data if isinstance(data, bytes) else json.dumps(data)

@@ -18,11 +18,6 @@ from reviewqueue.models import ReviewItem
 from tests.conftest import decision_body
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def send(client: Client, method: str, url: str, data: Any = None, **extra: Any) -> Any:
     if method == "get":
         return client.get(url, **extra)

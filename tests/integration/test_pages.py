@@ -67,11 +67,6 @@ def assert_forbidden_page(response: Any, role: str) -> None:
     assert f"This page needs the <strong>{role}</strong> role" in html(response)
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """The world's people are made for every test; a fast hasher keeps that cheap (in this process only)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 # --- anonymous ----------------------------------------------------------------------------
 

@@ -10,20 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.conf import settings
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
 from django.test import Client
-from django.utils.crypto import get_random_string
 
 from oversight import actions
 from oversight.models import AISystem, ApiKey, AuditEvent, PolicyVersion
-from tests.conftest import decision_body
-
-
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+from tests.conftest import csrf_session, decision_body
 
 
 def send(client: Client, method: str, url: str, data: Any) -> Any:
@@ -31,11 +24,7 @@ def send(client: Client, method: str, url: str, data: Any) -> Any:
 
 
 def admin_session(world: Any) -> Client:
-    c = world.person(world.admin)
-    token = get_random_string(32)
-    c.cookies[settings.CSRF_COOKIE_NAME] = token
-    c.defaults["HTTP_X_CSRFTOKEN"] = token
-    return c
+    return csrf_session(world.admin)
 
 
 # --- the API ----------------------------------------------------------------------------------

@@ -20,11 +20,6 @@ from reviewqueue.models import ReviewItem
 from tests.conftest import decision_body
 
 
-@pytest.fixture(autouse=True)
-def _fast_passwords(settings: Any) -> None:
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 def send(client: Client, url: str, data: Any = None) -> Any:
     body = b"" if data is None else json.dumps(data).encode()
     return client.post(url, body, content_type="application/json")

@@ -25,11 +25,6 @@ ORIGIN = (b"origin", b"http://localhost")
 TIMEOUT = 5
 
 
-@pytest.fixture(autouse=True)
-def _fast_password_hashing(settings: Any) -> None:
-    """The world's people are made for every test; a fast hasher keeps that cheap (in this process only)."""
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
 
 def session_cookie(user: Any) -> str:
     """A real session for ``user``, as the login view would store it."""
