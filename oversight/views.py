@@ -16,7 +16,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonRe
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from oversight import actions, roles
+from oversight import actions, config, roles
 from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch, PersonalToken
 from oversight.schemas import SystemIn, SystemPatch
 
@@ -56,7 +56,7 @@ def readyz(request: HttpRequest) -> HttpResponse:
     except Exception as exc:
         checks["postgresql"] = f"unreachable: {exc.__class__.__name__}"
     try:
-        redis.Redis.from_url(settings.REDIS_URL, socket_timeout=1, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(settings.REDIS_URL, **config.FAIL_FAST).ping()
         checks["redis"] = "ok"
     except Exception as exc:
         checks["redis"] = f"unreachable: {exc.__class__.__name__}"
