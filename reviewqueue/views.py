@@ -10,6 +10,7 @@ from django.core.paginator import Paginator
 from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from oversight import roles
@@ -43,6 +44,7 @@ def queue(request: HttpRequest) -> HttpResponse:
     ).order_by("-resolved_at")[:10]
     return render(request, "reviewqueue/queue.html", {
         "page": page, "system": system, "systems": AISystem.objects.all(), "recent": recent,
+        "now": timezone.now(),
     })
 
 
