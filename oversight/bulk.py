@@ -9,12 +9,15 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Sequence
 from functools import cache
-from typing import Any
+from typing import Any, TypeVar
 
+import orjson
 import psycopg
 from django.db import connection, models
+from django.db.models.base import ModelState
 from psycopg.types.json import Jsonb
 
+M = TypeVar("M", bound=models.Model)
 COPY_FROM = 50  # below this many rows, a multi-row INSERT is as fast as COPY
 
 
@@ -26,11 +29,18 @@ def _fields(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
 Convert = Callable[[Any], Any]
 
 
-def _json(field: models.JSONField[Any]) -> Convert:  # type: ignore[type-arg]
-    def convert(value: Any) -> Any:
-        return None if value is None else Jsonb(value, dumps=lambda v: json.dumps(v, cls=field.encoder))
+def json_bytes(value: Any) -> bytes:
+    """JSON as bytes: orjson (fast), or the standard library for what orjson refuses (ints over 64 bits)."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(value, ensure_ascii=False).encode()
 
-    return convert
+
+def _json(field: models.JSONField[Any]) -> Convert:  # type: ignore[type-arg]
+    if field.encoder is not None:  # pragma: no cover - our JSON fields use the default encoder
+        return lambda v: None if v is None else Jsonb(v, dumps=lambda x: json.dumps(x, cls=field.encoder))
+    return lambda v: None if v is None else Jsonb(v, dumps=json_bytes)
 
 
 @cache
@@ -53,6 +63,26 @@ def _converters(model: type[models.Model]) -> tuple[tuple[str, Convert | None], 
         else:  # pragma: no cover - a field type we have not checked: let Django prepare it
             out.append((f.attname, lambda v, f=f: f.get_db_prep_save(v, connection)))
     return tuple(out)
+
+
+@cache
+def _defaults(model: type[models.Model]) -> tuple[tuple[str, Any], ...]:
+    return tuple((f.attname, f.get_default()) for f in _fields(model) if not callable(f.default) or not f.has_default())
+
+
+def new(model: type[M], /, **values: Any) -> M:
+    """An unsaved model instance, made several times faster than ``Model(**values)``.
+
+    For hot paths that make hundreds of rows a request: every concrete field must be given or
+    have a constant default (a callable default, such as ``uuid.uuid4``, must be given).
+    """
+    obj = model.__new__(model)
+    obj._state = ModelState()
+    state = obj.__dict__
+    for name, default in _defaults(model):
+        state[name] = default
+    state.update(values)
+    return obj
 
 
 def _row(obj: models.Model) -> list[Any]:

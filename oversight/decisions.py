@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import orjson
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -48,8 +49,12 @@ def request_hash(body: Any) -> str:
         body = body.model_dump(mode="json", exclude_unset=True)
     if isinstance(body, dict) and "idempotency_key" in body:
         body = {k: v for k, v in body.items() if k != "idempotency_key"}
-    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+    try:
+        data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)
+    except TypeError:  # what orjson refuses (integers over 64 bits, lone surrogates): the standard library
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+        data = text.encode("utf-8", "surrogatepass")
+    return hashlib.sha256(data).hexdigest()
 
 
 def _prediction(p: DecisionIn) -> gate.Prediction | None:
@@ -63,7 +68,8 @@ def build(
     system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None, raw: Any = None
 ) -> Decision:
     verdict = gate.decide(system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw)
-    return Decision(
+    return bulk.new(
+        Decision,
         id=uuid.uuid4(),
         system_id=system.id,
         subject=payload.subject,
@@ -83,6 +89,7 @@ def build(
         occurred_at=payload.occurred_at or now,
         created_at=now,
         released_at=now if verdict.status == gate.RELEASED else None,
+        review=None,
     )
 
 
@@ -169,6 +176,14 @@ def record_outcome(decision: Decision, payload: OutcomeIn) -> Outcome:
     )
 
 
+def iso(t: datetime) -> str:
+    """A time as the API writes it everywhere (Django's JSON encoder's form: milliseconds, Z for UTC)."""
+    r = t.isoformat()
+    if t.microsecond:
+        r = r[:23] + r[26:]
+    return r.removesuffix("+00:00") + "Z" if r.endswith("+00:00") else r
+
+
 def public(decision: Decision, slug: str) -> dict[str, Any]:
     return {
         "id": decision.public_id,
@@ -178,8 +193,8 @@ def public(decision: Decision, slug: str) -> dict[str, Any]:
         "output": decision.output,
         "confidence": decision.confidence,
         "reasons": decision.reasons,
-        "created_at": decision.created_at,
-        "occurred_at": decision.occurred_at,
+        "created_at": iso(decision.created_at),
+        "occurred_at": iso(decision.occurred_at),
         "review": decision.review,
     }
 

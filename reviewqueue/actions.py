@@ -32,7 +32,8 @@ def needs_review(d: Decision) -> bool:
 def enqueue_decisions(system: SystemEntry, decisions: Sequence[Decision]) -> None:
     """Decision sink: one review item per decision a person must see. Runs in the decision's transaction."""
     items = [
-        ReviewItem(
+        bulk.new(
+            ReviewItem,
             id=uuid.uuid4(),
             decision_id=d.id,
             system_id=d.system_id,
