@@ -138,6 +138,17 @@ def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[A
 
 @transaction.atomic
 def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
+    if len(built) >= bulk.COPY_FROM:
+        # Optimistic: most batches are new. COPY them at once; the unique index catches a key that
+        # was used before (or twice in the batch), and only then are existing keys looked up.
+        try:
+            with transaction.atomic():
+                bulk.insert_many(built)
+        except IntegrityError:
+            pass
+        else:
+            hooks.run_decision_sinks(system, built)
+            return [Submitted(d) for d in built]
     keys = [d.idempotency_key for d in built if d.idempotency_key]
     existing: dict[str, Decision] = {}
     if keys:
