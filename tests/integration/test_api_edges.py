@@ -104,3 +104,19 @@ def test_a_large_batch_is_stored_whole_with_its_review_items_and_replays(world):
     single = client.post("/api/v1/systems/sup/decisions", items[5], content_type="application/json")
     assert single.status_code == 200
     assert single.json()["id"] == results[5]["id"]
+
+
+def test_a_large_batch_with_a_key_repeated_inside_it_stores_it_once(world):
+    from oversight.models import Decision
+
+    items = [decision_body(0.9, idempotency_key=f"k-{i}") for i in range(60)]
+    items.append(decision_body(0.9, idempotency_key="k-0"))  # same body: replays item 0
+    items.append(decision_body(0.2, idempotency_key="k-1"))  # other body: a conflict
+    r = world.client_for("sup").post(
+        "/api/v1/systems/sup/decisions/batch", {"items": items}, content_type="application/json"
+    )
+    results = r.json()["results"]
+    assert results[60]["id"] == results[0]["id"]
+    assert results[60]["replayed"] is True
+    assert results[61]["error"]["code"] == "idempotency_conflict"
+    assert Decision.objects.count() == 60
