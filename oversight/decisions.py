@@ -12,6 +12,7 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 from datetime import datetime
 from typing import Any
 
@@ -187,6 +188,7 @@ def record_outcome(decision: Decision, payload: OutcomeIn) -> Outcome:
     )
 
 
+@lru_cache(maxsize=1024)  # a batch's decisions share their arrival time: format it once
 def iso(t: datetime) -> str:
     """A time as the API writes it everywhere (Django's JSON encoder's form: milliseconds, Z for UTC)."""
     r = t.isoformat()
