@@ -12,8 +12,8 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import lru_cache
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -25,7 +25,7 @@ from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
 
-_rng = random.SystemRandom()
+_rng = random.Random()  # audit sampling needs a fair draw, not a secret one
 
 
 class IdempotencyConflict(Exception):

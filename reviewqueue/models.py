@@ -28,11 +28,12 @@ class ReviewItem(models.Model):
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="review_items")
-    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="review_items")
+    # Indexed through review_system_status; the queue writes ~1 item per 2 decisions, so no spare indexes.
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="review_items", db_index=False)
     kind = models.CharField(max_length=8, choices=Kind.choices)
     status = models.CharField(max_length=10, choices=Status.choices, default=Status.OPEN)
     claimed_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
     resolved_by = models.ForeignKey(
