@@ -83,21 +83,25 @@ MAX_JSON_DEPTH = 64  # objects/arrays inside each other; deeper bodies could not
 MAX_INT_DIGITS = 4000  # Python refuses to parse longer integers (sys.get_int_max_str_digits)
 
 
-def json_depth_over(value: Any, limit: int) -> bool:
-    """True when ``value`` nests objects/arrays more than ``limit`` levels deep."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict):
-            children: Any = item.values()
-        elif isinstance(item, list):
-            children = item
-        else:
-            continue
-        if depth > limit:
+def _deeper_than(value: Any, remaining: int) -> bool:
+    if type(value) is dict:
+        children: Any = value.values()
+    elif type(value) is list:
+        children = value
+    else:
+        return False
+    if remaining < 0:
+        return True
+    for child in children:
+        kind = type(child)
+        if (kind is dict or kind is list) and _deeper_than(child, remaining - 1):
             return True
-        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
     return False
+
+
+def json_depth_over(value: Any, limit: int) -> bool:
+    """True when ``value`` nests objects/arrays more than ``limit`` levels deep (parsed JSON only)."""
+    return _deeper_than(value, limit - 1)
 
 
 class StrictJSONParser(Parser):

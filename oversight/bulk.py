@@ -66,8 +66,8 @@ def _converters(model: type[models.Model]) -> tuple[tuple[str, Convert | None], 
 
 
 @cache
-def _defaults(model: type[models.Model]) -> tuple[tuple[str, Any], ...]:
-    return tuple((f.attname, f.get_default()) for f in _fields(model) if not callable(f.default) or not f.has_default())
+def _defaults(model: type[models.Model]) -> dict[str, Any]:
+    return {f.attname: f.get_default() for f in _fields(model) if not callable(f.default) or not f.has_default()}
 
 
 def new(model: type[M], /, **values: Any) -> M:
@@ -79,8 +79,7 @@ def new(model: type[M], /, **values: Any) -> M:
     obj = model.__new__(model)
     obj._state = ModelState()
     state = obj.__dict__
-    for name, default in _defaults(model):
-        state[name] = default
+    state.update(_defaults(model))
     state.update(values)
     return obj
 

@@ -41,14 +41,14 @@ class KillState:
     models: Mapping[str, str] = field(default_factory=dict)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per decision: plain slots, cheaper than frozen
 class Vote:
     model: str
     output: Any
     confidence: float | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per decision: plain slots, cheaper than frozen
 class Prediction:
     output: Any
     confidence: float | None
@@ -56,7 +56,7 @@ class Prediction:
     votes: Sequence[Vote] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made per decision: plain slots, cheaper than frozen
 class Verdict:
     status: str
     route: str
