@@ -12,7 +12,6 @@ from functools import cache
 from typing import Any, TypeVar
 
 import orjson
-import psycopg
 from django.db import connection, models
 from django.db.models.base import ModelState
 from psycopg.types.json import Jsonb
@@ -98,15 +97,10 @@ def _insert_sql(model: type[models.Model], conflict: str) -> str:
 
 
 def insert_one(obj: models.Model, conflict: str = "") -> bool:
-    """INSERT one row in one round trip. With an ``ON CONFLICT … DO NOTHING`` clause, False when skipped.
-
-    A server-side prepared statement: PostgreSQL parses and plans it once per connection, and the
-    values travel as parameters (no client-side quoting of twenty-odd values per decision).
-    """
+    """INSERT one row in one round trip. With an ``ON CONFLICT … DO NOTHING`` clause, False when skipped."""
     model = type(obj)
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
-        cur.execute(_insert_sql(model, conflict), _row(obj), prepare=True)
+    with connection.cursor() as cur:
+        cur.execute(_insert_sql(model, conflict), _row(obj))
         return cur.fetchone() is not None
 
 

@@ -34,6 +34,7 @@ if new > cur then redis.call('SET', KEYS[1], ARGV[1]) return new end
 return cur
 """
 REDIS_RETRY_AFTER_S = 1.0
+DB_CHECK_EVERY_S = 1.0
 # On the hot path a Redis that is away must cost milliseconds, not redis-py's default retries
 # with back-off (over 3 s per call on a refused connection): fail at once, read PostgreSQL.
 FAIL_FAST: dict[str, object] = {
@@ -95,7 +96,10 @@ class _RedisEpoch:
             self.client().eval(_SET_IF_GREATER, 1, _epoch_key(), epoch)
         except redis.RedisError:
             self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
-            log.warning("could not raise the config epoch in Redis; processes will read PostgreSQL")
+            log.error(
+                "could not raise the config epoch in Redis to %s; every process reads PostgreSQL "
+                "at least once a second, so the change still reaches them", epoch
+            )
 
 
 redis_epoch = _RedisEpoch()
@@ -162,14 +166,24 @@ class _Cache:
     def __init__(self) -> None:
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
+        self._db_checked_at = 0.0
 
     def current(self) -> Snapshot:
-        """The snapshot as of now: at most one Redis GET, a reload only when something changed."""
+        """The snapshot as of now: one Redis GET, a reload only when something changed.
+
+        Once a second the PostgreSQL row is read as well: if raising the Redis copy failed after a
+        commit (a timeout, a blip), the change still reaches every process within that second, and
+        the Redis copy is repaired.
+        """
         epoch = redis_epoch.get()
-        if epoch is None:
-            epoch = db_epoch()
-            if time.monotonic() >= redis_epoch._down_until:
-                redis_epoch.raise_to(epoch)  # Redis restarted empty: rebuild its copy
+        now = time.monotonic()
+        if epoch is None or now - self._db_checked_at >= DB_CHECK_EVERY_S:
+            truth = db_epoch()
+            self._db_checked_at = now
+            if epoch is None or truth > epoch:
+                if now >= redis_epoch._down_until:
+                    redis_epoch.raise_to(truth)  # Redis restarted empty, or missed a raise: repair it
+                epoch = truth
         snap = self._snapshot
         if snap is not None and snap.epoch == epoch:
             return snap
@@ -184,6 +198,7 @@ class _Cache:
 
     def clear(self) -> None:
         self._snapshot = None
+        self._db_checked_at = 0.0
 
 
 cache = _Cache()

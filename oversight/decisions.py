@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
 from oversight import bulk, gate, hooks
@@ -94,6 +94,7 @@ def build(
     )
 
 
+DEADLOCK = "40P01"
 _ON_KEY_CONFLICT = (
     "ON CONFLICT (system_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 )
@@ -134,7 +135,15 @@ def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[A
             # A concurrent request stored one of our idempotency keys first: read it as a replay.
             if attempt == 2:
                 raise
+        except OperationalError as exc:
+            # Two batches sharing keys in a different order can still deadlock: PostgreSQL aborts one.
+            if getattr(exc.__cause__, "sqlstate", None) != DEADLOCK or attempt == 2:
+                raise
     raise AssertionError("unreachable")
+
+
+def _insert_order(d: Decision) -> str:
+    return d.idempotency_key or ""
 
 
 @transaction.atomic
@@ -144,7 +153,8 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
         # was used before (or twice in the batch), and only then are existing keys looked up.
         try:
             with transaction.atomic():
-                bulk.insert_many(built)
+                # Rows go in idempotency-key order, so concurrent batches lock keys in the same order.
+                bulk.insert_many(sorted(built, key=_insert_order))
         except IntegrityError:
             pass
         else:
@@ -173,7 +183,7 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
         new.append(d)
         results.append(Submitted(d))
     if new:
-        bulk.insert_many(new)
+        bulk.insert_many(sorted(new, key=_insert_order))
         hooks.run_decision_sinks(system, new)
     return results
 

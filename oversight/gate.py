@@ -98,6 +98,9 @@ def drop_killed(prediction: Prediction, kills: KillState) -> tuple[Prediction | 
     if prediction.votes:
         alive = [v for v in prediction.votes if v.model not in kills.models]
         dropped = sorted({v.model for v in prediction.votes if v.model in kills.models})
+        if prediction.model in kills.models and prediction.model not in dropped:
+            # The combined answer came from a stopped model: it cannot stand, whatever the votes say.
+            dropped.append(prediction.model)
         for name in dropped:
             reasons.append(f"model {name} left out: kill switch engaged ({kills.models[name]})")
         if not dropped:

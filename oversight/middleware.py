@@ -23,6 +23,14 @@ class BodySizeLimitMiddleware:
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
         length = request.META.get("CONTENT_LENGTH")
+        if (
+            not length
+            and request.method in ("POST", "PUT", "PATCH")
+            and request.path.startswith("/api/")
+            and request.META.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
+        ):
+            # Without a length the size limit cannot be checked before the body is read.
+            return _json(411, "length_required", "send the Content-Length header (chunked bodies are not accepted)")
         if length:
             try:
                 size = int(length)

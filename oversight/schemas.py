@@ -13,6 +13,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -121,9 +122,13 @@ class In(BaseModel):
         return data
 
 
+# Model names are compared with kill switches, which store them stripped.
+ModelName = Annotated[str, StringConstraints(strip_whitespace=True)]
+
+
 class VoteIn(In):
     check_text: ClassVar[bool] = False
-    model: str = Field(min_length=1, max_length=200)
+    model: ModelName = Field(min_length=1, max_length=200)
     output: Any
     confidence: Confidence | None = None
 
@@ -132,7 +137,7 @@ class PredictionIn(In):
     check_text: ClassVar[bool] = False
     output: Any
     confidence: Confidence | None = None
-    model: str = Field(default="", max_length=200)
+    model: ModelName = Field(default="", max_length=200)
     votes: list[VoteIn] = Field(default_factory=list, max_length=100)
 
 

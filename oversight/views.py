@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -183,7 +183,7 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
         elif op == "create_key":
             _, new_key = actions.create_api_key(request.user, system, request.POST.get("name", "").strip()[:100])
         elif op == "revoke_key":
-            key = get_object_or_404(ApiKey, pk=request.POST.get("key"), system=system)
+            key = get_object_or_404(ApiKey, pk=_int_or_404(request.POST.get("key")), system=system)
             actions.revoke_api_key(request.user, key)
             messages.success(request, f"key {key.prefix}… revoked")
             return redirect("system-edit", slug=slug)
@@ -204,6 +204,12 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
     )
 
 
+def _int_or_404(value: str | None) -> int:
+    if value is None or not value.isdigit():
+        raise Http404("no such key or token")
+    return int(value)
+
+
 # --- personal tokens --------------------------------------------------------------------
 
 
@@ -212,7 +218,7 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
     new_token = None
     if request.method == "POST":
         if request.POST.get("op") == "revoke":
-            token = get_object_or_404(PersonalToken, pk=request.POST.get("token"), user=request.user)
+            token = get_object_or_404(PersonalToken, pk=_int_or_404(request.POST.get("token")), user=request.user)
             actions.revoke_personal_token(request.user, token)  # type: ignore[arg-type]
             messages.success(request, f"token {token.prefix}… revoked")
             return redirect("tokens")
