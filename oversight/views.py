@@ -12,7 +12,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, HttpResponseForbidden, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
@@ -238,7 +238,3 @@ def audit_page(request: HttpRequest) -> HttpResponse:
         qs = qs.filter(system__slug=system)
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
     return render(request, "oversight/audit.html", {"page": page, "system": system or ""})
-
-
-def forbidden(request: HttpRequest, reason: str = "") -> HttpResponse:
-    return HttpResponseForbidden("CSRF verification failed: reload the page and try again.")

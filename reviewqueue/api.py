@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any, Literal
 
 from django.http import HttpRequest, HttpResponse
@@ -46,8 +47,6 @@ def item_out(item: ReviewItem) -> dict[str, Any]:
 
 
 def parse_item_id(value: str) -> Any:
-    import uuid
-
     raw = value[4:] if value.startswith("rev_") else value
     try:
         return uuid.UUID(hex=raw)
