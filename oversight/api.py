@@ -5,10 +5,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import RequestDataTooBig
@@ -23,7 +24,7 @@ from ninja.utils import check_csrf
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import actions, config, credentials, decisions, roles
+from oversight import actions, aio, config, credentials, decisions, roles
 from oversight.models import AISystem, Decision, KillSwitch, PersonalToken
 from oversight.schemas import (
     BatchIn,
@@ -268,11 +269,7 @@ class Auth(AuthBase):
             kind, _, secret = header.partition(" ")
             secret = secret.strip()
             if kind.lower() == "bearer":
-                snap = config.cache.current()
-                system_id = snap.key_systems.get(credentials.digest(secret))
-                if system_id is None:
-                    raise ApiError(401, "unauthenticated", "the API key is not valid (mistyped, revoked or unknown)")
-                return Principal(system_id, None, frozenset(), snap)
+                return client_principal(config.cache.current(), secret)
             if kind.lower() == "token":
                 token = (
                     PersonalToken.objects.select_related("user")
@@ -293,7 +290,37 @@ class Auth(AuthBase):
         return Principal(None, user, roles.roles_of(user))
 
 
+def client_principal(snap: config.Snapshot, secret: str) -> Principal:
+    system_id = snap.key_systems.get(credentials.digest(secret))
+    if system_id is None:
+        raise ApiError(401, "unauthenticated", "the API key is not valid (mistyped, revoked or unknown)")
+    return Principal(system_id, None, frozenset(), snap)
+
+
+class AsyncAuth(Auth):
+    """``Auth`` for async endpoints: an API key is checked on the event loop, without a thread.
+
+    Under an ASGI server (``aio.available``) the config epoch is read with the loop's own Redis
+    client; tokens and sessions, which need the ORM, are checked on a thread as before.
+    """
+
+    async def __call__(self, request: HttpRequest) -> Principal | None:  # type: ignore[override]
+        kind, _, secret = request.headers.get("Authorization", "").partition(" ")
+        if kind.lower() == "bearer":
+            if aio.available(request):
+                snap = await config.cache.acurrent()
+            else:
+                snap = await sync_to_async(config.cache.current)()
+            return client_principal(snap, secret.strip())
+        return await sync_to_async(self._person)(request)
+
+    def _person(self, request: HttpRequest) -> Principal | None:
+        who = Auth.__call__(self, request)
+        return replace(who, snapshot=config.cache.current()) if who is not None else None
+
+
 auth = Auth()
+async_auth = AsyncAuth()
 
 
 def principal(request: HttpRequest) -> Principal:
@@ -343,10 +370,17 @@ def json_response(body: Any, status: int = 200) -> HttpResponse:
     return HttpResponse(content, status=status, content_type="application/json")
 
 
-@client.post("/systems/{system}/decisions", response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut})
-def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
+@client.post(
+    "/systems/{system}/decisions", auth=async_auth, response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut}
+)
+async def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
+    """The hot path: on the event loop under an ASGI server (see ``oversight.aio``)."""
     entry = system_for(request, system, client_only=True)
-    result = decisions.submit_one(entry, payload, getattr(request, "_json_body", None))
+    raw = getattr(request, "_json_body", None)
+    if aio.available(request):
+        result = await decisions.asubmit_one(entry, payload, raw)
+    else:
+        result = await sync_to_async(decisions.submit_one)(entry, payload, raw)
     if result.error is not None:
         raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
     assert result.decision is not None

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import orjson
 from django.db import connection, models
 from django.db.models.base import ModelState
+from psycopg import AsyncConnection
 from psycopg.types.json import Jsonb
 
 M = TypeVar("M", bound=models.Model)
@@ -88,20 +89,62 @@ def _row(obj: models.Model) -> list[Any]:
 
 
 @cache
-def _insert_sql(model: type[models.Model], conflict: str) -> str:
+def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type[models.Model], ...] = ()) -> str:
+    """``INSERT … RETURNING pk``; with dependents, one statement that inserts their rows too,
+    only when the first row went in (data-modifying CTEs: one statement, so one transaction)."""
     qn = connection.ops.quote_name
     cols = ", ".join(qn(f.column) for f in _fields(model))
     marks = ", ".join(["%s"] * len(_fields(model)))
     pk = qn(model._meta.pk.column)  # type: ignore[union-attr]
-    return f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({marks}) {conflict} RETURNING {pk}"  # noqa: S608
+    sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({marks}) {conflict} RETURNING {pk}"  # noqa: S608
+    if not dependents:
+        return sql
+    parts = [f"WITH inserted AS ({sql})"]
+    for i, dep in enumerate(dependents):
+        dep_cols = ", ".join(qn(f.column) for f in _fields(dep))
+        # Typed placeholders: in a SELECT list PostgreSQL cannot infer them from the target columns.
+        dep_marks = ", ".join(f"%s::{f.db_type(connection)}" for f in _fields(dep))
+        parts.append(f", dependent{i} AS (INSERT INTO {qn(dep._meta.db_table)} ({dep_cols}) "  # noqa: S608
+                     f"SELECT {dep_marks} FROM inserted)")
+    parts.append(f" SELECT {pk} FROM inserted")  # noqa: S608
+    return "".join(parts)
 
 
-def insert_one(obj: models.Model, conflict: str = "") -> bool:
-    """INSERT one row in one round trip. With an ``ON CONFLICT … DO NOTHING`` clause, False when skipped."""
-    model = type(obj)
+def _one_statement(obj: models.Model, conflict: str, dependents: Sequence[models.Model]) -> tuple[str, list[Any]]:
+    params = _row(obj)
+    for dep in dependents:
+        params.extend(_row(dep))
+    return _insert_sql(type(obj), conflict, tuple(type(d) for d in dependents)), params
+
+
+def insert_one(obj: models.Model, conflict: str = "", dependents: Sequence[models.Model] = ()) -> bool:
+    """INSERT one row, and its dependent rows, in one statement (one round trip, one transaction).
+
+    With an ``ON CONFLICT … DO NOTHING`` clause: False when the row was skipped, and then its
+    dependents are not inserted either.
+    """
+    sql, params = _one_statement(obj, conflict, dependents)
     with connection.cursor() as cur:
-        cur.execute(_insert_sql(model, conflict), _row(obj))
+        cur.execute(sql, params)
         return cur.fetchone() is not None
+
+
+async def ainsert_one(
+    conn: AsyncConnection[Any], obj: models.Model, conflict: str = "", dependents: Sequence[models.Model] = ()
+) -> bool:
+    """``insert_one`` on an async psycopg connection (the event loop's pool, see ``oversight.aio``)."""
+    sql, params = _one_statement(obj, conflict, dependents)
+    cur = await conn.execute(sql, params)
+    return await cur.fetchone() is not None
+
+
+def insert_rows(objs: Sequence[models.Model]) -> None:
+    """Insert rows of several models, each model's rows together, models in first-seen order."""
+    by_model: dict[type[models.Model], list[models.Model]] = {}
+    for obj in objs:
+        by_model.setdefault(type(obj), []).append(obj)
+    for rows in by_model.values():
+        insert_many(rows)
 
 
 def insert_many(objs: Sequence[models.Model]) -> None:

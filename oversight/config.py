@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 import redis
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from redis.backoff import NoBackoff
@@ -91,6 +92,29 @@ class _RedisEpoch:
             return None
         return int(value) if value is not None else None
 
+    async def aget(self) -> int | None:
+        """``get`` on the event loop's own Redis client (the async hot path)."""
+        if time.monotonic() < self._down_until:
+            return None
+        from oversight import aio
+
+        try:
+            value = await aio.redis_client().get(_epoch_key())
+        except redis.RedisError:
+            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+            log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
+            return None
+        return int(value) if value is not None else None
+
+    async def araise_to(self, epoch: int) -> None:
+        from oversight import aio
+
+        try:
+            await aio.redis_client().eval(_SET_IF_GREATER, 1, _epoch_key(), epoch)  # type: ignore[misc]
+        except redis.RedisError:
+            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+            log.error("could not raise the config epoch in Redis to %s; PostgreSQL still has it", epoch)
+
     def raise_to(self, epoch: int) -> None:
         try:
             self.client().eval(_SET_IF_GREATER, 1, _epoch_key(), epoch)
@@ -105,10 +129,22 @@ class _RedisEpoch:
 redis_epoch = _RedisEpoch()
 
 
+_EPOCH_SQL = "SELECT epoch FROM oversight_configepoch WHERE id = 1"
+
+
 def db_epoch() -> int:
     with connection.cursor() as cur:
-        cur.execute("SELECT epoch FROM oversight_configepoch WHERE id = 1")
+        cur.execute(_EPOCH_SQL)
         row = cur.fetchone()
+    return int(row[0]) if row else 0
+
+
+async def adb_epoch() -> int:
+    from oversight import aio
+
+    async with aio.connection() as conn:
+        cur = await conn.execute(_EPOCH_SQL)
+        row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
@@ -187,6 +223,25 @@ class _Cache:
         snap = self._snapshot
         if snap is not None and snap.epoch == epoch:
             return snap
+        return self._reload(epoch)
+
+    async def acurrent(self) -> Snapshot:
+        """``current`` on the event loop (the async hot path): the same reads, without threads."""
+        epoch = await redis_epoch.aget()
+        now = time.monotonic()
+        if epoch is None or now - self._db_checked_at >= DB_CHECK_EVERY_S:
+            truth = await adb_epoch()
+            self._db_checked_at = now
+            if epoch is None or truth > epoch:
+                if now >= redis_epoch._down_until:
+                    await redis_epoch.araise_to(truth)
+                epoch = truth
+        snap = self._snapshot
+        if snap is not None and snap.epoch == epoch:
+            return snap
+        return await sync_to_async(self._reload)(epoch)
+
+    def _reload(self, epoch: int) -> Snapshot:
         with self._lock:
             snap = self._snapshot
             if snap is None or snap.epoch != epoch:

@@ -17,10 +17,11 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
+from asgiref.sync import sync_to_async
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-from oversight import bulk, gate, hooks
+from oversight import aio, bulk, gate, hooks
 from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
@@ -101,16 +102,27 @@ _ON_KEY_CONFLICT = (
 
 
 def submit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
-    """The hot path: one INSERT … ON CONFLICT in autocommit, or in a transaction with its review item."""
+    """One decision on Django's connection: one ``INSERT … ON CONFLICT`` statement that also
+    writes its review item, if it has one (one round trip, one transaction).
+    (Under an ASGI server the endpoint uses ``asubmit_one``.)"""
     d = build(system, payload, timezone.now(), raw=raw)
-    if hooks.wanted(d):
-        with transaction.atomic():
-            if bulk.insert_one(d, _ON_KEY_CONFLICT):
-                hooks.run_decision_sinks(system, [d])
-                return Submitted(d)
-    elif bulk.insert_one(d, _ON_KEY_CONFLICT):
+    if bulk.insert_one(d, _ON_KEY_CONFLICT, hooks.rows_for(system, [d])):
         return Submitted(d)
     return _replay(system, d)
+
+
+async def asubmit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
+    """``submit_one`` on the event loop's own connection pool (the hot path under an ASGI server).
+
+    The same single statement; only a reused idempotency key (rare) takes the sync path to replay.
+    """
+    d = build(system, payload, timezone.now(), raw=raw)
+    rows = hooks.rows_for(system, [d])
+    async with aio.connection() as conn:
+        inserted = await bulk.ainsert_one(conn, d, _ON_KEY_CONFLICT, rows)
+    if inserted:
+        return Submitted(d)
+    return await sync_to_async(_replay)(system, d)
 
 
 def _replay(system: SystemEntry, d: Decision) -> Submitted:
@@ -158,7 +170,7 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
         except IntegrityError:
             pass
         else:
-            hooks.run_decision_sinks(system, built)
+            bulk.insert_rows(hooks.rows_for(system, built))
             return [Submitted(d) for d in built]
     keys = [d.idempotency_key for d in built if d.idempotency_key]
     existing: dict[str, Decision] = {}
@@ -184,7 +196,7 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
         results.append(Submitted(d))
     if new:
         bulk.insert_many(sorted(new, key=_insert_order))
-        hooks.run_decision_sinks(system, new)
+        bulk.insert_rows(hooks.rows_for(system, new))
     return results
 
 

@@ -1,9 +1,10 @@
 """Extension points the core calls and other apps fill in (core never imports them).
 
-``decision sinks`` run inside the transaction that stores new decisions: the review queue
-registers one that writes review items, so a decision and its review item commit together.
-Each sink says which decisions it wants; a decision no sink wants is stored with one
-autocommit statement (no transaction round trips) on the hot path.
+``decision rows``: other apps add rows that must commit together with new decisions. The
+review queue registers one that makes review items, so a decision and its review item are
+written in one transaction. Each source says which decisions it wants; a decision no source
+wants is stored with one autocommit statement (no transaction round trips) on the hot path.
+Sources only build rows (no I/O): the sync path and the async hot path both insert them.
 """
 
 from __future__ import annotations
@@ -12,25 +13,30 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from django.db import models
+
     from oversight.config import SystemEntry
     from oversight.models import Decision
 
-DecisionSink = Callable[["SystemEntry", Sequence["Decision"]], None]
+RowSource = Callable[["SystemEntry", Sequence["Decision"]], "list[models.Model]"]
 Wants = Callable[["Decision"], bool]
-decision_sinks: list[tuple[DecisionSink, Wants]] = []
+decision_rows: list[tuple[RowSource, Wants]] = []
 
 
-def register_decision_sink(sink: DecisionSink, wants: Wants) -> None:
-    if all(s is not sink for s, _ in decision_sinks):
-        decision_sinks.append((sink, wants))
+def register_decision_rows(source: RowSource, wants: Wants) -> None:
+    if all(s is not source for s, _ in decision_rows):
+        decision_rows.append((source, wants))
 
 
 def wanted(decision: Decision) -> bool:
-    return any(w(decision) for _, w in decision_sinks)
+    return any(w(decision) for _, w in decision_rows)
 
 
-def run_decision_sinks(system: SystemEntry, decisions: Sequence[Decision]) -> None:
-    for sink, wants in decision_sinks:
+def rows_for(system: SystemEntry, decisions: Sequence[Decision]) -> list[models.Model]:
+    """Every row the registered sources add for these decisions, in registration order."""
+    rows: list[models.Model] = []
+    for source, wants in decision_rows:
         chosen = [d for d in decisions if wants(d)]
         if chosen:
-            sink(system, chosen)
+            rows.extend(source(system, chosen))
+    return rows

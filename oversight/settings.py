@@ -133,6 +133,11 @@ def _database(url: str) -> dict[str, object]:
 DATABASE_URL = os.environ["DATABASE_URL"]
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 5.0)
+# Under an ASGI server the decision endpoint runs on the event loop with a pool of its own per
+# worker process (oversight/aio.py): at most this many connections each.
+ASYNC_HOT_PATH = env_bool("OVERSIGHT_ASYNC_HOT_PATH", True)
+ASYNC_DB_POOL_MAX = env_int("OVERSIGHT_ASYNC_DB_POOL_MAX", 4)
 
 REDIS_URL = os.environ["REDIS_URL"]
 # A prefix keeps several deployments (or the test run) apart on one Redis.

@@ -29,9 +29,9 @@ def needs_review(d: Decision) -> bool:
     return d.status == Decision.Status.PENDING_REVIEW or d.audit
 
 
-def enqueue_decisions(system: SystemEntry, decisions: Sequence[Decision]) -> None:
-    """Decision sink: one review item per decision a person must see. Runs in the decision's transaction."""
-    items = [
+def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list[ReviewItem]:
+    """Decision rows: one review item per decision a person must see, stored in the decision's transaction."""
+    return [
         bulk.new(
             ReviewItem,
             id=uuid.uuid4(),
@@ -45,7 +45,6 @@ def enqueue_decisions(system: SystemEntry, decisions: Sequence[Decision]) -> Non
         for d in decisions
         if needs_review(d)
     ]
-    bulk.insert_many(items)
 
 
 def _claimable(now: Any) -> Q:

@@ -7,6 +7,6 @@ class ReviewQueueConfig(AppConfig):
 
     def ready(self) -> None:
         from oversight import hooks
-        from reviewqueue.actions import enqueue_decisions, needs_review
+        from reviewqueue.actions import needs_review, review_items_for
 
-        hooks.register_decision_sink(enqueue_decisions, needs_review)
+        hooks.register_decision_rows(review_items_for, needs_review)

@@ -4,6 +4,7 @@ outcomes, and kill switches that take effect on the very next decision."""
 from __future__ import annotations
 
 import json
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,7 @@ from django.test import Client
 
 from oversight import actions, config, hooks
 from oversight.models import AuditEvent, Decision, KillSwitch, Outcome
+from reviewqueue.actions import review_items_for
 from reviewqueue.models import ReviewItem
 from tests.conftest import csrf_session, decision_body
 
@@ -150,22 +152,25 @@ def test_audit_share_0_queues_nothing(world, slug):
     assert not Decision.objects.filter(audit=True).exists()
 
 
-def test_a_decision_and_its_review_item_commit_together(world, monkeypatch):
-    """A failure after the review item is written leaves neither: one transaction."""
+def clashing_review_item(system: Any, decisions: Any) -> list[Any]:
+    """A row source whose row collides with the review item's primary key: the statement fails."""
+    item = review_items_for(system, decisions)[0]
+    return [item]
 
-    def fail_after_review_items(system: Any, decisions: Any) -> None:
-        assert ReviewItem.objects.filter(decision__in=list(decisions)).count() == len(decisions)
-        raise RuntimeError("sink failed")
 
-    failing = (fail_after_review_items, lambda d: True)
-    monkeypatch.setattr(hooks, "decision_sinks", [*hooks.decision_sinks, failing])
-    client = world.client_for("crit")
-    with pytest.raises(RuntimeError, match="sink failed"):
-        send(client, DECISIONS.format("crit"), decision_body(0.9))
+def test_a_decision_and_its_review_item_commit_together(tworld, monkeypatch):
+    """A failure after the review item is written leaves neither: one statement, one transaction."""
+    clash = (clashing_review_item, lambda d: True)
+    monkeypatch.setattr(hooks, "decision_rows", [*hooks.decision_rows, clash])
+    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=7))  # both review items get the same id
+    client = tworld.client_for("crit")
+    r = send(client, DECISIONS.format("crit"), decision_body(0.9))
+    assert r.status_code == 500
+    assert r.json()["error"]["code"] == "internal"
     assert not Decision.objects.exists()
     assert not ReviewItem.objects.exists()
-    monkeypatch.setattr(hooks, "decision_sinks", [s for s in hooks.decision_sinks if s is not failing])
-    body = decide(world, "crit", decision_body(0.9))
+    monkeypatch.undo()
+    body = decide(tworld, "crit", decision_body(0.9))
     assert ReviewItem.objects.get().decision_id == decision_row(body["id"]).id
 
 

@@ -1,0 +1,121 @@
+"""Connections for the async hot path: one psycopg pool and one Redis client per event loop.
+
+Under an ASGI server each worker process runs one event loop for its whole life, so these are
+made once per process, on first use, and the decision endpoint talks to PostgreSQL and Redis
+without leaving the loop (no hop to a worker thread and back). Under WSGI, or Django's test
+client, a request runs on a throw-away loop: ``available()`` says no and the endpoint takes the
+sync path on Django's own connection instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import weakref
+from collections.abc import AsyncIterator
+from typing import Any
+
+import psycopg
+import redis.asyncio as aredis
+from django.conf import settings
+from django.core.handlers.asgi import ASGIRequest
+from django.db import connections, utils
+from django.http import HttpRequest
+from psycopg_pool import AsyncConnectionPool
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+
+POOL_MIN = 1
+# As for the sync client (oversight.config): a Redis that is away costs milliseconds, not retries.
+FAIL_FAST: dict[str, object] = {
+    "socket_timeout": 0.25,
+    "socket_connect_timeout": 0.25,
+    "health_check_interval": 30,
+    "retry": Retry(NoBackoff(), 0),
+}
+
+
+class _LoopResources:
+    def __init__(self) -> None:
+        params: dict[str, Any] = connections["default"].get_connection_params()
+        for django_only in ("cursor_factory", "context", "prepare_threshold"):
+            params.pop(django_only, None)  # psycopg's defaults: server-side binding, statements prepared
+        params["autocommit"] = True
+        self.pool: AsyncConnectionPool = AsyncConnectionPool(
+            kwargs=params,
+            min_size=POOL_MIN,
+            max_size=max(POOL_MIN, settings.ASYNC_DB_POOL_MAX),
+            timeout=settings.DATABASE_POOL_TIMEOUT,
+            open=False,
+            name="oversight-async",
+        )
+        self.redis: aredis.Redis = aredis.Redis.from_url(settings.REDIS_URL, **FAIL_FAST)
+        self.opened = False
+        self.lock = asyncio.Lock()
+
+    async def open(self) -> None:
+        async with self.lock:
+            if not self.opened:
+                await self.pool.open(wait=False)
+                self.opened = True
+
+
+_by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] = weakref.WeakKeyDictionary()
+
+
+def available(request: HttpRequest) -> bool:
+    """True when the request is served by an ASGI server's long-lived loop (not a test client's)."""
+    return settings.ASYNC_HOT_PATH and isinstance(request, ASGIRequest)
+
+
+def _resources() -> _LoopResources:
+    loop = asyncio.get_running_loop()
+    res = _by_loop.get(loop)
+    if res is None:
+        res = _by_loop[loop] = _LoopResources()
+    return res
+
+
+async def pool() -> AsyncConnectionPool:
+    res = _resources()
+    if not res.opened:
+        await res.open()
+    return res.pool
+
+
+def redis_client() -> aredis.Redis:
+    return _resources().redis
+
+
+_DJANGO_ERRORS = (
+    utils.DataError, utils.OperationalError, utils.IntegrityError, utils.InternalError,
+    utils.ProgrammingError, utils.NotSupportedError, utils.DatabaseError, utils.InterfaceError, utils.Error,
+)
+
+
+def django_error(exc: psycopg.Error) -> utils.Error:
+    """The Django exception Django's own wrapper would raise for this psycopg error."""
+    for kind in _DJANGO_ERRORS:
+        if isinstance(exc, getattr(psycopg, kind.__name__)):
+            return kind(*exc.args)
+    return utils.Error(*exc.args)  # pragma: no cover - every psycopg error is a psycopg.Error
+
+
+@contextlib.asynccontextmanager
+async def connection() -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+    """A connection of this loop's pool (autocommit); psycopg errors come out as Django's."""
+    p = await pool()
+    try:
+        async with p.connection() as conn:
+            yield conn
+    except psycopg.Error as exc:
+        raise django_error(exc) from exc
+
+
+async def close() -> None:
+    """Close this loop's pool and Redis client (tests, and loops that end before the process)."""
+    res = _by_loop.pop(asyncio.get_running_loop(), None)
+    if res is not None:
+        if res.opened:
+            await res.pool.close()
+        await res.redis.aclose()
