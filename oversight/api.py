@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import math
@@ -251,6 +252,9 @@ class Principal:
     user: Any
     roles: frozenset[str]
     snapshot: config.Snapshot | None = None
+    # Async hot path: the checked snapshot, still on its way, and the key's digest to check again.
+    pending: asyncio.Future[config.Snapshot] | None = None
+    key_digest: str = ""
 
     @property
     def is_client(self) -> bool:
@@ -269,7 +273,7 @@ class Auth(AuthBase):
             kind, _, secret = header.partition(" ")
             secret = secret.strip()
             if kind.lower() == "bearer":
-                return client_principal(config.cache.current(), secret)
+                return client_principal(config.cache.current(), credentials.digest(secret))
             if kind.lower() == "token":
                 token = (
                     PersonalToken.objects.select_related("user")
@@ -290,11 +294,16 @@ class Auth(AuthBase):
         return Principal(None, user, roles.roles_of(user))
 
 
-def client_principal(snap: config.Snapshot, secret: str) -> Principal:
-    system_id = snap.key_systems.get(credentials.digest(secret))
+def client_principal(snap: config.Snapshot, digest: str) -> Principal:
+    system_id = snap.key_systems.get(digest)
     if system_id is None:
         raise ApiError(401, "unauthenticated", "the API key is not valid (mistyped, revoked or unknown)")
     return Principal(system_id, None, frozenset(), snap)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("config check for a request that ended early failed: %r", task.exception())
 
 
 class AsyncAuth(Auth):
@@ -306,13 +315,20 @@ class AsyncAuth(Auth):
 
     async def __call__(self, request: HttpRequest) -> Principal | None:  # type: ignore[override]
         kind, _, secret = request.headers.get("Authorization", "").partition(" ")
-        if kind.lower() == "bearer":
-            if aio.available(request):
-                snap = await config.cache.acurrent()
-            else:
-                snap = await sync_to_async(config.cache.current)()
-            return client_principal(snap, secret.strip())
-        return await sync_to_async(self._person)(request)
+        if kind.lower() != "bearer":
+            return await sync_to_async(self._person)(request)
+        digest = credentials.digest(secret.strip())
+        if not aio.available(request):
+            return client_principal(await sync_to_async(config.cache.current)(), digest)
+        # The epoch check's round trip runs while the body is parsed and validated: the key is
+        # checked against the snapshot held now, and again against the checked one (``settle``).
+        fresh = asyncio.ensure_future(config.cache.acurrent())
+        fresh.add_done_callback(_retrieve)
+        held = config.cache.cached()
+        system_id = held.key_systems.get(digest) if held is not None else None
+        if system_id is None:  # unknown to the held snapshot: only the checked one can tell
+            return client_principal(await fresh, digest)
+        return Principal(system_id, None, frozenset(), None, fresh, digest)
 
     def _person(self, request: HttpRequest) -> Principal | None:
         who = Auth.__call__(self, request)
@@ -325,6 +341,15 @@ async_auth = AsyncAuth()
 
 def principal(request: HttpRequest) -> Principal:
     return request.auth  # type: ignore[attr-defined,no-any-return]
+
+
+async def settle(request: HttpRequest) -> Principal:
+    """The caller as of the checked snapshot (``AsyncAuth`` may have let the check run on)."""
+    who = principal(request)
+    if who.pending is not None:
+        who = client_principal(await who.pending, who.key_digest)
+        request.auth = who  # type: ignore[attr-defined]
+    return who
 
 
 def require_person(request: HttpRequest, *wanted: str) -> Principal:
@@ -375,12 +400,18 @@ def json_response(body: Any, status: int = 200) -> HttpResponse:
 )
 async def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
     """The hot path: on the event loop under an ASGI server (see ``oversight.aio``)."""
+    await settle(request)
     entry = system_for(request, system, client_only=True)
     raw = getattr(request, "_json_body", None)
-    if aio.available(request):
-        result = await decisions.asubmit_one(entry, payload, raw)
-    else:
+    if not aio.available(request):
         result = await sync_to_async(decisions.submit_one)(entry, payload, raw)
+    else:
+        d, rows = decisions.prepare_one(entry, payload, raw)
+        storing = asyncio.ensure_future(decisions.astore_one(entry, d, rows))
+        created = json_response(decisions.public(d, entry.slug), 201)  # made while PostgreSQL stores it
+        result = await storing
+        if result.decision is d:
+            return created
     if result.error is not None:
         raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
     assert result.decision is not None

@@ -251,6 +251,10 @@ class _Cache:
                     redis_epoch.raise_to(snap.epoch)
         return snap
 
+    def cached(self) -> Snapshot | None:
+        """The snapshot this process holds, unchecked (see ``api.AsyncAuth`` for its one use)."""
+        return self._snapshot
+
     def clear(self) -> None:
         self._snapshot = None
         self._db_checked_at = 0.0

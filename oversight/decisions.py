@@ -21,7 +21,7 @@ from asgiref.sync import sync_to_async
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
-from oversight import aio, bulk, gate, hooks
+from oversight import aio, bulk, gate, hooks, ids
 from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
@@ -72,7 +72,7 @@ def build(
     verdict = gate.decide(system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw)
     return bulk.new(
         Decision,
-        id=uuid.uuid4(),
+        id=ids.uuid7(),
         system_id=system.id,
         subject=payload.subject,
         context=payload.context,
@@ -104,20 +104,24 @@ _ON_KEY_CONFLICT = (
 def submit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
     """One decision on Django's connection: one ``INSERT … ON CONFLICT`` statement that also
     writes its review item, if it has one (one round trip, one transaction).
-    (Under an ASGI server the endpoint uses ``asubmit_one``.)"""
-    d = build(system, payload, timezone.now(), raw=raw)
-    if bulk.insert_one(d, _ON_KEY_CONFLICT, hooks.rows_for(system, [d])):
+    (Under an ASGI server the endpoint uses ``prepare_one`` and ``astore_one``.)"""
+    d, rows = prepare_one(system, payload, raw)
+    if bulk.insert_one(d, _ON_KEY_CONFLICT, rows):
         return Submitted(d)
     return _replay(system, d)
 
 
-async def asubmit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
-    """``submit_one`` on the event loop's own connection pool (the hot path under an ASGI server).
-
-    The same single statement; only a reused idempotency key (rare) takes the sync path to replay.
-    """
+def prepare_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> tuple[Decision, list[Any]]:
+    """Gate one decision: the row and the rows that go with it (its review item), not yet stored."""
     d = build(system, payload, timezone.now(), raw=raw)
-    rows = hooks.rows_for(system, [d])
+    return d, hooks.rows_for(system, [d])
+
+
+async def astore_one(system: SystemEntry, d: Decision, rows: list[Any]) -> Submitted:
+    """``submit_one``'s statement on the event loop's own pool (the hot path under an ASGI server).
+
+    Only a reused idempotency key (rare) takes the sync path, to replay or refuse.
+    """
     async with aio.connection() as conn:
         inserted = await bulk.ainsert_one(conn, d, _ON_KEY_CONFLICT, rows)
     if inserted:

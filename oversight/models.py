@@ -170,7 +170,6 @@ class Decision(models.Model):
         ]
         indexes: ClassVar = [
             models.Index(fields=["system", "created_at"], name="decision_system_created"),
-            models.Index(fields=["system", "occurred_at"], name="decision_system_occurred"),
         ]
 
     @property

@@ -6,7 +6,6 @@ people never get the same item; resolution is a compare-and-set on (status, clai
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -16,7 +15,7 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from oversight import audit, bulk, config, events, gate
+from oversight import audit, bulk, config, events, gate, ids
 from oversight.actions import ActionError
 from oversight.config import SystemEntry
 from oversight.models import AISystem, Decision
@@ -34,7 +33,7 @@ def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list
     return [
         bulk.new(
             ReviewItem,
-            id=uuid.uuid4(),
+            id=ids.uuid7(),
             decision_id=d.id,
             system_id=d.system_id,
             kind=ReviewItem.Kind.GATE if d.status == Decision.Status.PENDING_REVIEW else ReviewItem.Kind.AUDIT,

@@ -13,7 +13,7 @@ import redis
 from django.conf import settings
 from django.test import Client
 
-from oversight import actions, config, hooks
+from oversight import actions, config, hooks, ids
 from oversight.models import AuditEvent, Decision, KillSwitch, Outcome
 from reviewqueue.actions import review_items_for
 from reviewqueue.models import ReviewItem
@@ -162,7 +162,7 @@ def test_a_decision_and_its_review_item_commit_together(tworld, monkeypatch):
     """A failure after the review item is written leaves neither: one statement, one transaction."""
     clash = (clashing_review_item, lambda d: True)
     monkeypatch.setattr(hooks, "decision_rows", [*hooks.decision_rows, clash])
-    monkeypatch.setattr(uuid, "uuid4", lambda: uuid.UUID(int=7))  # both review items get the same id
+    monkeypatch.setattr(ids, "uuid7", lambda: uuid.UUID(int=7))  # both review items get the same id
     client = tworld.client_for("crit")
     r = send(client, DECISIONS.format("crit"), decision_body(0.9))
     assert r.status_code == 500

@@ -1,0 +1,31 @@
+"""Time-ordered ids for decisions and review items (oversight/ids.py)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+from oversight.ids import uuid7
+
+
+def test_version_and_variant_are_those_of_rfc_9562_v7():
+    for _ in range(200):
+        u = uuid7()
+        assert u.version == 7
+        assert u.variant == uuid.RFC_4122
+
+
+def test_the_first_48_bits_are_the_time_in_milliseconds():
+    before = time.time_ns() // 1_000_000
+    u = uuid7()
+    after = time.time_ns() // 1_000_000
+    assert before <= u.int >> 80 <= after
+
+
+def test_ids_made_later_sort_later_and_never_repeat():
+    made = []
+    for _ in range(5):
+        made.append(uuid7())
+        time.sleep(0.002)
+    assert made == sorted(made)
+    assert len({uuid7() for _ in range(10_000)}) == 10_000
