@@ -1,8 +1,10 @@
 """`make bench`: the decision endpoints under load, each next to its baseline, in one run.
 
 * Single decisions: ``POST /api/v1/systems/<slug>/decisions`` at a fixed open-loop rate (default
-  200/s), next to a bare Django ``JsonResponse`` view (``GET /api/bare``) at the same rate, then a
-  closed-loop run (16 clients) for the maximum decisions/s.
+  200/s), next to a bare Django ``JsonResponse`` view (``GET /api/bare``) at the same rate, in
+  interleaved blocks (bare, decisions, bare, decisions, ...: this is a shared 2-core VM whose speed
+  drifts by tens of percent over a minute, and both sides of the ratio must see the same machine),
+  then a closed-loop run (16 clients) for the maximum decisions/s.
 * Batches: ``POST …/decisions/batch`` with 1000 items per request, next to a raw psycopg ``COPY``
   of as many equivalent rows into the same table, committed per 1000 like the API does.
 
@@ -16,7 +18,7 @@ omission). Client and server share the machine's cores, as the summary says.
 Targets (printed PASS/FAIL; the exit status is 0 either way, this is a measurement):
 p50(decision) ≤ 2 × p50(bare), p99(decision) ≤ 25 ms at 200/s, batch ≥ 25 % of the COPY rate.
 
-    python -m bench.run [--rate 200] [--duration 15] [--workers 2] [--batches 20] [--quick]
+    python -m bench.run [--rate 200] [--duration 15] [--blocks 5] [--workers 2] [--batches 20] [--quick]
 """
 
 from __future__ import annotations
@@ -608,6 +610,27 @@ class PhaseResult:
     send_lag: dict[str, float] = field(default_factory=dict)  # actual send - scheduled send
     cpu: dict[str, float] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
+    # Raw (due, sent, done, outcome) records of an open-loop block, for merging blocks; not saved.
+    measured: list[tuple[float, float, float, str]] = field(default_factory=list, repr=False)
+
+
+def merge_blocks(name: str, blocks: list[PhaseResult], params: dict[str, Any]) -> PhaseResult:
+    """One phase from interleaved blocks of the same kind: latencies pooled, rates and CPU summed."""
+    measured = [r for b in blocks for r in b.measured]
+    res = _collect(name, "open", measured, params)
+    spans = [max(r[2] for r in b.measured) - min(r[0] for r in b.measured) for b in blocks if b.measured]
+    res.rate = res.ok / sum(spans) if sum(spans) > 0 else 0.0
+    for key in ("connections_opened", "retried_on_closed_keepalive"):
+        res.extra[key] = sum(b.extra.get(key, 0) for b in blocks)
+    if blocks and "connections_per_worker" in blocks[0].extra:
+        res.extra["connections_per_worker"] = blocks[0].extra["connections_per_worker"]
+    cpus = [b.cpu for b in blocks if b.cpu]
+    if cpus:
+        wall = sum(c["wall_s"] for c in cpus)
+        res.cpu = {k: sum(c[k] for c in cpus) for k in cpus[0] if k != "machine_busy"}
+        res.cpu["machine_busy"] = sum(c["machine_busy"] * c["wall_s"] for c in cpus) / wall if wall else 0.0
+    res.extra["blocks"] = len(blocks)
+    return res
 
 
 def _scheduler(loop: asyncio.AbstractEventLoop, start: Callable[[int, float], None], t0: float, n: int,
@@ -680,6 +703,7 @@ async def open_loop(name: str, port: int, requests: list[bytes], rate: float, wa
 
     measured = [r for r in records[n_warm:] if r is not None]
     res = _collect(name, "open", measured, {"rate": rate, "warmup_s": warmup_s, "duration_s": duration_s})
+    res.measured = measured
     if measured:
         span = max(r[2] for r in measured) - min(r[0] for r in measured)
         res.rate = res.ok / span if span > 0 else 0.0
@@ -904,7 +928,6 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
     rng = random.Random(args.seed)
     auth = {"Authorization": f"Bearer {setup['key']}"}
     path = f"/api/v1/systems/{SLUG}/decisions"
-    n_open = int(args.rate * (args.warmup + args.duration)) + 1
     results: list[PhaseResult] = []
 
     async def quiet() -> None:
@@ -933,19 +956,26 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
     gc.disable()
     try:
         bare = http_request("GET", "/api/bare", port, {})
-        await quiet()
-        log(f"phase 1/5: bare GET /api/bare at {args.rate:g}/s for {args.duration:g}s (+{args.warmup:g}s warm-up)")
-        r = await open_loop(f"bare GET /api/bare @{args.rate:g}/s", port, [bare] * n_open, args.rate,
-                            args.warmup, args.duration, meter, balancer, pool_size=args.pool, probe=probe)
-        results.append(r)
-        await quiet()
-
         make = decision_req("open")
-        reqs = [make(i) for i in range(n_open)]
-        log(f"phase 2/5: POST decisions at {args.rate:g}/s for {args.duration:g}s (+{args.warmup:g}s warm-up)")
-        r = await open_loop(f"decision POST @{args.rate:g}/s", port, reqs, args.rate, args.warmup, args.duration, meter,
-                            balancer, pool_size=args.pool, probe=probe)
-        results.append(r)
+        # Interleaved blocks (bare, decisions, bare, decisions, ...): both see the same machine, so a
+        # neighbour's load on this shared host moves both figures, not their ratio.
+        k = max(1, args.blocks)
+        block_s = args.duration / k
+        n_block = int(args.rate * (args.warmup / k + block_s)) + 1
+        log(f"phases 1-2/5: bare GET /api/bare and POST decisions at {args.rate:g}/s, {k} interleaved blocks of "
+            f"{block_s:g}s each (+{args.warmup / k:g}s warm-up per block)")
+        bare_blocks: list[PhaseResult] = []
+        dec_blocks: list[PhaseResult] = []
+        await quiet()
+        for _ in range(k):
+            bare_blocks.append(await open_loop("bare block", port, [bare] * n_block, args.rate, args.warmup / k,
+                                               block_s, meter, balancer, pool_size=args.pool, probe=probe))
+            dec_blocks.append(await open_loop("decision block", port, [make(i) for i in range(n_block)], args.rate,
+                                              args.warmup / k, block_s, meter, balancer, pool_size=args.pool,
+                                              probe=probe))
+        params = {"rate": args.rate, "warmup_s": args.warmup, "duration_s": args.duration, "blocks": k}
+        results.append(merge_blocks(f"bare GET /api/bare @{args.rate:g}/s", bare_blocks, params))
+        results.append(merge_blocks(f"decision POST @{args.rate:g}/s", dec_blocks, params))
         await quiet()
 
         log(f"phase 3/5: POST decisions closed loop, {args.clients} clients for {args.closed_duration:g}s")
@@ -1074,7 +1104,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
     p.add_argument("--rate", type=float, default=200.0, help="open-loop requests/s (default 200)")
     p.add_argument("--duration", type=float, default=15.0, help="measured seconds per open-loop phase (default 15)")
-    p.add_argument("--warmup", type=float, default=3.0, help="unmeasured seconds before each open-loop phase")
+    p.add_argument("--warmup", type=float, default=3.0,
+                   help="unmeasured seconds per open-loop phase, spread over its blocks (default 3)")
+    p.add_argument("--blocks", type=int, default=5,
+                   help="interleaved blocks the bare and decision phases are split into (default 5)")
     p.add_argument("--closed-duration", type=float, default=10.0, help="closed-loop measured seconds (default 10)")
     p.add_argument("--clients", type=int, default=16, help="closed-loop concurrent clients (default 16)")
     p.add_argument("--pool", type=int, default=32, help="open-loop keep-alive connections opened up front (default 32)")
@@ -1151,7 +1184,7 @@ def main(argv: list[str] | None = None) -> int:
             "batches": args.batches, "batch_size": args.batch_size, "batch_concurrency": args.batch_concurrency,
             "quick": args.quick, "seed": args.seed, **versions,
         },
-        "phases": [p.__dict__ for p in phases],
+        "phases": [{k: v for k, v in p.__dict__.items() if k != "measured"} for p in phases],
         "targets": targets(phases, args.rate),
     }
     print(render(results), flush=True)

@@ -160,5 +160,75 @@ def insert_many(objs: Sequence[models.Model]) -> None:
     sql = f"COPY {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
     connection.ensure_connection()
     with connection.wrap_database_errors, connection.connection.cursor() as cur, cur.copy(sql) as copy:
-        for obj in objs:
-            copy.write_row(_row(obj))
+        copy.write(copy_text(objs))
+
+
+# --- COPY's text format, written directly ---------------------------------------------------
+# psycopg's ``write_row`` adapts value by value; for a 1000-decision batch that was half of the
+# request's time. The rows are formatted here instead, each column by its field type, and sent
+# in one write. Text format: columns split by tabs, rows by newlines, NULL as \N, and in values
+# a backslash, tab, newline or carriage return escaped with a backslash.
+
+_COPY_NULL = "\\N"
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+
+
+def copy_escape(text: str) -> str:
+    return text.translate(_COPY_ESCAPES) if ("\\" in text or "\t" in text or "\n" in text or "\r" in text) else text
+
+
+def _copy_json(value: Any) -> str:
+    # JSON text holds no raw tab, newline or carriage return (orjson escapes them); backslashes it may.
+    text = json_bytes(value).decode()
+    return text.replace("\\", "\\\\") if "\\" in text else text
+
+
+def _copy_bool(value: bool) -> str:
+    return "t" if value else "f"
+
+
+@cache
+def _copy_converters(model: type[models.Model]) -> tuple[tuple[str, Callable[[Any], str]], ...]:
+    out: list[tuple[str, Callable[[Any], str]]] = []
+    for f in _fields(model):
+        if isinstance(f, models.JSONField):
+            out.append((f.attname, _copy_json))
+        elif isinstance(f, models.BooleanField):
+            out.append((f.attname, _copy_bool))
+        elif isinstance(f, models.CharField | models.TextField):
+            out.append((f.attname, copy_escape))
+        elif isinstance(f, models.FloatField):
+            out.append((f.attname, repr))  # the shortest text that reads back as the same float
+        elif isinstance(f, models.DateTimeField):
+            out.append((f.attname, _iso_aware))
+        elif isinstance(f, models.UUIDField | models.IntegerField | models.ForeignKey | models.AutoField
+                       | models.BigAutoField):
+            out.append((f.attname, str))
+        else:  # pragma: no cover - a field type we have not checked: Django's own text for it
+            out.append((f.attname, lambda v, f=f: copy_escape(str(f.get_db_prep_save(v, connection)))))
+    return tuple(out)
+
+
+def _iso_aware(value: Any) -> str:
+    if value.tzinfo is None:  # pragma: no cover - the API only stores aware times
+        raise ValueError(f"naive datetime {value!r} cannot be stored")
+    return str(value.isoformat())
+
+
+def copy_text(objs: Sequence[models.Model]) -> bytes:
+    """Rows of one model in COPY's text format (the columns of ``_fields``, in order)."""
+    seen: dict[Any, str] = {}  # a batch's rows share their arrival time: format each time once
+
+    def iso(value: Any) -> str:
+        text = seen.get(value)
+        if text is None:
+            text = seen[value] = _iso_aware(value)
+        return text
+
+    convs = [(a, iso if c is _iso_aware else c) for a, c in _copy_converters(type(objs[0]))]
+    lines = []
+    for obj in objs:
+        values = obj.__dict__
+        lines.append("\t".join([_COPY_NULL if (v := values[a]) is None else c(v) for a, c in convs]))
+    lines.append("")
+    return "\n".join(lines).encode()

@@ -24,7 +24,7 @@ from django.utils import timezone
 from oversight import aio, bulk, gate, hooks, ids
 from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
-from oversight.schemas import DecisionIn, OutcomeIn
+from oversight.schemas import DecisionIn, OutcomeIn, PredictionIn
 
 _rng = random.Random()  # audit sampling needs a fair draw, not a secret one
 
@@ -45,17 +45,25 @@ class Submitted:
     error: IdempotencyConflict | None = None
 
 
+_MISSING = object()
+
+
 def request_hash(body: Any) -> str:
     """A digest of what the client sent (the JSON body as parsed), idempotency key left out."""
     if isinstance(body, DecisionIn):
         body = body.model_dump(mode="json", exclude_unset=True)
-    if isinstance(body, dict) and "idempotency_key" in body:
-        body = {k: v for k, v in body.items() if k != "idempotency_key"}
+    key = _MISSING
+    if isinstance(body, dict):
+        key = body.pop("idempotency_key", _MISSING)  # left out of the digest, put back below
     try:
-        data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)
-    except TypeError:  # what orjson refuses (integers over 64 bits, lone surrogates): the standard library
-        text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
-        data = text.encode("utf-8", "surrogatepass")
+        try:
+            data = orjson.dumps(body, option=orjson.OPT_SORT_KEYS, default=str)
+        except TypeError:  # what orjson refuses (integers over 64 bits, lone surrogates): the standard library
+            text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=str)
+            data = text.encode("utf-8", "surrogatepass")
+    finally:
+        if key is not _MISSING:
+            body["idempotency_key"] = key
     return hashlib.sha256(data).hexdigest()
 
 
@@ -64,6 +72,16 @@ def _prediction(p: DecisionIn) -> gate.Prediction | None:
         return None
     votes = tuple(gate.Vote(v.model, v.output, v.confidence) for v in p.prediction.votes)
     return gate.Prediction(p.prediction.output, p.prediction.confidence, p.prediction.model, votes)
+
+
+def _prediction_json(p: PredictionIn) -> dict[str, Any]:
+    """``p.model_dump(mode="json")``, without pydantic's per-call cost (every value is parsed JSON)."""
+    return {
+        "output": p.output,
+        "confidence": p.confidence,
+        "model": p.model,
+        "votes": [{"model": v.model, "output": v.output, "confidence": v.confidence} for v in p.votes],
+    }
 
 
 def build(
@@ -77,7 +95,7 @@ def build(
         subject=payload.subject,
         context=payload.context,
         features=payload.features,
-        prediction=payload.prediction.model_dump(mode="json") if payload.prediction else None,
+        prediction=_prediction_json(payload.prediction) if payload.prediction else None,
         model=verdict.model,
         output=verdict.output,
         confidence=verdict.confidence,

@@ -9,6 +9,7 @@ index's right edge. The other 74 bits are random, so ids stay unguessable.
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 
@@ -17,7 +18,35 @@ _VARIANT = 0x2 << 62
 _KEEP = ~((0xF << 76) | (0x3 << 62)) & ((1 << 128) - 1)
 
 
+_CHUNK = 4000  # random bytes read from the OS at a time (a batch of 1000 decisions makes ~1500 ids)
+
+
+class _Random:
+    """``os.urandom`` in chunks: one system call per 400 ids instead of one per id."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.reset()
+
+    def reset(self) -> None:
+        self.buf = b""
+        self.pos = 0
+
+    def bits80(self) -> int:
+        with self.lock:
+            if self.pos + 10 > len(self.buf):
+                self.buf, self.pos = os.urandom(_CHUNK), 0
+            chunk = self.buf[self.pos : self.pos + 10]
+            self.pos += 10
+        return int.from_bytes(chunk, "big")
+
+
+_random = _Random()
+# A forked process (a Celery prefork worker, say) must not reuse its parent's unread bytes.
+os.register_at_fork(after_in_child=_random.reset)
+
+
 def uuid7() -> uuid.UUID:
     ms = time.time_ns() // 1_000_000
-    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | int.from_bytes(os.urandom(10), "big")
+    value = (ms & 0xFFFF_FFFF_FFFF) << 80 | _random.bits80()
     return uuid.UUID(int=(value & _KEEP) | _VERSION | _VARIANT)

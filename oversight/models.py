@@ -134,12 +134,8 @@ class Decision(models.Model):
         BREAKER_OPEN = "breaker_open"
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    # The decision log is the hottest table: no database foreign key (its check would lock the
-    # system's row on every insert) and no index of its own (the composite indexes lead with it).
-    # Systems are never deleted while decisions refer to them (PROTECT, and no delete path).
-    system = models.ForeignKey(
-        AISystem, on_delete=models.PROTECT, related_name="decisions", db_constraint=False, db_index=False
-    )
+    # No index of its own: the composite indexes below lead with it.
+    system = models.ForeignKey(AISystem, on_delete=models.PROTECT, related_name="decisions", db_index=False)
     subject = models.CharField(max_length=200, blank=True, default="")
     context = models.JSONField(default=dict)
     features = models.JSONField(default=dict)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -40,16 +41,26 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=1)
 
 
+_latest = [0.0, EARLIEST]  # [when computed, now + MAX_AHEAD]: recomputed at most once a second
+
+
+def _latest_allowed() -> datetime:
+    t = time.time()
+    if t - _latest[0] >= 1.0:  # up to a second stale: a bound at most a second stricter
+        _latest[:] = [t, datetime.fromtimestamp(t, UTC) + MAX_AHEAD]
+    return _latest[1]  # type: ignore[return-value]
+
+
 def _aware(value: datetime | None) -> datetime | None:
     if value is None:
         return value
     if value.tzinfo is None or value.utcoffset() is None:
         raise ValueError("needs a time zone, e.g. 2026-03-15T23:47:00Z")
     try:
-        utc = value.astimezone(UTC)
+        out_of_range = value < EARLIEST or value > _latest_allowed()
     except OverflowError:
-        raise ValueError("is out of range: send a time between 1970 and now") from None
-    if utc < EARLIEST or utc > datetime.now(UTC) + MAX_AHEAD:
+        out_of_range = True
+    if out_of_range:
         raise ValueError("is out of range: send a time between 1970 and now")
     return value
 

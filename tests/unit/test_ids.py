@@ -29,3 +29,21 @@ def test_ids_made_later_sort_later_and_never_repeat():
         time.sleep(0.002)
     assert made == sorted(made)
     assert len({uuid7() for _ in range(10_000)}) == 10_000
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids():
+    import os
+
+    uuid7()  # the parent has unread random bytes buffered
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave at once
+        os.write(write, uuid7().bytes)
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = uuid.UUID(bytes=os.read(read, 16))
+    os.close(read)
+    os.close(write)
+    parent_next = uuid7()  # with a shared buffer, its random bits would be the child's
+    random_bits = (0xFFF << 64) | ((1 << 62) - 1)
+    assert child.int & random_bits != parent_next.int & random_bits
