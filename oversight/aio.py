@@ -25,6 +25,11 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from oversight import epochwatch
+from oversight.epochwatch import EpochWatch
+
+EPOCH_KEY_SUFFIX = ":config_epoch"  # as oversight.config's (which imports this module lazily)
+
 POOL_MIN = 1
 # As for the sync client (oversight.config): a Redis that is away costs milliseconds, not retries.
 FAIL_FAST: dict[str, object] = {
@@ -50,6 +55,9 @@ class _LoopResources:
             name="oversight-async",
         )
         self.redis: aredis.Redis = aredis.Redis.from_url(settings.REDIS_URL, **FAIL_FAST)
+        self.epoch: EpochWatch | None = None
+        if epochwatch.supported(settings.REDIS_URL):
+            self.epoch = EpochWatch(settings.REDIS_URL, settings.REDIS_PREFIX + EPOCH_KEY_SUFFIX)
         self.opened = False
         self.lock = asyncio.Lock()
 
@@ -87,6 +95,11 @@ def redis_client() -> aredis.Redis:
     return _resources().redis
 
 
+def epoch_watch() -> EpochWatch | None:
+    """This loop's tracking reader of the config epoch (None where tracking is not supported)."""
+    return _resources().epoch
+
+
 _DJANGO_ERRORS = (
     utils.DataError, utils.OperationalError, utils.IntegrityError, utils.InternalError,
     utils.ProgrammingError, utils.NotSupportedError, utils.DatabaseError, utils.InterfaceError, utils.Error,
@@ -119,3 +132,5 @@ async def close() -> None:
         if res.opened:
             await res.pool.close()
         await res.redis.aclose()
+        if res.epoch is not None:
+            res.epoch.close()

@@ -252,9 +252,6 @@ class Principal:
     user: Any
     roles: frozenset[str]
     snapshot: config.Snapshot | None = None
-    # Async hot path: the checked snapshot, still on its way, and the key's digest to check again.
-    pending: asyncio.Future[config.Snapshot] | None = None
-    key_digest: str = ""
 
     @property
     def is_client(self) -> bool:
@@ -301,16 +298,12 @@ def client_principal(snap: config.Snapshot, digest: str) -> Principal:
     return Principal(system_id, None, frozenset(), snap)
 
 
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("config check for a request that ended early failed: %r", task.exception())
-
-
 class AsyncAuth(Auth):
     """``Auth`` for async endpoints: an API key is checked on the event loop, without a thread.
 
-    Under an ASGI server (``aio.available``) the config epoch is read with the loop's own Redis
-    client; tokens and sessions, which need the ORM, are checked on a thread as before.
+    Under an ASGI server (``aio.available``) the config epoch is checked on the loop, with Redis's
+    client tracking (``oversight.epochwatch``); tokens and sessions, which need the ORM, are
+    checked on a thread as before.
     """
 
     async def __call__(self, request: HttpRequest) -> Principal | None:  # type: ignore[override]
@@ -318,17 +311,9 @@ class AsyncAuth(Auth):
         if kind.lower() != "bearer":
             return await sync_to_async(self._person)(request)
         digest = credentials.digest(secret.strip())
-        if not aio.available(request):
-            return client_principal(await sync_to_async(config.cache.current)(), digest)
-        # The epoch check's round trip runs while the body is parsed and validated: the key is
-        # checked against the snapshot held now, and again against the checked one (``settle``).
-        fresh = asyncio.ensure_future(config.cache.acurrent())
-        fresh.add_done_callback(_retrieve)
-        held = config.cache.cached()
-        system_id = held.key_systems.get(digest) if held is not None else None
-        if system_id is None:  # unknown to the held snapshot: only the checked one can tell
-            return client_principal(await fresh, digest)
-        return Principal(system_id, None, frozenset(), None, fresh, digest)
+        if aio.available(request):
+            return client_principal(await config.cache.acurrent(), digest)
+        return client_principal(await sync_to_async(config.cache.current)(), digest)
 
     def _person(self, request: HttpRequest) -> Principal | None:
         who = Auth.__call__(self, request)
@@ -341,15 +326,6 @@ async_auth = AsyncAuth()
 
 def principal(request: HttpRequest) -> Principal:
     return request.auth  # type: ignore[attr-defined,no-any-return]
-
-
-async def settle(request: HttpRequest) -> Principal:
-    """The caller as of the checked snapshot (``AsyncAuth`` may have let the check run on)."""
-    who = principal(request)
-    if who.pending is not None:
-        who = client_principal(await who.pending, who.key_digest)
-        request.auth = who  # type: ignore[attr-defined]
-    return who
 
 
 def require_person(request: HttpRequest, *wanted: str) -> Principal:
@@ -400,7 +376,6 @@ def json_response(body: Any, status: int = 200) -> HttpResponse:
 )
 async def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
     """The hot path: on the event loop under an ASGI server (see ``oversight.aio``)."""
-    await settle(request)
     entry = system_for(request, system, client_only=True)
     raw = getattr(request, "_json_body", None)
     if not aio.available(request):

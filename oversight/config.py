@@ -93,10 +93,15 @@ class _RedisEpoch:
         return int(value) if value is not None else None
 
     async def aget(self) -> int | None:
-        """``get`` on the event loop's own Redis client (the async hot path)."""
+        """``get`` on the event loop (the async hot path): the loop's tracking reader
+        (``oversight.epochwatch``), or a GET on its Redis client where tracking is not supported."""
+        from oversight import aio
+
+        watch = aio.epoch_watch()
+        if watch is not None:
+            return await watch.epoch()
         if time.monotonic() < self._down_until:
             return None
-        from oversight import aio
 
         try:
             value = await aio.redis_client().get(_epoch_key())
@@ -250,10 +255,6 @@ class _Cache:
                 if snap.epoch > epoch:
                     redis_epoch.raise_to(snap.epoch)
         return snap
-
-    def cached(self) -> Snapshot | None:
-        """The snapshot this process holds, unchecked (see ``api.AsyncAuth`` for its one use)."""
-        return self._snapshot
 
     def clear(self) -> None:
         self._snapshot = None
