@@ -6,8 +6,9 @@ ORM would write. Database errors are translated to Django's (IntegrityError, …
 
 from __future__ import annotations
 
+import contextlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from typing import Any, TypeVar
 
@@ -155,12 +156,25 @@ def insert_many(objs: Sequence[models.Model]) -> None:
     if len(objs) < COPY_FROM:
         model._default_manager.bulk_create(objs)
         return
+    with copy_writer(model) as write:
+        write(objs)
+
+
+@contextlib.contextmanager
+def copy_writer(model: type[models.Model]) -> Iterator[Callable[[Sequence[models.Model]], None]]:
+    """``COPY … FROM STDIN`` into ``model``'s table on Django's connection: ``write(rows)`` sends
+    rows at once, so PostgreSQL stores them while the caller makes the next ones."""
     qn = connection.ops.quote_name
     fields = _fields(model)
     sql = f"COPY {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
     connection.ensure_connection()
     with connection.wrap_database_errors, connection.connection.cursor() as cur, cur.copy(sql) as copy:
-        copy.write(copy_text(objs))
+
+        def write(objs: Sequence[models.Model]) -> None:
+            if objs:
+                copy.write(copy_text(objs))
+
+        yield write
 
 
 # --- COPY's text format, written directly ---------------------------------------------------
@@ -217,12 +231,14 @@ def _iso_aware(value: Any) -> str:
 
 def copy_text(objs: Sequence[models.Model]) -> bytes:
     """Rows of one model in COPY's text format (the columns of ``_fields``, in order)."""
-    seen: dict[Any, str] = {}  # a batch's rows share their arrival time: format each time once
+    # A batch's rows share their arrival time (the same object): format it once. Keyed by identity,
+    # which is stable while ``objs`` holds the values (hashing an aware datetime asks its tzinfo).
+    seen: dict[int, str] = {}
 
     def iso(value: Any) -> str:
-        text = seen.get(value)
+        text = seen.get(id(value))
         if text is None:
-            text = seen[value] = _iso_aware(value)
+            text = seen[id(value)] = _iso_aware(value)
         return text
 
     convs = [(a, iso if c is _iso_aware else c) for a, c in _copy_converters(type(objs[0]))]

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from asgiref.sync import sync_to_async
@@ -160,11 +160,9 @@ def _replay(system: SystemEntry, d: Decision) -> Submitted:
 
 def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None = None) -> list[Submitted]:
     """Gate and store decisions of one system. One transaction for the lot (COPY for many)."""
-    now = timezone.now()
-    built = [build(system, p, now, raw=raws[i] if raws else None) for i, p in enumerate(payloads)]
     for attempt in range(3):
         try:
-            return _store(system, built)
+            return _submit(system, payloads, raws)
         except IntegrityError:
             # A concurrent request stored one of our idempotency keys first: read it as a replay.
             if attempt == 2:
@@ -176,24 +174,42 @@ def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[A
     raise AssertionError("unreachable")
 
 
-def _insert_order(d: Decision) -> str:
-    return d.idempotency_key or ""
+COPY_CHUNK = 100  # rows gated, then sent, at a time: PostgreSQL stores one chunk while the next is made
 
 
 @transaction.atomic
-def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
-    if len(built) >= bulk.COPY_FROM:
-        # Optimistic: most batches are new. COPY them at once; the unique index catches a key that
-        # was used before (or twice in the batch), and only then are existing keys looked up.
+def _submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None) -> list[Submitted]:
+    now = timezone.now()
+    # Rows go in idempotency-key order, so concurrent batches lock keys in the same order.
+    order = sorted(range(len(payloads)), key=lambda i: payloads[i].idempotency_key or "")
+    if len(payloads) >= bulk.COPY_FROM:
+        # Optimistic: most batches are new. Gate and COPY them chunk by chunk; the unique index
+        # catches a key that was used before (or twice in the batch), and only then are existing
+        # keys looked up.
+        built: list[Decision | None] = [None] * len(payloads)
         try:
-            with transaction.atomic():
-                # Rows go in idempotency-key order, so concurrent batches lock keys in the same order.
-                bulk.insert_many(sorted(built, key=_insert_order))
+            with transaction.atomic(), bulk.copy_writer(Decision) as write:
+                for start in range(0, len(order), COPY_CHUNK):
+                    write([_build_at(system, payloads, raws, now, i, built) for i in order[start : start + COPY_CHUNK]])
         except IntegrityError:
             pass
         else:
-            bulk.insert_rows(hooks.rows_for(system, built))
-            return [Submitted(d) for d in built]
+            stored = cast("list[Decision]", built)
+            bulk.insert_rows(hooks.rows_for(system, [stored[i] for i in order]))
+            return [Submitted(d) for d in stored]
+    return _store(system, [build(system, p, now, raw=raws[i] if raws else None) for i, p in enumerate(payloads)], order)
+
+
+def _build_at(
+    system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None, now: datetime, i: int,
+    built: list[Decision | None],
+) -> Decision:
+    d = built[i] = build(system, payloads[i], now, raw=raws[i] if raws else None)
+    return d
+
+
+def _store(system: SystemEntry, built: list[Decision], order: list[int]) -> list[Submitted]:
+    """The careful path: look up the keys already stored, replay or refuse those, store the rest."""
     keys = [d.idempotency_key for d in built if d.idempotency_key]
     existing: dict[str, Decision] = {}
     if keys:
@@ -202,8 +218,8 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
             for d in Decision.objects.filter(system_id=system.id, idempotency_key__in=keys)
         }
     results: list[Submitted] = []
-    new: list[Decision] = []
-    for d in built:
+    new: set[int] = set()
+    for i, d in enumerate(built):
         key = d.idempotency_key
         prior = existing.get(key) if key else None
         if prior is not None:
@@ -214,11 +230,12 @@ def _store(system: SystemEntry, built: list[Decision]) -> list[Submitted]:
             continue
         if key:
             existing[key] = d  # a repeat inside the same batch replays this one
-        new.append(d)
+        new.add(i)
         results.append(Submitted(d))
     if new:
-        bulk.insert_many(sorted(new, key=_insert_order))
-        bulk.insert_rows(hooks.rows_for(system, new))
+        rows = [built[i] for i in order if i in new]
+        bulk.insert_many(rows)
+        bulk.insert_rows(hooks.rows_for(system, rows))
     return results
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import (
@@ -62,6 +62,10 @@ def _aware(value: datetime | None) -> datetime | None:
         out_of_range = True
     if out_of_range:
         raise ValueError("is out of range: send a time between 1970 and now")
+    if type(value.tzinfo) is not timezone:
+        # The same offset as the standard library's fixed-offset zone, which formats, hashes and
+        # converts in C (the parser's own zone calls back into Python for each of those).
+        value = value.replace(tzinfo=timezone(value.utcoffset()))  # type: ignore[arg-type]
     return value
 
 
@@ -111,9 +115,15 @@ def unstorable_at(value: Any) -> tuple[tuple[str | int, ...], str] | None:
     return None
 
 
+class Nested(BaseModel):
+    """A part of a request body: unknown fields ignored; its text is checked with the whole body."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
 class In(BaseModel):
     model_config = ConfigDict(extra="ignore")
-    # Checked once, on the whole request; models nested in another `In` set this to False.
+    # Checked once, on the whole request (parts of a request are `Nested`, not `In`).
     check_text: ClassVar[bool] = True
 
     @model_validator(mode="before")
@@ -137,15 +147,13 @@ class In(BaseModel):
 ModelName = Annotated[str, StringConstraints(strip_whitespace=True)]
 
 
-class VoteIn(In):
-    check_text: ClassVar[bool] = False
+class VoteIn(Nested):
     model: ModelName = Field(min_length=1, max_length=200)
     output: Any
     confidence: Confidence | None = None
 
 
-class PredictionIn(In):
-    check_text: ClassVar[bool] = False
+class PredictionIn(Nested):
     output: Any
     confidence: Confidence | None = None
     model: ModelName = Field(default="", max_length=200)
