@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
@@ -382,11 +381,7 @@ async def submit_decision(request: HttpRequest, system: str, payload: DecisionIn
         result = await sync_to_async(decisions.submit_one)(entry, payload, raw)
     else:
         d, rows = decisions.prepare_one(entry, payload, raw)
-        storing = asyncio.ensure_future(decisions.astore_one(entry, d, rows))
-        created = json_response(decisions.public(d, entry.slug), 201)  # made while PostgreSQL stores it
-        result = await storing
-        if result.decision is d:
-            return created
+        result = await decisions.astore_one(entry, d, rows)
     if result.error is not None:
         raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
     assert result.decision is not None
