@@ -23,7 +23,8 @@ COPY_FROM = 50  # below this many rows, a multi-row INSERT is as fast as COPY
 
 
 @cache
-def _fields(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
+def fields(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
+    """The columns every insert here writes, in order."""
     return tuple(model._meta.concrete_fields)
 
 
@@ -56,7 +57,7 @@ def _converters(model: type[models.Model]) -> tuple[tuple[str, Convert | None], 
         models.BooleanField, models.DateTimeField, models.ForeignKey, models.AutoField, models.BigAutoField,
     )
     out: list[tuple[str, Convert | None]] = []
-    for f in _fields(model):
+    for f in fields(model):
         if isinstance(f, models.JSONField):
             out.append((f.attname, _json(f)))
         elif isinstance(f, simple):
@@ -68,7 +69,7 @@ def _converters(model: type[models.Model]) -> tuple[tuple[str, Convert | None], 
 
 @cache
 def _defaults(model: type[models.Model]) -> dict[str, Any]:
-    return {f.attname: f.get_default() for f in _fields(model) if not callable(f.default) or not f.has_default()}
+    return {f.attname: f.get_default() for f in fields(model) if not callable(f.default) or not f.has_default()}
 
 
 def new(model: type[M], /, **values: Any) -> M:
@@ -94,17 +95,17 @@ def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type
     """``INSERT … RETURNING pk``; with dependents, one statement that inserts their rows too,
     only when the first row went in (data-modifying CTEs: one statement, so one transaction)."""
     qn = connection.ops.quote_name
-    cols = ", ".join(qn(f.column) for f in _fields(model))
-    marks = ", ".join(["%s"] * len(_fields(model)))
+    cols = ", ".join(qn(f.column) for f in fields(model))
+    marks = ", ".join(["%s"] * len(fields(model)))
     pk = qn(model._meta.pk.column)  # type: ignore[union-attr]
     sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({marks}) {conflict} RETURNING {pk}"  # noqa: S608
     if not dependents:
         return sql
     parts = [f"WITH inserted AS ({sql})"]
     for i, dep in enumerate(dependents):
-        dep_cols = ", ".join(qn(f.column) for f in _fields(dep))
+        dep_cols = ", ".join(qn(f.column) for f in fields(dep))
         # Typed placeholders: in a SELECT list PostgreSQL cannot infer them from the target columns.
-        dep_marks = ", ".join(f"%s::{f.db_type(connection)}" for f in _fields(dep))
+        dep_marks = ", ".join(f"%s::{f.db_type(connection)}" for f in fields(dep))
         parts.append(f", dependent{i} AS (INSERT INTO {qn(dep._meta.db_table)} ({dep_cols}) "  # noqa: S608
                      f"SELECT {dep_marks} FROM inserted)")
     parts.append(f" SELECT {pk} FROM inserted")  # noqa: S608
@@ -161,18 +162,22 @@ def insert_many(objs: Sequence[models.Model]) -> None:
 
 
 @contextlib.contextmanager
-def copy_writer(model: type[models.Model]) -> Iterator[Callable[[Sequence[models.Model]], None]]:
+def copy_writer(
+    model: type[models.Model], text: Callable[[Sequence[Any]], bytes] | None = None
+) -> Iterator[Callable[[Sequence[models.Model]], None]]:
     """``COPY … FROM STDIN`` into ``model``'s table on Django's connection: ``write(rows)`` sends
-    rows at once, so PostgreSQL stores them while the caller makes the next ones."""
+    rows at once, so PostgreSQL stores them while the caller makes the next ones. ``text`` formats
+    rows (``copy_text`` unless given)."""
+    to_text = text or copy_text
     qn = connection.ops.quote_name
-    fields = _fields(model)
-    sql = f"COPY {qn(model._meta.db_table)} ({', '.join(qn(f.column) for f in fields)}) FROM STDIN"
+    columns = ", ".join(qn(f.column) for f in fields(model))
+    sql = f"COPY {qn(model._meta.db_table)} ({columns}) FROM STDIN"
     connection.ensure_connection()
     with connection.wrap_database_errors, connection.connection.cursor() as cur, cur.copy(sql) as copy:
 
         def write(objs: Sequence[models.Model]) -> None:
             if objs:
-                copy.write(copy_text(objs))
+                copy.write(to_text(objs))
 
         yield write
 
@@ -183,7 +188,7 @@ def copy_writer(model: type[models.Model]) -> Iterator[Callable[[Sequence[models
 # in one write. Text format: columns split by tabs, rows by newlines, NULL as \N, and in values
 # a backslash, tab, newline or carriage return escaped with a backslash.
 
-_COPY_NULL = "\\N"
+COPY_NULL = "\\N"
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
@@ -191,7 +196,7 @@ def copy_escape(text: str) -> str:
     return text.translate(_COPY_ESCAPES) if ("\\" in text or "\t" in text or "\n" in text or "\r" in text) else text
 
 
-def _copy_json(value: Any) -> str:
+def copy_json(value: Any) -> str:
     # JSON text holds no raw tab, newline or carriage return (orjson escapes them); backslashes it may.
     text = json_bytes(value).decode()
     return text.replace("\\", "\\\\") if "\\" in text else text
@@ -204,9 +209,9 @@ def _copy_bool(value: bool) -> str:
 @cache
 def _copy_converters(model: type[models.Model]) -> tuple[tuple[str, Callable[[Any], str]], ...]:
     out: list[tuple[str, Callable[[Any], str]]] = []
-    for f in _fields(model):
+    for f in fields(model):
         if isinstance(f, models.JSONField):
-            out.append((f.attname, _copy_json))
+            out.append((f.attname, copy_json))
         elif isinstance(f, models.BooleanField):
             out.append((f.attname, _copy_bool))
         elif isinstance(f, models.CharField | models.TextField):
@@ -214,7 +219,7 @@ def _copy_converters(model: type[models.Model]) -> tuple[tuple[str, Callable[[An
         elif isinstance(f, models.FloatField):
             out.append((f.attname, repr))  # the shortest text that reads back as the same float
         elif isinstance(f, models.DateTimeField):
-            out.append((f.attname, _iso_aware))
+            out.append((f.attname, iso_aware))
         elif isinstance(f, models.UUIDField | models.IntegerField | models.ForeignKey | models.AutoField
                        | models.BigAutoField):
             out.append((f.attname, str))
@@ -223,14 +228,14 @@ def _copy_converters(model: type[models.Model]) -> tuple[tuple[str, Callable[[An
     return tuple(out)
 
 
-def _iso_aware(value: Any) -> str:
+def iso_aware(value: Any) -> str:
     if value.tzinfo is None:  # pragma: no cover - the API only stores aware times
         raise ValueError(f"naive datetime {value!r} cannot be stored")
     return str(value.isoformat())
 
 
 def copy_text(objs: Sequence[models.Model]) -> bytes:
-    """Rows of one model in COPY's text format (the columns of ``_fields``, in order)."""
+    """Rows of one model in COPY's text format (the columns of ``fields``, in order)."""
     # A batch's rows share their arrival time (the same object): format it once. Keyed by identity,
     # which is stable while ``objs`` holds the values (hashing an aware datetime asks its tzinfo).
     seen: dict[int, str] = {}
@@ -238,13 +243,13 @@ def copy_text(objs: Sequence[models.Model]) -> bytes:
     def iso(value: Any) -> str:
         text = seen.get(id(value))
         if text is None:
-            text = seen[id(value)] = _iso_aware(value)
+            text = seen[id(value)] = iso_aware(value)
         return text
 
-    convs = [(a, iso if c is _iso_aware else c) for a, c in _copy_converters(type(objs[0]))]
+    convs = [(a, iso if c is iso_aware else c) for a, c in _copy_converters(type(objs[0]))]
     lines = []
     for obj in objs:
         values = obj.__dict__
-        lines.append("\t".join([_COPY_NULL if (v := values[a]) is None else c(v) for a, c in convs]))
+        lines.append("\t".join([COPY_NULL if (v := values[a]) is None else c(v) for a, c in convs]))
     lines.append("")
     return "\n".join(lines).encode()

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 import orjson
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ImproperlyConfigured
 from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 
@@ -85,12 +86,13 @@ def _prediction_json(p: PredictionIn) -> dict[str, Any]:
 
 
 def build(
-    system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None, raw: Any = None
+    system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None, raw: Any = None,
+    decision_id: uuid.UUID | None = None,
 ) -> Decision:
     verdict = gate.decide(system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw)
     return bulk.new(
         Decision,
-        id=ids.uuid7(),
+        id=decision_id or ids.uuid7(),
         system_id=system.id,
         subject=payload.subject,
         context=payload.context,
@@ -187,10 +189,12 @@ def _submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[
         # catches a key that was used before (or twice in the batch), and only then are existing
         # keys looked up.
         built: list[Decision | None] = [None] * len(payloads)
+        new_ids = ids.uuid7_many(len(payloads))
         try:
-            with transaction.atomic(), bulk.copy_writer(Decision) as write:
+            with transaction.atomic(), bulk.copy_writer(Decision, decision_copy_text) as write:
                 for start in range(0, len(order), COPY_CHUNK):
-                    write([_build_at(system, payloads, raws, now, i, built) for i in order[start : start + COPY_CHUNK]])
+                    chunk = order[start : start + COPY_CHUNK]
+                    write([_build_at(system, payloads, raws, now, i, built, new_ids) for i in chunk])
         except IntegrityError:
             pass
         else:
@@ -202,10 +206,49 @@ def _submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[
 
 def _build_at(
     system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None, now: datetime, i: int,
-    built: list[Decision | None],
+    built: list[Decision | None], new_ids: list[uuid.UUID],
 ) -> Decision:
-    d = built[i] = build(system, payloads[i], now, raw=raws[i] if raws else None)
+    d = built[i] = build(system, payloads[i], now, raw=raws[i] if raws else None, decision_id=new_ids[i])
     return d
+
+
+_COLUMNS = (
+    "id", "system_id", "subject", "context", "features", "prediction", "model", "output", "confidence", "status",
+    "route", "reasons", "audit", "idempotency_key", "request_hash", "policy_version", "occurred_at", "created_at",
+    "released_at", "review",
+)
+
+
+if tuple(f.attname for f in bulk.fields(Decision)) != _COLUMNS:
+    raise ImproperlyConfigured("oversight.decisions.decision_copy_text does not match the Decision model's columns")
+
+
+def decision_copy_text(rows: Sequence[Decision]) -> bytes:
+    """``bulk.copy_text`` for decisions, written out column by column: a quarter faster, and a
+    batch's rows are a third of its time. ``tests/integration/test_copy_text.py`` checks that both
+    write the same bytes; the column order is checked when this module loads."""
+    null, esc, js, iso = bulk.COPY_NULL, bulk.copy_escape, bulk.copy_json, bulk.iso_aware
+    first = rows[0].__dict__
+    created, system_id, version = iso(first["created_at"]), str(first["system_id"]), str(first["policy_version"])
+    lines = []
+    for row in rows:
+        d = row.__dict__
+        if d["created_at"] is not first["created_at"] or d["system_id"] != first["system_id"] \
+                or d["policy_version"] != first["policy_version"]:  # pragma: no cover - one batch, one arrival
+            return bulk.copy_text(rows)
+        prediction, output, confidence, key = d["prediction"], d["output"], d["confidence"], d["idempotency_key"]
+        released, review = d["released_at"], d["review"]
+        released_text = null if released is None else created if released is d["created_at"] else iso(released)
+        lines.append(
+            f"{d['id']}\t{system_id}\t{esc(d['subject'])}\t{js(d['context'])}\t{js(d['features'])}\t"
+            f"{null if prediction is None else js(prediction)}\t{esc(d['model'])}\t"
+            f"{null if output is None else js(output)}\t{null if confidence is None else repr(confidence)}\t"
+            f"{esc(d['status'])}\t{esc(d['route'])}\t{js(d['reasons'])}\t{'t' if d['audit'] else 'f'}\t"
+            f"{null if key is None else esc(key)}\t{esc(d['request_hash'])}\t{version}\t{iso(d['occurred_at'])}\t"
+            f"{created}\t{released_text}\t{null if review is None else js(review)}"
+        )
+    lines.append("")
+    return "\n".join(lines).encode()
 
 
 def _store(system: SystemEntry, built: list[Decision], order: list[int]) -> list[Submitted]:

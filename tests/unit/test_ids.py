@@ -47,3 +47,14 @@ def test_a_forked_child_does_not_repeat_its_parents_ids():
     parent_next = uuid7()  # with a shared buffer, its random bits would be the child's
     random_bits = (0xFFF << 64) | ((1 << 62) - 1)
     assert child.int & random_bits != parent_next.int & random_bits
+
+
+def test_ids_made_many_at_once_are_v7_distinct_and_of_now():
+    from oversight.ids import uuid7_many
+
+    before = time.time_ns() // 1_000_000
+    made = uuid7_many(1000)
+    after = time.time_ns() // 1_000_000
+    assert len(set(made)) == 1000
+    assert all(u.version == 7 and u.variant == uuid.RFC_4122 for u in made)
+    assert all(before <= u.int >> 80 <= after for u in made)
