@@ -30,19 +30,21 @@ def needs_review(d: Decision) -> bool:
 
 def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list[ReviewItem]:
     """Decision rows: one review item per decision a person must see, stored in the decision's transaction."""
+    chosen = [d for d in decisions if needs_review(d)]
+    sla = timedelta(seconds=system.review_sla_s)
+    item_ids = ids.uuid7_many(len(chosen)) if len(chosen) > 1 else [ids.uuid7() for _ in chosen]
     return [
         bulk.new(
             ReviewItem,
-            id=ids.uuid7(),
+            id=item_id,
             decision_id=d.id,
             system_id=d.system_id,
             kind=ReviewItem.Kind.GATE if d.status == Decision.Status.PENDING_REVIEW else ReviewItem.Kind.AUDIT,
             status=ReviewItem.Status.OPEN,
-            due_at=d.created_at + timedelta(seconds=system.review_sla_s),
+            due_at=d.created_at + sla,
             created_at=d.created_at,
         )
-        for d in decisions
-        if needs_review(d)
+        for d, item_id in zip(chosen, item_ids, strict=True)
     ]
 
 
