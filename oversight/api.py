@@ -264,7 +264,7 @@ class Auth(AuthBase):
     openapi_scheme = "bearer"
 
     def __call__(self, request: HttpRequest) -> Principal | None:
-        header = request.headers.get("Authorization", "")
+        header = request.META.get("HTTP_AUTHORIZATION", "")  # not request.headers: it copies every header
         if header:
             kind, _, secret = header.partition(" ")
             secret = secret.strip()
@@ -306,7 +306,7 @@ class AsyncAuth(Auth):
     """
 
     async def __call__(self, request: HttpRequest) -> Principal | None:  # type: ignore[override]
-        kind, _, secret = request.headers.get("Authorization", "").partition(" ")
+        kind, _, secret = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
         if kind.lower() != "bearer":
             return await sync_to_async(self._person)(request)
         digest = credentials.digest(secret.strip())

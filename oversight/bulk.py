@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import orjson
 from django.db import connection, models
 from django.db.models.base import ModelState
-from psycopg import AsyncConnection
+from psycopg import AsyncCursor
 from psycopg.types.json import Jsonb
 
 M = TypeVar("M", bound=models.Model)
@@ -132,11 +132,11 @@ def insert_one(obj: models.Model, conflict: str = "", dependents: Sequence[model
 
 
 async def ainsert_one(
-    conn: AsyncConnection[Any], obj: models.Model, conflict: str = "", dependents: Sequence[models.Model] = ()
+    cur: AsyncCursor[Any], obj: models.Model, conflict: str = "", dependents: Sequence[models.Model] = ()
 ) -> bool:
-    """``insert_one`` on an async psycopg connection (the event loop's pool, see ``oversight.aio``)."""
+    """``insert_one`` on an async psycopg cursor (the event loop's pool, see ``oversight.aio``)."""
     sql, params = _one_statement(obj, conflict, dependents)
-    cur = await conn.execute(sql, params)
+    await cur.execute(sql, params)
     return await cur.fetchone() is not None
 
 

@@ -143,7 +143,7 @@ async def astore_one(system: SystemEntry, d: Decision, rows: list[Any]) -> Submi
     Only a reused idempotency key (rare) takes the sync path, to replay or refuse.
     """
     async with aio.connection() as conn:
-        inserted = await bulk.ainsert_one(conn, d, _ON_KEY_CONFLICT, rows)
+        inserted = await bulk.ainsert_one(conn.hot_cursor(), d, _ON_KEY_CONFLICT, rows)
     if inserted:
         return Submitted(d)
     return await sync_to_async(_replay)(system, d)
