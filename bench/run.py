@@ -2,7 +2,7 @@
 
 * Single decisions: ``POST /api/v1/systems/<slug>/decisions`` at a fixed open-loop rate (default
   200/s), next to a bare Django ``JsonResponse`` view (``GET /api/bare``) at the same rate, in
-  interleaved blocks (bare, decisions, bare, decisions, ...: this is a shared 2-core VM whose speed
+  interleaved blocks (bare, decisions, decisions, bare, ...: this is a shared 2-core VM whose speed
   drifts by tens of percent over a minute, and both sides of the ratio must see the same machine),
   then a closed-loop run (16 clients) for the maximum decisions/s.
 * Batches: ``POST …/decisions/batch`` with 1000 items per request, next to a raw psycopg ``COPY``
@@ -827,6 +827,7 @@ async def batch_phase(port: int, key: str, batches: int, size: int, concurrency:
     t0 = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     wall = time.perf_counter() - t0
+    cpu = meter.delta(a, meter.sample()) if meter and a else {}
     # Answers are read after the clock stops: the client's own JSON parsing (~4 ms per 1000-item
     # answer) is not the server's time, as making the rows is not counted for the COPY baseline.
     for status, body in answers:
@@ -841,8 +842,7 @@ async def batch_phase(port: int, key: str, batches: int, size: int, concurrency:
                 outcomes[k] = outcomes.get(k, 0) + 1
     res = PhaseResult(f"batch POST {batches}x{size}", "batch",
                       {"batches": batches, "size": size, "concurrency": concurrency})
-    if meter and a:
-        res.cpu = meter.delta(a, meter.sample())
+    res.cpu = cpu
     res.sent = batches * size
     res.ok = sum(outcomes.values())
     res.errors = sum(errors.values())
@@ -961,7 +961,7 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
     try:
         bare = http_request("GET", "/api/bare", port, {})
         make = decision_req("open")
-        # Interleaved blocks (bare, decisions, bare, decisions, ...): both see the same machine, so a
+        # Interleaved blocks (bare, decisions, decisions, bare, ...): both see the same machine, so a
         # neighbour's load on this shared host moves both figures, not their ratio.
         k = max(1, args.blocks)
         block_s = args.duration / k
@@ -971,12 +971,17 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
         bare_blocks: list[PhaseResult] = []
         dec_blocks: list[PhaseResult] = []
         await quiet()
-        for _ in range(k):
-            bare_blocks.append(await open_loop("bare block", port, [bare] * n_block, args.rate, args.warmup / k,
-                                               block_s, meter, balancer, pool_size=args.pool, probe=probe))
-            dec_blocks.append(await open_loop("decision block", port, [make(i) for i in range(n_block)], args.rate,
-                                              args.warmup / k, block_s, meter, balancer, pool_size=args.pool,
-                                              probe=probe))
+        for block in range(k):
+            # ABBA order: neither side always runs just after the other (and its leftover work).
+            for kind in ("bare", "decision") if block % 2 == 0 else ("decision", "bare"):
+                if kind == "bare":
+                    bare_blocks.append(await open_loop("bare block", port, [bare] * n_block, args.rate,
+                                                       args.warmup / k, block_s, meter, balancer,
+                                                       pool_size=args.pool, probe=probe))
+                else:
+                    dec_blocks.append(await open_loop("decision block", port, [make(i) for i in range(n_block)],
+                                                      args.rate, args.warmup / k, block_s, meter, balancer,
+                                                      pool_size=args.pool, probe=probe))
         params = {"rate": args.rate, "warmup_s": args.warmup, "duration_s": args.duration, "blocks": k}
         results.append(merge_blocks(f"bare GET /api/bare @{args.rate:g}/s", bare_blocks, params))
         results.append(merge_blocks(f"decision POST @{args.rate:g}/s", dec_blocks, params))

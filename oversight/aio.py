@@ -10,6 +10,7 @@ sync path on Django's own connection instead.
 from __future__ import annotations
 
 import asyncio
+import logging
 import weakref
 from typing import Any
 
@@ -23,10 +24,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from oversight import epochwatch
-from oversight.epochwatch import EpochWatch
-
-EPOCH_KEY_SUFFIX = ":config_epoch"  # as oversight.config's (which imports this module lazily)
+log = logging.getLogger(__name__)
 
 POOL_MIN = 1
 # As for the sync client (oversight.config): a Redis that is away costs milliseconds, not retries.
@@ -56,7 +54,9 @@ class _LoopResources:
     def __init__(self) -> None:
         params: dict[str, Any] = connections["default"].get_connection_params()
         for django_only in ("cursor_factory", "context", "prepare_threshold"):
-            params.pop(django_only, None)  # psycopg's defaults: server-side binding, statements prepared
+            params.pop(django_only, None)  # server-side binding; statements prepared unless turned off
+        if not settings.ASYNC_DB_PREPARE:
+            params["prepare_threshold"] = None  # behind PgBouncer in transaction mode before 1.21
         params["autocommit"] = True
         self.pool: AsyncConnectionPool[HotConnection] = AsyncConnectionPool(
             kwargs=params,
@@ -68,9 +68,6 @@ class _LoopResources:
             name="oversight-async",
         )
         self.redis: aredis.Redis = aredis.Redis.from_url(settings.REDIS_URL, **FAIL_FAST)
-        self.epoch: EpochWatch | None = None
-        if epochwatch.supported(settings.REDIS_URL):
-            self.epoch = EpochWatch(settings.REDIS_URL, settings.REDIS_PREFIX + EPOCH_KEY_SUFFIX)
         self.opened = False
         self.lock = asyncio.Lock()
 
@@ -85,7 +82,9 @@ _by_loop: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _LoopResources] =
 
 
 def available(request: HttpRequest) -> bool:
-    """True when the request is served by an ASGI server's long-lived loop (not a test client's)."""
+    """True when the request came through an ASGI server (uvicorn, daphne: one long-lived loop per
+    process). Django's sync test client makes WSGI requests and takes the sync path. (Its
+    ``AsyncClient`` would come here, on a loop of its own per test; call ``close()`` there.)"""
     return settings.ASYNC_HOT_PATH and isinstance(request, ASGIRequest)
 
 
@@ -106,11 +105,6 @@ async def pool() -> AsyncConnectionPool[HotConnection]:
 
 def redis_client() -> aredis.Redis:
     return _resources().redis
-
-
-def epoch_watch() -> EpochWatch | None:
-    """This loop's tracking reader of the config epoch (None where tracking is not supported)."""
-    return _resources().epoch
 
 
 _DJANGO_ERRORS = (
@@ -145,7 +139,12 @@ class connection:  # noqa: N801 - used as ``async with aio.connection() as conn`
         return self.conn
 
     async def __aexit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
-        await self.pool.putconn(self.conn)  # the pool checks it: a broken connection is replaced
+        try:
+            await self.pool.putconn(self.conn)  # the pool checks it: a broken connection is replaced
+        except Exception:
+            if exc is None:
+                raise
+            log.exception("could not return a connection to the pool after: %r", exc)
         if isinstance(exc, psycopg.Error):
             raise django_error(exc) from exc
 
@@ -157,5 +156,4 @@ async def close() -> None:
         if res.opened:
             await res.pool.close()
         await res.redis.aclose()
-        if res.epoch is not None:
-            res.epoch.close()
+

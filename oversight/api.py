@@ -300,9 +300,8 @@ def client_principal(snap: config.Snapshot, digest: str) -> Principal:
 class AsyncAuth(Auth):
     """``Auth`` for async endpoints: an API key is checked on the event loop, without a thread.
 
-    Under an ASGI server (``aio.available``) the config epoch is checked on the loop, with Redis's
-    client tracking (``oversight.epochwatch``); tokens and sessions, which need the ORM, are
-    checked on a thread as before.
+    Under an ASGI server (``aio.available``) the config epoch is read on the loop, with its own
+    Redis client; tokens and sessions, which need the ORM, are checked on a thread as before.
     """
 
     async def __call__(self, request: HttpRequest) -> Principal | None:  # type: ignore[override]

@@ -93,15 +93,16 @@ class _RedisEpoch:
         return int(value) if value is not None else None
 
     async def aget(self) -> int | None:
-        """``get`` on the event loop (the async hot path): the loop's tracking reader
-        (``oversight.epochwatch``), or a GET on its Redis client where tracking is not supported."""
-        from oversight import aio
+        """``get`` on the event loop's own Redis client (the async hot path): one GET per decision.
 
-        watch = aio.epoch_watch()
-        if watch is not None:
-            return await watch.epoch()
+        A GET is what makes a confirmed flip visible to the next decision: Redis answers commands in
+        order, and this one is sent after the decision arrived. (Client tracking, which would save
+        the round trip, was tried and dropped: Redis can send its invalidation a little *after*
+        it confirms the write, so "next decision" would have hung on timing.)
+        """
         if time.monotonic() < self._down_until:
             return None
+        from oversight import aio
 
         try:
             value = await aio.redis_client().get(_epoch_key())

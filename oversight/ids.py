@@ -25,10 +25,10 @@ class _Random:
     """``os.urandom`` in chunks: one system call per 400 ids instead of one per id."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.reset()
 
     def reset(self) -> None:
+        self.lock = threading.Lock()  # anew in a forked child: another thread may have held it
         self.buf = b""
         self.pos = 0
 

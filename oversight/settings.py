@@ -138,6 +138,7 @@ DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 5.0)
 # worker process (oversight/aio.py): at most this many connections each.
 ASYNC_HOT_PATH = env_bool("OVERSIGHT_ASYNC_HOT_PATH", True)
 ASYNC_DB_POOL_MAX = env_int("OVERSIGHT_ASYNC_DB_POOL_MAX", 4)
+ASYNC_DB_PREPARE = env_bool("OVERSIGHT_ASYNC_DB_PREPARE", True)
 
 REDIS_URL = os.environ["REDIS_URL"]
 # A prefix keeps several deployments (or the test run) apart on one Redis.

@@ -1,9 +1,9 @@
 """The decision endpoint's async hot path (oversight.aio), as a client sees it and underneath.
 
 Under a real ASGI server ``POST /api/v1/systems/{slug}/decisions`` runs on the event loop: the API
-key is checked against the snapshot the process holds and again against the freshly checked one
-(Redis epoch, PostgreSQL as the fallback), and the decision with its review item is stored by one
-statement on the loop's own psycopg pool. Django's test client never takes that path, so:
+key is checked against the process's snapshot after the config epoch is read (Redis, PostgreSQL as
+the fallback), and the decision with its review item is stored by one statement on the loop's own
+psycopg pool. Django's test client never takes that path, so:
 
 - the first part drives the real uvicorn subprocess (``live_server_url``) with httpx and checks
   answers, stored rows, kill switches and API keys changed in this process, bad input, and
@@ -228,7 +228,7 @@ def test_a_key_created_after_the_server_loaded_its_snapshot_works_at_once(tworld
 
 def test_a_revoked_key_is_refused_on_the_very_next_request(tworld, http):
     key, secret = actions.create_api_key(tworld.admin, tworld.supervised, "leaked")
-    # The server's held snapshot now knows the key: only the re-check against the checked one refuses it.
+    # The server's snapshot now knows the key: only the epoch check on the next request can refuse it.
     assert post_decision(http, "sup", decision_body(0.9), secret).status_code == 201
 
     actions.revoke_api_key(tworld.admin, key)
