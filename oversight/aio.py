@@ -24,16 +24,14 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from oversight import config
+
 log = logging.getLogger(__name__)
 
 POOL_MIN = 1
-# As for the sync client (oversight.config): a Redis that is away costs milliseconds, not retries.
-FAIL_FAST: dict[str, object] = {
-    "socket_timeout": 0.25,
-    "socket_connect_timeout": 0.25,
-    "health_check_interval": 30,
-    "retry": Retry(NoBackoff(), 0),
-}
+# The sync client's settings (a Redis that is away costs milliseconds, not retries), with the
+# asyncio client's own kind of Retry.
+FAIL_FAST: dict[str, object] = {**config.FAIL_FAST, "retry": Retry(NoBackoff(), 0)}
 
 
 class HotConnection(psycopg.AsyncConnection[Any]):
