@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import weakref
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import psycopg
@@ -155,3 +157,57 @@ async def close() -> None:
             await res.pool.close()
         await res.redis.aclose()
 
+
+
+# --- the config epoch, read as the request arrives ------------------------------------------
+
+EPOCH_READ = "oversight.epoch_read"  # the scope key of the GET sent for this request
+_DECISION_PATH = re.compile(r"/api/v1/systems/[^/]+/decisions\Z")
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]]
+
+
+class EarlyEpochRead:
+    """ASGI wrapper: a client's decision sends its config-epoch GET to Redis as soon as it arrives.
+
+    The API key check needs the epoch (``config.cache.acurrent``). Sent here, before Django reads
+    the body, signals the start of the request, runs the middleware and resolves the URL, the
+    Redis round trip overlaps that work instead of following it. The GET is still sent after the
+    request arrived, so a flip confirmed before the request reaches it. Only a POST to the
+    decision endpoint with a Bearer key gets one; every other request passes through untouched.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and settings.ASYNC_HOT_PATH
+            and _DECISION_PATH.search(scope["path"])
+            and _has_bearer(scope["headers"])
+        ):
+            read = asyncio.ensure_future(config.redis_epoch.aget())
+            read.add_done_callback(_settle)  # a request refused before its key check leaves it unread
+            scope = {**scope, EPOCH_READ: read}  # ASGI: copy a scope to add to it
+        await self.app(scope, receive, send)
+
+
+def epoch_read(request: HttpRequest) -> Awaitable[int | None] | None:
+    """The epoch GET ``EarlyEpochRead`` sent for this request, if any."""
+    scope = getattr(request, "scope", None)
+    return scope.get(EPOCH_READ) if scope is not None else None
+
+
+def _has_bearer(headers: list[tuple[bytes, bytes]]) -> bool:
+    for name, value in headers:
+        if name == b"authorization":
+            return value[:7].lower() == b"bearer "
+    return False
+
+
+def _settle(read: asyncio.Future[int | None]) -> None:
+    if not read.cancelled() and read.exception() is not None:  # aget() answers None for Redis errors
+        log.debug("early config epoch read failed", exc_info=read.exception())

@@ -310,7 +310,7 @@ class AsyncAuth(Auth):
             return await sync_to_async(self._person)(request)
         digest = credentials.digest(secret.strip())
         if aio.available(request):
-            return client_principal(await config.cache.acurrent(), digest)
+            return client_principal(await config.cache.acurrent(aio.epoch_read(request)), digest)
         return client_principal(await sync_to_async(config.cache.current)(), digest)
 
     def _person(self, request: HttpRequest) -> Principal | None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 
 import redis
@@ -231,9 +232,12 @@ class _Cache:
             return snap
         return self._reload(epoch)
 
-    async def acurrent(self) -> Snapshot:
-        """``current`` on the event loop (the async hot path): the same reads, without threads."""
-        epoch = await redis_epoch.aget()
+    async def acurrent(self, epoch_read: Awaitable[int | None] | None = None) -> Snapshot:
+        """``current`` on the event loop (the async hot path): the same reads, without threads.
+
+        ``epoch_read``: the Redis GET, if it was already sent for this request (``aio.EarlyEpochRead``).
+        """
+        epoch = await (epoch_read if epoch_read is not None else redis_epoch.aget())
         now = time.monotonic()
         if epoch is None or now - self._db_checked_at >= DB_CHECK_EVERY_S:
             truth = await adb_epoch()

@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.http import HttpRequest, HttpResponse
+from django.utils.deprecation import MiddlewareMixin
 
-Handler = Callable[[HttpRequest], HttpResponse]
+from oversight.loopmiddleware import OnTheLoop
 
 # The API and /metrics answer 401 themselves (they take keys and tokens, not only sessions).
 PUBLIC_PREFIXES = ("/login/", "/healthz", "/readyz", "/static/", "/api/", "/metrics", "/favicon.ico")
 
 
-class BodySizeLimitMiddleware:
-    """413 with a JSON error before reading a body that is announced as too large."""
+class BodySizeLimitMiddleware(OnTheLoop, MiddlewareMixin):
+    """413 with a JSON error before reading a body that is announced as too large.
 
-    def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
+    (Under ASGI the server has read the body by now; this still answers before anything parses it.)
+    """
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
         length = request.META.get("CONTENT_LENGTH")
         if (
             not length
@@ -40,7 +40,7 @@ class BodySizeLimitMiddleware:
                 return _json(400, "bad_request", "the Content-Length header is not a number")
             if size > settings.MAX_BODY_BYTES:
                 return _json(413, "too_large", f"the request body is over the limit of {settings.MAX_BODY_BYTES} bytes")
-        return self.get_response(request)
+        return None
 
 
 def _json(status: int, code: str, message: str) -> HttpResponse:
@@ -48,26 +48,22 @@ def _json(status: int, code: str, message: str) -> HttpResponse:
     return HttpResponse(body, status=status, content_type="application/json")
 
 
-class LoginRequiredPagesMiddleware:
+class LoginRequiredPagesMiddleware(OnTheLoop, MiddlewareMixin):
     """Every page needs a login except the login page and health checks (the API has its own auth)."""
 
-    def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
+    def request_needs_thread(self, request: HttpRequest) -> bool:
+        return not request.path.startswith(PUBLIC_PREFIXES)  # loading the user reads the session
 
-    def __call__(self, request: HttpRequest) -> HttpResponse:
+    def process_request(self, request: HttpRequest) -> HttpResponse | None:
         if not request.path.startswith(PUBLIC_PREFIXES) and not request.user.is_authenticated:
             return redirect_to_login(request.get_full_path())
-        return self.get_response(request)
+        return None
 
 
-class JsonApiErrorsMiddleware:
+class JsonApiErrorsMiddleware(OnTheLoop, MiddlewareMixin):
     """Under /api/, errors the URL resolver or a method check answer in HTML become API.md JSON errors."""
 
-    def __init__(self, get_response: Handler) -> None:
-        self.get_response = get_response
-
-    def __call__(self, request: HttpRequest) -> HttpResponse:
-        response = self.get_response(request)
+    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
         if (
             response.status_code in (404, 405)
             and request.path.startswith("/api/")

@@ -1,0 +1,243 @@
+"""The ASGI stack under the views: middleware on the event loop, no thread to start a request,
+and the config epoch read as a client's decision arrives (``oversight.asgi``).
+
+Django's own middleware hop to a worker thread and back for each hook under ASGI; ours
+(``oversight.loopmiddleware``) run on the loop and send to a thread only what can do I/O: saving
+a changed session, storing flash messages, serving a static file, loading the user for a page.
+The first part checks that shape in this process; the second drives a real uvicorn with httpx
+through everything those steps do for a person (log in, CSRF, messages, static files, headers),
+so a hook that lost its I/O on the way would show here; the last part checks ``EarlyEpochRead``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from asgiref.sync import iscoroutinefunction
+from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
+from django.utils.deprecation import MiddlewareMixin
+
+from oversight import aio, config
+from oversight.models import KillSwitch
+from tests.conftest import BASE_DIR, World, decision_body, free_port
+from tests.conftest import test_database_env as server_env
+
+# --- the shape, in this process ---------------------------------------------------------------
+
+
+def middleware_chain(handler: ASGIHandler) -> list[Any]:
+    """The middleware instances of a handler, outermost first (each is wrapped by Django's
+    ``convert_exception_to_response``, whose wrapper keeps it as ``__wrapped__``)."""
+    found = []
+    step: Any = handler._middleware_chain
+    while hasattr(getattr(step, "__wrapped__", None), "get_response"):
+        found.append(step.__wrapped__)
+        step = step.__wrapped__.get_response
+    return found
+
+
+def test_every_middleware_runs_on_the_event_loop() -> None:
+    handler = ASGIHandler()
+    chain = middleware_chain(handler)
+    names = [f"{type(m).__module__}.{type(m).__qualname__}" for m in chain]
+    assert names == settings.MIDDLEWARE
+    for mw in chain:
+        # Async all the way down: no middleware turns the stack synchronous (one thread for all).
+        assert iscoroutinefunction(mw), f"{type(mw).__name__} runs in sync mode under ASGI"
+        # And none of them sends its hooks to a thread as MiddlewareMixin does.
+        acall = getattr(type(mw), "__acall__", None)
+        assert acall is not MiddlewareMixin.__acall__, f"{type(mw).__name__} hops threads for every hook"
+    # process_view hooks (CSRF's) are awaited on the loop, not wrapped in sync_to_async by the handler.
+    assert handler._view_middleware
+    assert all(iscoroutinefunction(hook) and "OnTheLoop" in hook.__qualname__ for hook in handler._view_middleware)
+
+
+def test_a_request_under_the_asgi_server_starts_without_a_thread() -> None:
+    # In a process of its own, as under uvicorn: Django's test client, used by other tests here,
+    # connects close_old_connections again after each of its requests.
+    probe = """
+import json
+import oversight.asgi
+from django.core import signals
+from django.core.handlers.asgi import ASGIHandler
+started, _ = signals.request_started._live_receivers(ASGIHandler)
+finished, _ = signals.request_finished._live_receivers(ASGIHandler)
+print(json.dumps([[r.__name__ for r in started], [r.__name__ for r in finished]]))
+"""
+    out = subprocess.run([sys.executable, "-c", probe], env=server_env(), cwd=BASE_DIR,
+                         capture_output=True, text=True, timeout=60, check=True)
+    started, finished = json.loads(out.stdout.strip().splitlines()[-1])
+    assert started == []  # asend would run sync receivers in a new thread before any view
+    assert "close_old_connections" in finished  # the end of a request still closes what it opened
+
+
+# --- a person's requests through the real server --------------------------------------------------
+
+
+@pytest.fixture
+def browser(live_server_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=live_server_url, timeout=15, follow_redirects=False) as c:
+        yield c
+
+
+def form_token(page: httpx.Response) -> str:
+    match = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+    assert match, "the page has no CSRF form field"
+    return match.group(1)
+
+
+def log_in(c: httpx.Client, username: str, password: str, next_path: str = "/") -> httpx.Response:
+    page = c.get("/login/")
+    assert page.status_code == 200
+    return c.post("/login/", data={"username": username, "password": password, "next": next_path,
+                                   "csrfmiddlewaretoken": form_token(page)})
+
+
+def test_logging_in_and_out_saves_and_ends_the_session(tworld: World, browser: httpx.Client) -> None:
+    assert browser.get("/review/").headers["location"] == "/login/?next=/review/"  # user loaded, anonymous
+    r = log_in(browser, "operator", "wrong password")
+    assert r.status_code == 200
+    assert "match" in r.text
+    r = log_in(browser, "operator", tworld.password, "/review/")
+    assert r.status_code == 302
+    assert r.headers["location"] == "/review/"
+    assert settings.SESSION_COOKIE_NAME in browser.cookies  # the changed session was saved
+    page = browser.get("/review/")
+    assert page.status_code == 200
+    r = browser.post("/logout/", data={"csrfmiddlewaretoken": form_token(page)})
+    assert r.status_code == 302
+    assert browser.get("/review/").status_code == 302  # the session is gone on the server too
+
+
+def test_a_form_post_without_the_csrf_token_is_refused(tworld: World, browser: httpx.Client) -> None:
+    log_in(browser, "admin", tworld.password)
+    r = browser.post("/killswitch/", data={"scope": "global", "engaged": "true", "reason": "no token"})
+    assert r.status_code == 403
+    assert not KillSwitch.objects.exists()
+
+
+def test_a_flash_message_is_shown_once(tworld: World, browser: httpx.Client) -> None:
+    log_in(browser, "operator", tworld.password)
+    page = browser.get("/review/")
+    r = browser.post("/review/next/", data={"csrfmiddlewaretoken": form_token(page)})  # the queue is empty
+    assert r.status_code == 302
+    assert r.headers["location"] == "/review/"
+    assert "the queue is empty" in browser.get("/review/").text
+    assert "the queue is empty" not in browser.get("/review/").text  # read, so stored as gone
+
+
+def test_static_files_are_served_with_the_right_type(browser: httpx.Client) -> None:
+    r = browser.get("/static/vendor/plotly.min.js")
+    assert r.status_code == 200
+    assert "javascript" in r.headers["content-type"]
+    assert int(r.headers["content-length"]) == len(r.content) > 1_000_000
+    assert browser.get("/static/vendor/no-such-file.js").status_code == 404
+
+
+def test_api_answers_carry_the_security_headers_and_json_errors(tworld: World, browser: httpx.Client) -> None:
+    r = browser.post("/api/v1/systems/auto/decisions", content=json.dumps(decision_body(0.9)),
+                     headers={"Authorization": f"Bearer {tworld.keys['auto']}", "Content-Type": "application/json"})
+    assert r.status_code == 201, r.text
+    assert r.headers["x-content-type-options"] == "nosniff"
+    assert r.headers["x-frame-options"] == "DENY"
+    assert r.headers["referrer-policy"] == "same-origin"
+    r = browser.get("/api/v1/no-such-endpoint")
+    assert r.status_code == 404
+    assert r.json()["error"]["code"] == "not_found"
+    r = browser.delete("/api/v1/systems/auto/decisions")
+    assert r.status_code == 405
+    assert r.json()["error"]["code"] == "method_not_allowed"
+    big = b'{"subject": "' + b"x" * (settings.MAX_BODY_BYTES + 10) + b'"}'
+    r = browser.post("/api/v1/systems/auto/decisions", content=big,
+                     headers={"Authorization": f"Bearer {tworld.keys['auto']}", "Content-Type": "application/json"})
+    assert r.status_code == 413
+    assert r.json()["error"]["code"] == "too_large"
+    # The server is still well after a decision refused before its key was checked (its epoch read unread).
+    r = browser.post("/api/v1/systems/auto/decisions", content=json.dumps(decision_body(0.9)),
+                     headers={"Authorization": f"Bearer {tworld.keys['auto']}", "Content-Type": "application/json"})
+    assert r.status_code == 201
+
+
+# --- EarlyEpochRead ---------------------------------------------------------------------------
+
+
+def scope(method: str, path: str, authorization: bytes | None) -> dict[str, Any]:
+    headers = [(b"host", b"testserver"), (b"content-type", b"application/json")]
+    if authorization is not None:
+        headers.append((b"authorization", authorization))
+    return {"type": "http", "method": method, "path": path, "headers": headers}
+
+
+def through_wrapper(s: dict[str, Any], await_read: bool = True) -> tuple[dict[str, Any], Any]:
+    """Run ``EarlyEpochRead`` around an app that records the scope it got and awaits the read."""
+    seen: dict[str, Any] = {}
+
+    async def app(inner_scope: Any, receive: Any, send: Any) -> None:
+        seen.update(inner_scope)
+        read = inner_scope.get(aio.EPOCH_READ)
+        if read is not None and await_read:
+            seen["value"] = await read
+
+    async def main() -> None:
+        try:
+            await aio.EarlyEpochRead(app)(s, None, None)
+            await asyncio.sleep(0.05)  # an unread GET finishes in the background
+        finally:
+            await aio.close()
+
+    asyncio.run(main())
+    return seen, seen.get("value")
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "authorization", "read"),
+    [
+        ("POST", "/api/v1/systems/auto/decisions", b"Bearer ovk_x", True),
+        ("POST", "/api/v1/systems/auto/decisions", b"bearer ovk_x", True),
+        ("POST", "/api/v1/systems/auto/decisions", b"Token ovt_x", False),  # a person: the sync path
+        ("POST", "/api/v1/systems/auto/decisions", None, False),
+        ("GET", "/api/v1/systems/auto/decisions", b"Bearer ovk_x", False),
+        ("POST", "/api/v1/systems/auto/decisions/batch", b"Bearer ovk_x", False),  # batches run in a thread
+        ("POST", "/api/v1/systems", b"Bearer ovk_x", False),
+        ("GET", "/review/", None, False),
+    ],
+)
+def test_only_a_clients_decision_reads_the_epoch_early(method: str, path: str, authorization: bytes | None,
+                                                       read: bool) -> None:
+    s = scope(method, path, authorization)
+    seen, _ = through_wrapper(s)
+    assert (aio.EPOCH_READ in seen) is read
+    assert aio.EPOCH_READ not in s  # the server's own scope is left as it was
+
+
+def test_the_early_read_is_the_epoch_in_redis_when_the_request_arrived(db: None) -> None:
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    key = settings.REDIS_PREFIX + config.EPOCH_KEY_SUFFIX
+    r.set(key, 41)
+    assert through_wrapper(scope("POST", "/api/v1/systems/auto/decisions", b"Bearer k"))[1] == 41
+    r.set(key, 42)  # a flip confirmed before the next request: that request sees it
+    assert through_wrapper(scope("POST", "/api/v1/systems/auto/decisions", b"Bearer k"))[1] == 42
+
+
+def test_an_early_read_nobody_awaits_ends_quietly_even_with_redis_away(db: None, settings: Any,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"
+    config.redis_epoch._down_until = 0.0
+    try:
+        seen, value = through_wrapper(scope("POST", "/api/v1/systems/auto/decisions", b"Bearer k"), await_read=False)
+        read = seen[aio.EPOCH_READ]
+        assert read.done()
+        assert read.result() is None  # Redis away: None, and the key check reads PostgreSQL
+        assert "never retrieved" not in caplog.text
+    finally:
+        config.redis_epoch._down_until = 0.0
