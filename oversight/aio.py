@@ -26,7 +26,7 @@ from psycopg_pool import AsyncConnectionPool
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from oversight import config
+from oversight import config, redisget
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,10 @@ class _LoopResources:
             name="oversight-async",
         )
         self.redis: aredis.Redis = aredis.Redis.from_url(settings.REDIS_URL, **FAIL_FAST)
+        self.redis_get = (
+            redisget.RedisGet(settings.REDIS_URL, config.REDIS_TIMEOUT_S, config.REDIS_TIMEOUT_S)
+            if redisget.supports(settings.REDIS_URL) else None
+        )
         self.opened = False
         self.lock = asyncio.Lock()
 
@@ -105,6 +109,28 @@ async def pool() -> AsyncConnectionPool[HotConnection]:
 
 def redis_client() -> aredis.Redis:
     return _resources().redis
+
+
+def redis_get(key: str) -> Awaitable[bytes | None]:
+    """GET on this loop's lean connection (``oversight.redisget``); redis.asyncio for a TLS URL.
+
+    On a live lean connection the GET is written before this returns: await the reply later.
+    The reply raises ``redisget.RedisGetError`` or ``redis.RedisError`` when Redis cannot answer."""
+    res = _resources()
+    if res.redis_get is not None:
+        sent = res.redis_get.send(key.encode())
+        if sent is not None:
+            return sent
+        reply = asyncio.ensure_future(res.redis_get.get(key.encode()))  # connects first
+    else:
+        reply = asyncio.ensure_future(res.redis.get(key))
+    reply.add_done_callback(_retrieved)
+    return reply
+
+
+def _retrieved(reply: asyncio.Future[Any]) -> None:
+    if not reply.cancelled():
+        reply.exception()  # a reply nobody awaits (its request was refused first) fails quietly
 
 
 _DJANGO_ERRORS = (
@@ -155,6 +181,8 @@ async def close() -> None:
     if res is not None:
         if res.opened:
             await res.pool.close()
+        if res.redis_get is not None:
+            res.redis_get.close()
         await res.redis.aclose()
 
 
@@ -189,9 +217,12 @@ class EarlyEpochRead:
             and _DECISION_PATH.search(scope["path"])
             and _has_bearer(scope["headers"])
         ):
-            read = asyncio.ensure_future(config.redis_epoch.aget())
-            read.add_done_callback(_settle)  # a request refused before its key check leaves it unread
-            scope = {**scope, EPOCH_READ: read}  # ASGI: copy a scope to add to it
+            read = config.redis_epoch.start_read()
+            try:
+                await self.app({**scope, EPOCH_READ: read}, receive, send)  # ASGI: copy a scope to add to it
+            finally:
+                read.close()  # unread when the request was refused before its key check; else a no-op
+            return
         await self.app(scope, receive, send)
 
 
@@ -206,8 +237,3 @@ def _has_bearer(headers: list[tuple[bytes, bytes]]) -> bool:
         if name == b"authorization":
             return value[:7].lower() == b"bearer "
     return False
-
-
-def _settle(read: asyncio.Future[int | None]) -> None:
-    if not read.cancelled() and read.exception() is not None:  # aget() answers None for Redis errors
-        log.debug("early config epoch read failed", exc_info=read.exception())

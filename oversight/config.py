@@ -12,8 +12,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
+from typing import Any
 
 import redis
 from asgiref.sync import sync_to_async
@@ -39,9 +40,10 @@ REDIS_RETRY_AFTER_S = 1.0
 DB_CHECK_EVERY_S = 1.0
 # On the hot path a Redis that is away must cost milliseconds, not redis-py's default retries
 # with back-off (over 3 s per call on a refused connection): fail at once, read PostgreSQL.
+REDIS_TIMEOUT_S = 0.25
 FAIL_FAST: dict[str, object] = {
-    "socket_timeout": 0.25,
-    "socket_connect_timeout": 0.25,
+    "socket_timeout": REDIS_TIMEOUT_S,
+    "socket_connect_timeout": REDIS_TIMEOUT_S,
     "health_check_interval": 30,
     "retry": Retry(NoBackoff(), 0),
 }
@@ -93,21 +95,30 @@ class _RedisEpoch:
             return None
         return int(value) if value is not None else None
 
-    async def aget(self) -> int | None:
-        """``get`` on the event loop's own Redis client (the async hot path): one GET per decision.
+    def start_read(self) -> Coroutine[Any, Any, int | None]:
+        """``get`` on the event loop (the async hot path): one GET per decision, written now.
 
         A GET is what makes a confirmed flip visible to the next decision: Redis answers commands in
         order, and this one is sent after the decision arrived. (Client tracking, which would save
         the round trip, was tried and dropped: Redis can send its invalidation a little *after*
-        it confirms the write, so "next decision" would have hung on timing.)
+        it confirms the write, so "next decision" would have hung on timing.) On a live connection
+        the GET leaves before this returns; awaiting the result reads the answer.
         """
         if time.monotonic() < self._down_until:
-            return None
+            return _value(None)
         from oversight import aio
 
+        return self._answer(aio.redis_get(_epoch_key()))
+
+    async def aget(self) -> int | None:
+        return await self.start_read()
+
+    async def _answer(self, reply: Awaitable[bytes | None]) -> int | None:
+        from oversight import redisget
+
         try:
-            value = await aio.redis_client().get(_epoch_key())
-        except redis.RedisError:
+            value = await reply
+        except (redis.RedisError, redisget.RedisGetError):
             self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
             log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
             return None
@@ -131,6 +142,10 @@ class _RedisEpoch:
                 "could not raise the config epoch in Redis to %s; every process reads PostgreSQL "
                 "at least once a second, so the change still reaches them", epoch
             )
+
+
+async def _value(value: int | None) -> int | None:
+    return value
 
 
 redis_epoch = _RedisEpoch()
