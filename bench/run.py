@@ -788,69 +788,94 @@ async def closed_loop(name: str, port: int, make: Callable[[int], bytes], client
     return res
 
 
-async def batch_phase(port: int, key: str, batches: int, size: int, concurrency: int, rng: random.Random,
-                      meter: CpuMeter | None) -> PhaseResult:
-    path = f"/api/v1/systems/{SLUG}/decisions/batch"
-    headers = {"Authorization": f"Bearer {key}"}
-    bodies = [
-        json.dumps({"items": [decision_body(rng, f"batch-{b}-{i}-{uuid.uuid4().hex[:8]}") for i in range(size)]},
-                   separators=(",", ":")).encode()
-        for b in range(batches)
-    ]
-    reqs = [http_request("POST", path, port, headers, body) for body in bodies]
-    # One batch (not counted) to warm the code path.
-    warm = json.dumps({"items": [decision_body(rng, f"batch-warm-{i}-{uuid.uuid4().hex[:8]}") for i in range(size)]})
-    conn = await Conn.open(port)
-    status, _ = await conn.request(http_request("POST", path, port, headers, warm.encode()))
-    conn.close()
-    if status != 200:
-        log(f"warning: the warm-up batch answered {status}")
+def _sum_cpu(cpus: list[dict[str, float]]) -> dict[str, float]:
+    cpus = [c for c in cpus if c]
+    if not cpus:
+        return {}
+    wall = sum(c["wall_s"] for c in cpus)
+    out = {k: sum(c[k] for c in cpus) for k in cpus[0] if k != "machine_busy"}
+    out["machine_busy"] = sum(c["machine_busy"] * c["wall_s"] for c in cpus) / wall if wall else 0.0
+    return out
 
-    times: list[float] = []
-    outcomes: dict[str, int] = {}
-    errors: dict[str, int] = {}
-    answers: list[tuple[int, bytes]] = []
-    queue = list(reversed(reqs))
 
-    async def worker() -> None:
-        c = await Conn.open(port)
-        try:
-            while queue:
-                data = queue.pop()
-                t = time.perf_counter()
-                answers.append(await c.request(data))
-                times.append(time.perf_counter() - t)
-        finally:
-            c.close()
+class BatchLoad:
+    """Batch requests built up front; ``run(n)`` sends the next ``n`` and times them."""
 
-    a = meter.sample() if meter else None
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    wall = time.perf_counter() - t0
-    cpu = meter.delta(a, meter.sample()) if meter and a else {}
-    # Answers are read after the clock stops: the client's own JSON parsing (~4 ms per 1000-item
-    # answer) is not the server's time, as making the rows is not counted for the COPY baseline.
-    for status, body in answers:
+    def __init__(self, port: int, key: str, batches: int, size: int, concurrency: int, rng: random.Random) -> None:
+        self.port, self.size, self.concurrency = port, size, concurrency
+        self.path = f"/api/v1/systems/{SLUG}/decisions/batch"
+        self.headers = {"Authorization": f"Bearer {key}"}
+        self.bodies = [
+            json.dumps({"items": [decision_body(rng, f"batch-{b}-{i}-{uuid.uuid4().hex[:8]}") for i in range(size)]},
+                       separators=(",", ":")).encode()
+            for b in range(batches)
+        ]
+        self.queue = [http_request("POST", self.path, port, self.headers, body) for body in reversed(self.bodies)]
+        self.warm_body = json.dumps(
+            {"items": [decision_body(rng, f"batch-warm-{i}-{uuid.uuid4().hex[:8]}") for i in range(size)]}
+        ).encode()
+        self.times: list[float] = []
+        self.answers: list[tuple[int, bytes]] = []
+        self.walls: list[float] = []
+        self.cpus: list[dict[str, float]] = []
+
+    async def warm(self) -> None:
+        """One batch (not counted) to warm the code path."""
+        conn = await Conn.open(self.port)
+        status, _ = await conn.request(http_request("POST", self.path, self.port, self.headers, self.warm_body))
+        conn.close()
         if status != 200:
-            errors[f"http-{status}"] = errors.get(f"http-{status}", 0) + size
-            continue
-        for item in json.loads(body)["results"]:
-            k = item.get("status") or item.get("error", {}).get("code", "?")
-            if "error" in item:
-                errors[k] = errors.get(k, 0) + 1
-            else:
-                outcomes[k] = outcomes.get(k, 0) + 1
-    res = PhaseResult(f"batch POST {batches}x{size}", "batch",
-                      {"batches": batches, "size": size, "concurrency": concurrency})
-    res.cpu = cpu
-    res.sent = batches * size
-    res.ok = sum(outcomes.values())
-    res.errors = sum(errors.values())
-    res.outcomes, res.error_kinds = outcomes, errors
-    res.rate = res.ok / wall
-    res.latency = summarize(times)
-    res.extra = {"wall_s": wall, "request_bytes": sum(len(b) for b in bodies) // batches}
-    return res
+            log(f"warning: the warm-up batch answered {status}")
+
+    async def run(self, n: int, meter: CpuMeter | None) -> None:
+        todo = [self.queue.pop() for _ in range(min(n, len(self.queue)))][::-1]
+
+        async def worker() -> None:
+            c = await Conn.open(self.port)
+            try:
+                while todo:
+                    data = todo.pop()
+                    t = time.perf_counter()
+                    self.answers.append(await c.request(data))
+                    self.times.append(time.perf_counter() - t)
+            finally:
+                c.close()
+
+        a = meter.sample() if meter else None
+        t0 = time.perf_counter()
+        await asyncio.gather(*(worker() for _ in range(self.concurrency)))
+        self.walls.append(time.perf_counter() - t0)
+        self.cpus.append(meter.delta(a, meter.sample()) if meter and a else {})
+
+    def result(self) -> PhaseResult:
+        # Answers are read after the clock stops: the client's own JSON parsing (~4 ms per 1000-item
+        # answer) is not the server's time, as making the rows is not counted for the COPY baseline.
+        outcomes: dict[str, int] = {}
+        errors: dict[str, int] = {}
+        for status, body in self.answers:
+            if status != 200:
+                errors[f"http-{status}"] = errors.get(f"http-{status}", 0) + self.size
+                continue
+            for item in json.loads(body)["results"]:
+                k = item.get("status") or item.get("error", {}).get("code", "?")
+                if "error" in item:
+                    errors[k] = errors.get(k, 0) + 1
+                else:
+                    outcomes[k] = outcomes.get(k, 0) + 1
+        batches = len(self.answers)
+        res = PhaseResult(f"batch POST {batches}x{self.size}", "batch",
+                          {"batches": batches, "size": self.size, "concurrency": self.concurrency})
+        res.cpu = _sum_cpu(self.cpus)
+        res.sent = batches * self.size
+        res.ok = sum(outcomes.values())
+        res.errors = sum(errors.values())
+        res.outcomes, res.error_kinds = outcomes, errors
+        wall = sum(self.walls)
+        res.rate = res.ok / wall if wall else 0.0
+        res.latency = summarize(self.times)
+        res.extra = {"wall_s": wall, "request_bytes": sum(len(b) for b in self.bodies) // max(1, len(self.bodies)),
+                     "blocks": len(self.walls)}
+        return res
 
 
 def copy_rows(system_id: int, policy_version: int, n: int, rng: random.Random) -> list[tuple[Any, ...]]:
@@ -876,40 +901,80 @@ def copy_rows(system_id: int, policy_version: int, n: int, rng: random.Random) -
     return rows
 
 
-def copy_phase(db_url: str, system_id: int, policy_version: int, batches: int, size: int,
-               rng: random.Random, meter: CpuMeter | None) -> PhaseResult:
-    import psycopg
+class CopyLoad:
+    """The baseline: the same kind of rows by raw psycopg COPY into the same table, in batches."""
 
-    t = time.perf_counter()
-    rows = copy_rows(system_id, policy_version, batches * size, rng)
-    gen_s = time.perf_counter() - t
-    sql = f"COPY oversight_decision ({', '.join(DECISION_COLUMNS)}) FROM STDIN"
-    times: list[float] = []
-    with psycopg.connect(db_url) as conn:
+    SQL = f"COPY oversight_decision ({', '.join(DECISION_COLUMNS)}) FROM STDIN"
+
+    def __init__(self, db_url: str, system_id: int, policy_version: int, batches: int, size: int,
+                 rng: random.Random) -> None:
+        import psycopg
+
+        self.size, self.batches = size, batches
+        t = time.perf_counter()
+        self.rows = copy_rows(system_id, policy_version, batches * size, rng)
+        self.gen_s = time.perf_counter() - t
+        self.done = 0
+        self.conn = psycopg.connect(db_url)
         # Warm the connection and the table's pages the same way the API's warm-up batch did.
-        conn.execute("SELECT count(*) FROM oversight_decision")
-        conn.commit()
+        self.conn.execute("SELECT count(*) FROM oversight_decision")
+        self.conn.commit()
+        self.times: list[float] = []
+        self.walls: list[float] = []
+        self.cpus: list[dict[str, float]] = []
+
+    def run(self, n: int, meter: CpuMeter | None) -> None:
         a = meter.sample() if meter else None
         t0 = time.perf_counter()
-        for b in range(batches):
+        for _ in range(min(n, self.batches - self.done)):
+            b = self.done
             tb = time.perf_counter()
-            with conn.cursor() as cur, cur.copy(sql) as copy:
-                for row in rows[b * size : (b + 1) * size]:
+            with self.conn.cursor() as cur, cur.copy(self.SQL) as copy:
+                for row in self.rows[b * self.size : (b + 1) * self.size]:
                     copy.write_row(row)
-            conn.commit()
-            times.append(time.perf_counter() - tb)
-        wall = time.perf_counter() - t0
-        cpu = meter.delta(a, meter.sample()) if meter and a else {}
-        stored = conn.execute("SELECT count(*) FROM oversight_decision WHERE idempotency_key LIKE 'copy-%'").fetchone()
-    res = PhaseResult(f"raw COPY {batches}x{size}", "copy", {"batches": batches, "size": size})
-    res.sent = batches * size
-    res.ok = int(stored[0]) if stored else 0
-    res.errors = res.sent - res.ok
-    res.rate = res.ok / wall
-    res.latency = summarize(times)
-    res.cpu = cpu
-    res.extra = {"wall_s": wall, "row_generation_s": gen_s}
-    return res
+            self.conn.commit()
+            self.times.append(time.perf_counter() - tb)
+            self.done += 1
+        self.walls.append(time.perf_counter() - t0)
+        self.cpus.append(meter.delta(a, meter.sample()) if meter and a else {})
+
+    def result(self) -> PhaseResult:
+        stored = self.conn.execute(
+            "SELECT count(*) FROM oversight_decision WHERE idempotency_key LIKE 'copy-%'"
+        ).fetchone()
+        self.conn.close()
+        res = PhaseResult(f"raw COPY {self.done}x{self.size}", "copy", {"batches": self.done, "size": self.size})
+        res.sent = self.done * self.size
+        res.ok = int(stored[0]) if stored else 0
+        res.errors = res.sent - res.ok
+        wall = sum(self.walls)
+        res.rate = res.ok / wall if wall else 0.0
+        res.latency = summarize(self.times)
+        res.cpu = _sum_cpu(self.cpus)
+        res.extra = {"wall_s": wall, "row_generation_s": self.gen_s, "blocks": len(self.walls)}
+        return res
+
+
+async def bulk_phases(args: argparse.Namespace, server: Server, setup: dict[str, Any], db_url: str,
+                      meter: CpuMeter | None) -> list[PhaseResult]:
+    """Batches through the API and the raw COPY baseline, in interleaved blocks (ABBA order), so
+    both see the same machine: this VM's speed drifts by 20-30 % within a minute."""
+    batches = BatchLoad(server.port, setup["key"], args.batches, args.batch_size, args.batch_concurrency,
+                        random.Random(args.seed))
+    copies = CopyLoad(db_url, setup["id"], setup["policy_version"], args.batches, args.batch_size,
+                      random.Random(args.seed + 1))
+    await batches.warm()
+    k = max(1, min(args.bulk_blocks, args.batches))
+    per_block = [args.batches // k + (1 if i < args.batches % k else 0) for i in range(k)]
+    log(f"phases 4-5/5: {args.batches} batches of {args.batch_size} through the API and {args.batches} raw psycopg "
+        f"COPYs of {args.batch_size} rows, in {k} interleaved blocks")
+    for block, n in enumerate(per_block):
+        for kind in ("batch", "copy") if block % 2 == 0 else ("copy", "batch"):
+            if kind == "batch":
+                await batches.run(n, meter)
+            else:
+                copies.run(n, meter)
+    return [batches.result(), copies.result()]
 
 
 # --- the run ------------------------------------------------------------------------------
@@ -995,10 +1060,6 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
     finally:
         gc.enable()
         gc.unfreeze()
-
-    log(f"phase 4/5: POST batches, {args.batches} x {args.batch_size} items")
-    results.append(await batch_phase(port, setup["key"], args.batches, args.batch_size, args.batch_concurrency, rng,
-                                     meter))
     return results
 
 
@@ -1128,6 +1189,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=20, help="batch requests of --batch-size items (default 20)")
     p.add_argument("--batch-size", type=int, default=1000, help="items per batch request (default 1000, the max)")
     p.add_argument("--batch-concurrency", type=int, default=1, help="concurrent batch requests (default 1)")
+    p.add_argument("--bulk-blocks", type=int, default=4,
+                   help="interleaved blocks of batches and COPYs, ABBA order (default 4)")
     p.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
                    help="before each phase wait up to S seconds for other processes to calm down (0: don't)")
     p.add_argument("--quiet-threshold", type=float, default=10.0, metavar="PCT",
@@ -1161,11 +1224,7 @@ def main(argv: list[str] | None = None) -> int:
 
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             phases = runner.run(run_load(args, server, setup, meter))
-            if meter is not None and args.wait_quiet > 0:
-                runner.run(meter.wait_quiet(args.quiet_threshold / 100, args.wait_quiet))
-        log(f"phase 5/5: raw psycopg COPY, {args.batches} x {args.batch_size} rows")
-        phases.append(copy_phase(environment.database_url, setup["id"], setup["policy_version"], args.batches,
-                                 args.batch_size, random.Random(args.seed + 1), meter))
+            phases += runner.run(bulk_phases(args, server, setup, environment.database_url, meter))
     finally:
         rc = server.stop()
         log(f"uvicorn stopped (exit {rc})")

@@ -7,7 +7,9 @@ ORM would write. Database errors are translated to Django's (IntegrityError, …
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from functools import cache
 from typing import Any, TypeVar
@@ -20,6 +22,36 @@ from psycopg.types.json import Jsonb
 
 M = TypeVar("M", bound=models.Model)
 COPY_FROM = 50  # below this many rows, a multi-row INSERT is as fast as COPY
+
+_gc_lock = threading.Lock()
+_gc_pausers = 0
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off while a batch makes its rows.
+
+    A 1000-item batch keeps ~100k objects alive until it is stored; the collector, which only
+    looks for reference cycles, walked them over and over (~10 % of a batch's CPU, measured).
+    Reference counting still frees everything at once. Concurrent batches share the pause: the
+    collector comes back when the last one ends, and was never paused if it was off already.
+    """
+    global _gc_pausers
+    with _gc_lock:
+        if _gc_pausers == 0 and not gc.isenabled():
+            paused = False
+        else:
+            paused = True
+            _gc_pausers += 1
+            gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            with _gc_lock:
+                _gc_pausers -= 1
+                if _gc_pausers == 0:
+                    gc.enable()
 
 
 @cache

@@ -164,7 +164,10 @@ def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[A
     """Gate and store decisions of one system. One transaction for the lot (COPY for many)."""
     for attempt in range(3):
         try:
-            return _submit(system, payloads, raws)
+            if len(payloads) < bulk.COPY_FROM:
+                return _submit(system, payloads, raws)
+            with bulk.gc_paused():
+                return _submit(system, payloads, raws)
         except IntegrityError:
             # A concurrent request stored one of our idempotency keys first: read it as a replay.
             if attempt == 2:

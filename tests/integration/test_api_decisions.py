@@ -3,6 +3,7 @@ outcomes, and kill switches that take effect on the very next decision."""
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from datetime import UTC, datetime, timedelta
@@ -209,6 +210,7 @@ def test_batch_of_1000_is_accepted(world):
     assert r.status_code == 200
     assert len(r.json()["results"]) == 1000
     assert Decision.objects.count() == 1000
+    assert gc.isenabled()  # the collector, paused while the rows were made, is back
 
 
 # --- idempotency ----------------------------------------------------------------------------
