@@ -13,11 +13,12 @@ django_asgi_app = get_asgi_application()
 from django.core import signals  # noqa: E402
 from django.db import close_old_connections, reset_queries  # noqa: E402
 
-# Under an ASGI server a request's sync code runs in a thread made for that request (asgiref's
-# ThreadSensitiveContext), so when the request starts that thread has no database connection to
-# close and no query log to reset. Sent anyway, these two sync receivers made every request start
-# a thread and wait for it before any view ran (~0.5 ms on the 2-core bench machine), and the
-# decision endpoint needs no thread at all. ``request_finished`` still closes what a request opened.
+# Under an ASGI server a request's sync code runs on a thread of its own (oversight.requestthreads),
+# whose database connections were closed when its previous request finished (CONN_MAX_AGE = 0):
+# when a request starts there is nothing to close and no query log to reset. Sent anyway, these
+# two sync receivers made every request hop to a thread and back before any view ran (~0.5 ms on
+# the 2-core bench machine), and the decision endpoint needs no thread until its request ends.
+# ``request_finished`` still closes what a request opened.
 signals.request_started.disconnect(close_old_connections)
 signals.request_started.disconnect(reset_queries)
 
@@ -27,10 +28,11 @@ from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E40
 
 from dashboards.routing import websocket_urlpatterns  # noqa: E402
 from oversight.aio import EarlyEpochRead  # noqa: E402
+from oversight.requestthreads import KeptThreads  # noqa: E402
 
 application = ProtocolTypeRouter(
     {
-        "http": EarlyEpochRead(django_asgi_app),
+        "http": KeptThreads(EarlyEpochRead(django_asgi_app)),
         "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )

@@ -17,19 +17,21 @@ import json
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import redis
-from asgiref.sync import iscoroutinefunction
+from asgiref.sync import SyncToAsync, iscoroutinefunction, sync_to_async
 from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.utils.deprecation import MiddlewareMixin
 
 from oversight import aio, config
 from oversight.models import KillSwitch
+from oversight.requestthreads import KeptThreads
 from tests.conftest import BASE_DIR, World, decision_body, free_port
 from tests.conftest import test_database_env as server_env
 
@@ -248,3 +250,56 @@ def test_an_early_read_nobody_awaits_ends_quietly(db: None, settings: Any, redis
         config.redis_epoch._down_until = 0.0
     assert not [w for w in recwarn if "never awaited" in str(w.message)]
     assert "never retrieved" not in caplog.text
+
+
+# --- KeptThreads ------------------------------------------------------------------------------
+
+
+def test_requests_borrow_kept_threads_one_request_per_thread_at_a_time() -> None:
+    seen: list[tuple[str, int]] = []
+    gate = asyncio.Event()
+
+    async def app(s: Any, receive: Any, send: Any) -> None:
+        if s.get("fail"):
+            raise RuntimeError("the app failed")
+        seen.append((s["path"], await sync_to_async(threading.get_ident)()))
+        if s.get("hold"):
+            await gate.wait()
+        seen.append((s["path"], await sync_to_async(threading.get_ident)()))  # the same thread all request
+
+    async def main() -> KeptThreads:
+        kept = KeptThreads(app, keep=2)
+        await kept({"type": "http", "path": "/one"}, None, None)
+        await kept({"type": "http", "path": "/two"}, None, None)  # after /one: its thread again
+        held = [asyncio.ensure_future(kept({"type": "http", "path": f"/c{i}", "hold": True}, None, None))
+                for i in range(3)]
+        await asyncio.sleep(0.1)
+        gate.set()
+        await asyncio.gather(*held)
+        assert len(kept.free) == 2  # three were busy at once; ``keep`` of them are kept
+        with pytest.raises(RuntimeError):
+            await kept({"type": "http", "path": "/fails", "fail": True}, None, None)
+        return kept
+
+    kept = asyncio.run(main())
+    threads = dict(seen)
+    assert len(seen) == 10
+    assert all(threads[p] == t for p, t in seen)  # a request's sync code stays on one thread
+    assert threads["/one"] == threads["/two"]
+    assert len({threads["/c0"], threads["/c1"], threads["/c2"]}) == 3  # concurrent requests never share
+    assert threads["/one"] in {threads["/c0"], threads["/c1"], threads["/c2"]}
+    assert len(kept.free) == 1  # the failed request's thread was let go, not kept
+    for t in kept.free:
+        t.shutdown()
+
+
+def test_websocket_scopes_pass_through_untouched() -> None:
+    got: list[Any] = []
+
+    async def app(s: Any, receive: Any, send: Any) -> None:
+        got.append(SyncToAsync.thread_sensitive_context.get(None))
+
+    kept = KeptThreads(app)
+    asyncio.run(kept({"type": "websocket", "path": "/ws/overview/"}, None, None))
+    assert got == [None]
+    assert kept.free == []
