@@ -24,7 +24,7 @@ from ninja.utils import check_csrf
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import actions, aio, config, credentials, decisions, roles
+from oversight import actions, aio, bulk, config, credentials, decisions, roles
 from oversight.models import AISystem, Decision, KillSwitch, PersonalToken
 from oversight.schemas import (
     BatchIn,
@@ -422,22 +422,23 @@ def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpRes
             "items",
         )
     checked = {"text_checked": True} if raw_text_storable(request.body) else None
-    valid, raws, slots = _validate_items(payload.items, checked)
-    submitted = iter(decisions.submit(entry, valid, raws) if valid else [])
-    results: list[dict[str, Any]] = []
-    for slot in slots:
-        if slot is not None:
-            results.append(slot)
-            continue
-        r = next(submitted)
-        if r.error is not None:
-            results.append(error_body("idempotency_conflict", str(r.error), "idempotency_key"))
-        else:
-            assert r.decision is not None
-            body = decisions.public(r.decision, entry.slug)
-            body["replayed"] = r.replayed
-            results.append(body)
-    return json_response({"results": results})
+    with bulk.gc_paused():  # the items, their rows and the answer stay alive together
+        valid, raws, slots = _validate_items(payload.items, checked)
+        submitted = iter(decisions.submit(entry, valid, raws) if valid else [])
+        results: list[dict[str, Any]] = []
+        for slot in slots:
+            if slot is not None:
+                results.append(slot)
+                continue
+            r = next(submitted)
+            if r.error is not None:
+                results.append(error_body("idempotency_conflict", str(r.error), "idempotency_key"))
+            else:
+                assert r.decision is not None
+                body = decisions.public(r.decision, entry.slug)
+                body["replayed"] = r.replayed
+                results.append(body)
+        return json_response({"results": results})
 
 
 def _decision_for(request: HttpRequest, decision_id: str) -> tuple[Decision, str]:
