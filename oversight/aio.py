@@ -13,7 +13,7 @@ import asyncio
 import logging
 import re
 import weakref
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Coroutine, MutableMapping
 from typing import Any
 
 import psycopg
@@ -197,39 +197,56 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 
 
 class EarlyEpochRead:
-    """ASGI wrapper: a client's decision sends its config-epoch GET to Redis as soon as it arrives.
+    """ASGI wrapper: a client's decision sends its config-epoch GET as soon as its body is in.
 
-    The API key check needs the epoch (``config.cache.acurrent``). Sent here, before Django reads
-    the body, signals the start of the request, runs the middleware and resolves the URL, the
-    Redis round trip overlaps that work instead of following it. The GET is still sent after the
-    request arrived, so a flip confirmed before the request reaches it. Only a POST to the
-    decision endpoint with a Bearer key gets one; every other request passes through untouched.
+    The API key check needs the epoch (``config.cache.acurrent``). Sent here, when the last of the
+    body is received (before Django builds the request, runs the middleware and resolves the URL),
+    the Redis round trip overlaps that work instead of following it. It is sent once the whole
+    request has arrived, not at its headers: a flip confirmed before the request's last byte is
+    seen (a client may send its headers, wait for ``100 Continue``, then the body). Only a POST to
+    the decision endpoint with a Bearer key gets one; every other request passes through untouched.
     """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
-        if (
+        if not (
             scope["type"] == "http"
             and scope["method"] == "POST"
             and settings.ASYNC_HOT_PATH
             and _DECISION_PATH.search(scope["path"])
             and _has_bearer(scope["headers"])
         ):
-            read = config.redis_epoch.start_read()
-            try:
-                await self.app({**scope, EPOCH_READ: read}, receive, send)  # ASGI: copy a scope to add to it
-            finally:
-                read.close()  # unread when the request was refused before its key check; else a no-op
+            await self.app(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        read = _Read()
+
+        async def receive_and_read() -> Any:
+            message = await receive()
+            if read.started is None and message["type"] == "http.request" and not message.get("more_body"):
+                read.started = config.redis_epoch.start_read()  # the request is in: the GET goes out now
+            return message
+
+        try:
+            await self.app({**scope, EPOCH_READ: read}, receive_and_read, send)  # ASGI: copy a scope to add to it
+        finally:
+            if read.started is not None:
+                read.started.close()  # unread when the request was refused before its key check; else a no-op
+
+
+class _Read:
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started: Coroutine[Any, Any, int | None] | None = None
 
 
 def epoch_read(request: HttpRequest) -> Awaitable[int | None] | None:
     """The epoch GET ``EarlyEpochRead`` sent for this request, if any."""
     scope = getattr(request, "scope", None)
-    return scope.get(EPOCH_READ) if scope is not None else None
+    read = scope.get(EPOCH_READ) if scope is not None else None
+    return read.started if read is not None else None
 
 
 def _has_bearer(headers: list[tuple[bytes, bytes]]) -> bool:

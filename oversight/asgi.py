@@ -10,6 +10,7 @@ from django.core.asgi import get_asgi_application  # noqa: E402
 
 django_asgi_app = get_asgi_application()
 
+from django.conf import settings  # noqa: E402
 from django.core import signals  # noqa: E402
 from django.db import close_old_connections, reset_queries  # noqa: E402
 
@@ -20,7 +21,8 @@ from django.db import close_old_connections, reset_queries  # noqa: E402
 # the 2-core bench machine), and the decision endpoint needs no thread until its request ends.
 # ``request_finished`` still closes what a request opened.
 signals.request_started.disconnect(close_old_connections)
-signals.request_started.disconnect(reset_queries)
+if not settings.DEBUG:  # with DEBUG on, a kept thread's query log is still emptied per request
+    signals.request_started.disconnect(reset_queries)
 
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402

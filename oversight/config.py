@@ -243,7 +243,7 @@ class _Cache:
                     redis_epoch.raise_to(truth)  # Redis restarted empty, or missed a raise: repair it
                 epoch = truth
         snap = self._snapshot
-        if snap is not None and snap.epoch == epoch:
+        if snap is not None and snap.epoch >= epoch:  # epochs only grow: newer is current too
             return snap
         return self._reload(epoch)
 
@@ -262,14 +262,14 @@ class _Cache:
                     await redis_epoch.araise_to(truth)
                 epoch = truth
         snap = self._snapshot
-        if snap is not None and snap.epoch == epoch:
+        if snap is not None and snap.epoch >= epoch:  # epochs only grow: newer is current too
             return snap
         return await sync_to_async(self._reload)(epoch)
 
     def _reload(self, epoch: int) -> Snapshot:
         with self._lock:
             snap = self._snapshot
-            if snap is None or snap.epoch != epoch:
+            if snap is None or snap.epoch < epoch:
                 snap = load_snapshot()
                 self._snapshot = snap
                 if snap.epoch > epoch:

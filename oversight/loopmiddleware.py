@@ -10,7 +10,8 @@ as before:
 
 - saving a session that was changed (login, logout),
 - storing flash messages that were added or read (they may live in the session),
-- serving a static file (opening it).
+- serving a static file (opening it),
+- the CSRF check of a form post (it may parse the form; a refusal renders a template from disk).
 
 Under WSGI (and Django's test client) each class is the original, unchanged.
 """
@@ -50,11 +51,16 @@ class OnTheLoop:
         if self.async_mode and view_hook is not None:
 
             async def process_view(request: HttpRequest, view: Any, args: Any, kwargs: Any) -> HttpResponseBase | None:
+                if self.view_needs_thread(request, view):
+                    return await sync_to_async(view_hook, thread_sensitive=True)(request, view, args, kwargs)  # type: ignore[no-any-return]
                 return view_hook(request, view, args, kwargs)  # type: ignore[no-any-return]
 
             self.process_view = process_view
 
     def request_needs_thread(self, request: HttpRequest) -> bool:
+        return False
+
+    def view_needs_thread(self, request: HttpRequest, view: Any) -> bool:
         return False
 
     def response_needs_thread(self, request: HttpRequest, response: HttpResponseBase) -> bool:
@@ -87,12 +93,18 @@ class CommonMiddleware(OnTheLoop, common.CommonMiddleware):
 
 
 class CsrfViewMiddleware(OnTheLoop, csrf.CsrfViewMiddleware):
-    """Reads the token from the cookie (``CSRF_USE_SESSIONS`` stays off) and the already read body."""
+    """Reads the token from the cookie (``CSRF_USE_SESSIONS`` stays off). Checking an unsafe
+    request may parse a form body (uploads spill to temporary files) and a refusal renders a
+    template from disk: those go to a thread. Safe methods and exempt views (the API's own CSRF
+    check, a client's decision) stay on the loop."""
 
     def __init__(self, get_response: Any) -> None:
         if settings.CSRF_USE_SESSIONS:  # pragma: no cover - a guard against a settings change
             raise ValueError("CSRF_USE_SESSIONS would load the session on the event loop")
         super().__init__(get_response)
+
+    def view_needs_thread(self, request: HttpRequest, view: Any) -> bool:
+        return request.method not in ("GET", "HEAD", "OPTIONS", "TRACE") and not getattr(view, "csrf_exempt", False)
 
 
 class AuthenticationMiddleware(OnTheLoop, auth.AuthenticationMiddleware):

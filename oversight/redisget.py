@@ -174,15 +174,19 @@ class RedisGet:
         return waiter
 
     async def _connected(self) -> _Protocol:
-        # Concurrent first GETs share one connection attempt.
-        if self._connecting is None:
-            self._connecting = asyncio.ensure_future(self._connect())
+        # Concurrent first GETs share one connection attempt, which forgets itself when it ends
+        # (even if every GET waiting for it was cancelled meanwhile).
         connecting = self._connecting
-        try:
-            return await asyncio.shield(connecting)
-        finally:
-            if connecting.done():
-                self._connecting = None
+        if connecting is None:
+            connecting = self._connecting = asyncio.ensure_future(self._connect())
+            connecting.add_done_callback(self._connect_ended)
+        return await asyncio.shield(connecting)
+
+    def _connect_ended(self, connecting: asyncio.Future[_Protocol]) -> None:
+        if self._connecting is connecting:
+            self._connecting = None
+        if not connecting.cancelled():
+            connecting.exception()  # retrieved: the GETs that waited for it raised it already
 
     async def _connect(self) -> _Protocol:
         loop = asyncio.get_running_loop()

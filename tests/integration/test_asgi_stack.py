@@ -15,11 +15,14 @@ import asyncio
 import gc
 import json
 import re
+import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -29,7 +32,7 @@ from django.conf import settings
 from django.core.handlers.asgi import ASGIHandler
 from django.utils.deprecation import MiddlewareMixin
 
-from oversight import aio, config
+from oversight import actions, aio, config
 from oversight.models import KillSwitch
 from oversight.requestthreads import KeptThreads
 from tests.conftest import BASE_DIR, World, decision_body, free_port
@@ -85,6 +88,11 @@ print(json.dumps([[r.__name__ for r in started], [r.__name__ for r in finished]]
 
 
 # --- a person's requests through the real server --------------------------------------------------
+
+
+@pytest.fixture
+def http_url(live_server_url: str) -> str:
+    return live_server_url
 
 
 @pytest.fixture
@@ -181,19 +189,33 @@ def scope(method: str, path: str, authorization: bytes | None) -> dict[str, Any]
     return {"type": "http", "method": method, "path": path, "headers": headers}
 
 
-def through_wrapper(s: dict[str, Any], await_read: bool = True) -> tuple[dict[str, Any], Any]:
-    """Run ``EarlyEpochRead`` around an app that records the scope it got and awaits the read."""
+def through_wrapper(s: dict[str, Any], await_read: bool = True,
+                    body: list[dict[str, Any]] | None = None) -> tuple[dict[str, Any], Any]:
+    """Run ``EarlyEpochRead`` around an app that reads the body as Django does, records the scope
+    and when the read was started, and awaits the read."""
     seen: dict[str, Any] = {}
+    messages = list(body or [{"type": "http.request", "body": b"{}", "more_body": False}])
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0)
 
     async def app(inner_scope: Any, receive: Any, send: Any) -> None:
         seen.update(inner_scope)
-        read = inner_scope.get(aio.EPOCH_READ)
+        holder = inner_scope.get(aio.EPOCH_READ)
+        seen["started"] = []
+        more = True
+        while more:
+            seen["started"].append(holder is not None and holder.started is not None)
+            message = await receive()
+            more = message.get("more_body", False)
+        read = holder.started if holder is not None else None
+        seen["read"] = read
         if read is not None and await_read:
             seen["value"] = await read
 
     async def main() -> None:
         try:
-            await aio.EarlyEpochRead(app)(s, None, None)
+            await aio.EarlyEpochRead(app)(s, receive, None)
             await asyncio.sleep(0.05)  # an unread GET finishes in the background
         finally:
             await aio.close()
@@ -219,8 +241,18 @@ def test_only_a_clients_decision_reads_the_epoch_early(method: str, path: str, a
                                                        read: bool) -> None:
     s = scope(method, path, authorization)
     seen, _ = through_wrapper(s)
-    assert (aio.EPOCH_READ in seen) is read
+    assert (seen["read"] is not None) is read
     assert aio.EPOCH_READ not in s  # the server's own scope is left as it was
+
+
+def test_the_early_read_goes_out_when_the_last_of_the_body_is_in(db: None) -> None:
+    """Not at the headers: a client may send them, wait (``100 Continue``), then send the body."""
+    chunks = [{"type": "http.request", "body": b'{"subj', "more_body": True},
+              {"type": "http.request", "body": b'ect": "u"}', "more_body": True},
+              {"type": "http.request", "body": b"", "more_body": False}]
+    seen, _ = through_wrapper(scope("POST", "/api/v1/systems/auto/decisions", b"Bearer k"), body=chunks)
+    assert seen["started"] == [False, False, False]  # nothing sent while the body was on its way
+    assert seen["read"] is not None
 
 
 def test_the_early_read_is_the_epoch_in_redis_when_the_request_arrived(db: None) -> None:
@@ -244,7 +276,7 @@ def test_an_early_read_nobody_awaits_ends_quietly(db: None, settings: Any, redis
     try:
         for _ in range(3):  # the first read connects; later ones are written at once
             seen, _ = through_wrapper(scope("POST", "/api/v1/systems/auto/decisions", b"Bearer k"), await_read=False)
-            assert seen[aio.EPOCH_READ].cr_frame is None  # closed by the wrapper
+            assert seen["read"].cr_frame is None  # closed by the wrapper
         gc.collect()
     finally:
         config.redis_epoch._down_until = 0.0
@@ -303,3 +335,44 @@ def test_websocket_scopes_pass_through_untouched() -> None:
     asyncio.run(kept({"type": "websocket", "path": "/ws/overview/"}, None, None))
     assert got == [None]
     assert kept.free == []
+
+
+@pytest.mark.parametrize("expect_continue", [True, False])
+def test_a_flip_confirmed_between_a_decisions_headers_and_its_body_stops_it(
+    tworld: World, http_url: str, expect_continue: bool
+) -> None:
+    with httpx.Client(base_url=http_url, timeout=15) as c:  # the server's snapshot is fresh
+        r = c.post("/api/v1/systems/sup/decisions", content=json.dumps(decision_body(0.9)),
+                   headers={"Authorization": f"Bearer {tworld.keys['sup']}", "Content-Type": "application/json"})
+        assert r.status_code == 201, r.text
+    u = urlsplit(http_url)
+    body = json.dumps(decision_body(0.9)).encode()
+    head = (f"POST /api/v1/systems/sup/decisions HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Authorization: Bearer {tworld.keys['sup']}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n" + ("Expect: 100-continue\r\n" if expect_continue else "") + "\r\n")
+    with socket.create_connection((u.hostname, u.port), timeout=15) as sock:
+        sock.sendall(head.encode())
+        if expect_continue:
+            assert sock.recv(100).startswith(b"HTTP/1.1 100")  # the server asked for the body
+        else:
+            time.sleep(0.1)  # the headers are in, the body is not
+        actions.set_killswitch(tworld.admin, "system", True, "stop before the body", "sup")  # confirmed
+        sock.sendall(body)
+        answer = b""
+        while not (b"\r\n\r\n" in answer and answer.rstrip().endswith(b"}")):
+            chunk = sock.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    decided = json.loads(answer.split(b"\r\n\r\n", 1)[1])
+    assert (decided["route"], decided["status"]) == ("killed", "fallback")
+
+
+def test_an_epoch_read_older_than_the_snapshot_keeps_the_snapshot(world: World) -> None:
+    """A request whose GET went out just before another request loaded a newer snapshot uses that
+    snapshot (epochs only grow), rather than loading the configuration again."""
+    held = config.cache.current()
+
+    async def older() -> int:
+        return held.epoch - 1
+
+    assert asyncio.run(config.cache.acurrent(older())) is held

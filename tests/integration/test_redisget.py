@@ -218,3 +218,35 @@ def test_close_fails_what_waits() -> None:
             await silent.wait_closed()
 
     run(work)
+
+
+def test_a_connect_whose_gets_were_all_cancelled_is_not_handed_out_again(r: redis.Redis) -> None:
+    k = key(r)
+    r.set(k, "fresh")
+
+    async def work() -> tuple[Any, float]:
+        g = RedisGet(settings.REDIS_URL, TIMEOUT, TIMEOUT)
+        try:
+            first = asyncio.ensure_future(g.get(k.encode()))
+            await asyncio.sleep(0)  # the connect has started
+            first.cancel()  # e.g. the request was cancelled when its client went away
+            await asyncio.sleep(0.1)  # the connect ends on its own
+            assert g._connecting is None
+            assert await g.get(k.encode()) == b"fresh"
+            assert g._protocol is not None
+            assert g._protocol.transport is not None
+            host, port = g._protocol.transport.get_extra_info("sockname")[:2]
+            r.execute_command("CLIENT", "KILL", "ADDR", f"{host}:{port}")
+            for _ in range(50):
+                if g._protocol.lost:
+                    break
+                await asyncio.sleep(0.01)
+            started = time.monotonic()
+            value = await g.get(k.encode())  # a new connection, not the finished attempt's dead one
+            return value, time.monotonic() - started
+        finally:
+            g.close()
+
+    value, took = run(work)
+    assert value == b"fresh"
+    assert took < TIMEOUT / 2

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import gc
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
+from oversight import bulk
 from oversight.bulk import gc_paused
 
 
@@ -62,3 +64,26 @@ def test_a_collector_that_was_off_stays_off() -> None:
     with gc_paused():
         assert not gc.isenabled()
     assert not gc.isenabled()
+
+
+def test_batches_that_keep_overlapping_still_collect(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bulk, "GC_MAX_PAUSE_S", 0.05)
+    collections: list[str] = []
+
+    def seen(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            collections.append(phase)
+
+    gc.callbacks.append(seen)
+    try:
+        with gc_paused():
+            with gc_paused():
+                time.sleep(0.02)
+            assert collections == []  # a short overlap: no collection
+            with gc_paused():
+                time.sleep(0.1)
+            assert collections  # the pause had lasted too long: the batch that ended collected
+            assert not gc.isenabled()  # ...and the outer batch still runs paused
+        assert gc.isenabled()
+    finally:
+        gc.callbacks.remove(seen)
