@@ -1189,8 +1189,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batches", type=int, default=20, help="batch requests of --batch-size items (default 20)")
     p.add_argument("--batch-size", type=int, default=1000, help="items per batch request (default 1000, the max)")
     p.add_argument("--batch-concurrency", type=int, default=1, help="concurrent batch requests (default 1)")
-    p.add_argument("--bulk-blocks", type=int, default=4,
-                   help="interleaved blocks of batches and COPYs, ABBA order (default 4)")
+    p.add_argument("--bulk-blocks", type=int, default=10,
+                   help="interleaved blocks of batches and COPYs, ABBA order (default 10: 2 of each per block)")
     p.add_argument("--wait-quiet", type=float, default=120.0, metavar="S",
                    help="before each phase wait up to S seconds for other processes to calm down (0: don't)")
     p.add_argument("--quiet-threshold", type=float, default=10.0, metavar="PCT",
