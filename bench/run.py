@@ -828,13 +828,13 @@ class BatchLoad:
             log(f"warning: the warm-up batch answered {status}")
 
     async def run(self, n: int, meter: CpuMeter | None) -> None:
-        todo = [self.queue.pop() for _ in range(min(n, len(self.queue)))][::-1]
+        batch_requests = [self.queue.pop() for _ in range(min(n, len(self.queue)))][::-1]
 
         async def worker() -> None:
             c = await Conn.open(self.port)
             try:
-                while todo:
-                    data = todo.pop()
+                while batch_requests:
+                    data = batch_requests.pop()
                     t = time.perf_counter()
                     self.answers.append(await c.request(data))
                     self.times.append(time.perf_counter() - t)
