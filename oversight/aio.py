@@ -186,7 +186,6 @@ async def close() -> None:
         await res.redis.aclose()
 
 
-
 # --- the config epoch, read as the request arrives ------------------------------------------
 
 EPOCH_READ = "oversight.epoch_read"  # the scope key of the GET sent for this request
