@@ -164,10 +164,7 @@ def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[A
     """Gate and store decisions of one system. One transaction for the lot (COPY for many)."""
     for attempt in range(3):
         try:
-            if len(payloads) < bulk.COPY_FROM:
-                return _submit(system, payloads, raws)
-            with bulk.gc_paused():
-                return _submit(system, payloads, raws)
+            return _submit(system, payloads, raws)  # (the batch endpoint runs it with the GC paused)
         except IntegrityError:
             # A concurrent request stored one of our idempotency keys first: read it as a replay.
             if attempt == 2:

@@ -37,9 +37,10 @@ AsyncHandler = Callable[[HttpRequest], Awaitable[HttpResponseBase]]
 class OnTheLoop:
     """For a ``MiddlewareMixin`` middleware whose hooks do no I/O: under ASGI they run on the loop.
 
-    ``request_needs_thread`` and ``response_needs_thread`` name the requests and responses whose
-    hook may do I/O; those still go to a thread. ``process_view`` (called by Django's handler, not by ``__acall__``) is
-    made a coroutine too, or the handler would wrap it in ``sync_to_async``.
+    ``request_needs_thread``, ``view_needs_thread`` and ``response_needs_thread`` name the
+    requests and responses whose hook may do I/O; those still go to a thread. ``process_view``
+    (called by Django's handler, not by ``__acall__``) is made a coroutine too, or the handler
+    would wrap it in ``sync_to_async``.
     """
 
     async_mode: bool
