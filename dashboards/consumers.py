@@ -7,7 +7,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from oversight import events, roles
+from oversight import access, events
 from oversight.models import AISystem
 
 FORBIDDEN = 4403
@@ -27,7 +27,7 @@ class _RoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
         if user is None or not user.is_authenticated:
             await self.close(code=FORBIDDEN)
             return
-        if not await database_sync_to_async(roles.roles_of)(user):
+        if not await database_sync_to_async(access.roles_of)(user):
             await self.close(code=FORBIDDEN)
             return
         names = await self.group_names()

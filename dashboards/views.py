@@ -10,8 +10,8 @@ from django.shortcuts import render
 from django.utils import timezone
 
 from dashboards import monitoring
+from oversight.access import any_role
 from oversight.models import AISystem, KillSwitch
-from oversight.views import any_role
 
 WINDOW_MIN = 30
 

@@ -24,7 +24,7 @@ from ninja.utils import check_csrf
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import actions, aio, bulk, config, credentials, decisions, roles
+from oversight import access, actions, aio, bulk, config, credentials, decisions
 from oversight.models import AISystem, Decision, KillSwitch, PersonalToken
 from oversight.schemas import (
     BatchIn,
@@ -278,7 +278,7 @@ class Auth(AuthBase):
                 )
                 if token is None:
                     raise ApiError(401, "unauthenticated", "the personal token is not valid (mistyped or revoked)")
-                return Principal(None, token.user, roles.roles_of(token.user))
+                return Principal(None, token.user, access.roles_of(token.user))
             raise ApiError(401, "unauthenticated", "the Authorization header must be 'Bearer <key>' or 'Token <token>'")
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
@@ -287,7 +287,7 @@ class Auth(AuthBase):
             raise ApiError(
                 403, "csrf", "CSRF check failed: send the X-CSRFToken header with the csrftoken cookie's value"
             )
-        return Principal(None, user, roles.roles_of(user))
+        return Principal(None, user, access.roles_of(user))
 
 
 def client_principal(snap: config.Snapshot, digest: str) -> Principal:
@@ -528,7 +528,7 @@ def get_system(request: HttpRequest, system: str) -> dict[str, Any]:
 
 @systems.post("/systems", response={201: SystemOut})
 def create_system(request: HttpRequest, payload: SystemIn) -> tuple[int, dict[str, Any]]:
-    who = require_person(request, roles.ADMIN)
+    who = require_person(request, access.ADMIN)
     created = actions.create_system(who.user, payload.model_dump())
     switches, glob = _switches()
     return 201, system_out(created, switches, glob)
@@ -536,7 +536,7 @@ def create_system(request: HttpRequest, payload: SystemIn) -> tuple[int, dict[st
 
 @systems.patch("/systems/{system}", response=SystemOut)
 def patch_system(request: HttpRequest, system: str, payload: SystemPatch) -> dict[str, Any]:
-    who = require_person(request, roles.ADMIN)
+    who = require_person(request, access.ADMIN)
     changes = payload.model_dump(exclude_unset=True, exclude={"reason"})
     if "fallback" not in payload.model_fields_set:
         changes.pop("fallback", None)
@@ -554,7 +554,7 @@ def list_killswitches(request: HttpRequest) -> list[dict[str, Any]]:
 
 @systems.post("/killswitches", response=KillSwitchState)
 def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> dict[str, Any]:
-    who = require_person(request, roles.ADMIN)
+    who = require_person(request, access.ADMIN)
     switch = actions.set_killswitch(
         who.user, payload.scope, payload.engaged, payload.reason, payload.system, payload.model
     )

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from oversight import actions, embedded, roles
+from oversight import access, actions, embedded
 from oversight.models import AISystem
 
 DEMO_SYSTEMS: list[dict[str, Any]] = [
@@ -21,7 +21,7 @@ DEMO_SYSTEMS: list[dict[str, Any]] = [
     {"slug": "spam-filter", "name": "Comment spam filter (autonomous)", "level": 3, "confidence_threshold": 0.5,
      "audit_sample_rate": 0.02, "review_sla_s": 3600, "fallback": {"label": "hold"}},
 ]
-PEOPLE = [("operator", roles.OPERATOR), ("editor", roles.EDITOR), ("admin", roles.ADMIN)]
+PEOPLE = [("operator", access.OPERATOR), ("editor", access.EDITOR), ("admin", access.ADMIN)]
 
 
 def _secrets_file() -> Any:
@@ -38,7 +38,7 @@ def load_secrets() -> dict[str, Any]:
 def seed() -> dict[str, Any]:
     """Create what is missing; keep what exists. Returns passwords and API keys (kept under var/)."""
     store = load_secrets()
-    roles.ensure_groups()
+    access.ensure_groups()
     User = get_user_model()
     with transaction.atomic():
         for username, role in PEOPLE:

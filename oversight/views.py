@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
 from typing import Any
 
 import redis
@@ -16,29 +14,10 @@ from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from oversight import actions, config, roles
+from oversight import access, actions, config
+from oversight.access import any_role, role_required
 from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch, PersonalToken
 from oversight.schemas import SystemIn, SystemPatch
-
-View = Callable[..., HttpResponse]
-
-
-def role_required(*wanted: str) -> Callable[[View], View]:
-    """The page needs one of these roles; others get a 403 page that says which."""
-
-    def decorator(view: View) -> View:
-        @wraps(view)
-        def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
-            if not roles.has_role(request.user, *wanted):
-                return render(request, "403.html", {"needed": " or ".join(wanted)}, status=403)
-            return view(request, *args, **kwargs)
-
-        return wrapper
-
-    return decorator
-
-
-any_role = role_required(*roles.ALL_ROLES)
 
 
 @require_GET
@@ -73,7 +52,7 @@ def bare(request: HttpRequest) -> HttpResponse:
 
 
 @require_POST
-@role_required(roles.ADMIN)
+@role_required(access.ADMIN)
 def killswitch(request: HttpRequest) -> HttpResponse:
     scope = request.POST.get("scope", "")
     engaged = request.POST.get("engaged") == "true"
@@ -130,7 +109,7 @@ def _pydantic_errors(exc: Any) -> dict[str, str]:
     return {".".join(str(p) for p in e["loc"]) or "form": e["msg"] for e in exc.errors()}
 
 
-@role_required(roles.ADMIN)
+@role_required(access.ADMIN)
 def systems_page(request: HttpRequest) -> HttpResponse:
     errors: dict[str, str] = {}
     form: dict[str, Any] = {}
@@ -155,7 +134,7 @@ def systems_page(request: HttpRequest) -> HttpResponse:
     )
 
 
-@role_required(roles.ADMIN)
+@role_required(access.ADMIN)
 def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(AISystem, slug=slug)
     errors: dict[str, str] = {}
@@ -230,7 +209,7 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
 # --- audit log --------------------------------------------------------------------------
 
 
-@role_required(roles.ADMIN)
+@role_required(access.ADMIN)
 def audit_page(request: HttpRequest) -> HttpResponse:
     qs = AuditEvent.objects.select_related("system")
     system = request.GET.get("system")

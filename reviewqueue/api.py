@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Router
 from pydantic import Field
 
-from oversight import decisions, roles
+from oversight import access, decisions
 from oversight.api import ApiError, auth, require_person
 from oversight.schemas import In
 from reviewqueue import actions
@@ -60,7 +60,7 @@ def _load(item_id: Any) -> ReviewItem:
 
 @router.post("/review/claim", response={200: dict, 204: None})
 def claim(request: HttpRequest, payload: ClaimIn | None = None) -> Any:
-    who = require_person(request, roles.OPERATOR)
+    who = require_person(request, access.OPERATOR)
     item = actions.claim_next(who.user, payload.system if payload else None)
     if item is None:
         return HttpResponse(status=204)
@@ -69,7 +69,7 @@ def claim(request: HttpRequest, payload: ClaimIn | None = None) -> Any:
 
 @router.post("/review/{item_id}/resolve", response=dict)
 def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str, Any]:
-    who = require_person(request, roles.OPERATOR)
+    who = require_person(request, access.OPERATOR)
     item = actions.resolve(
         who.user, parse_item_id(item_id), payload.action, payload.note, payload.output,
         output_given="output" in payload.model_fields_set,
@@ -79,6 +79,6 @@ def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str,
 
 @router.post("/review/{item_id}/release", response=dict)
 def release(request: HttpRequest, item_id: str) -> dict[str, Any]:
-    who = require_person(request, roles.OPERATOR)
+    who = require_person(request, access.OPERATOR)
     item = actions.release(who.user, parse_item_id(item_id))
     return item_out(_load(item.id))

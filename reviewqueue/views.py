@@ -13,14 +13,14 @@ from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from oversight import roles
+from oversight import access
+from oversight.access import role_required
 from oversight.actions import ActionError
 from oversight.models import AISystem
-from oversight.views import role_required
 from reviewqueue import actions
 from reviewqueue.models import ReviewItem
 
-operator_only = role_required(roles.OPERATOR)
+operator_only = role_required(access.OPERATOR)
 
 
 def _uuid(value: str) -> uuid.UUID:

@@ -26,8 +26,10 @@ from django.contrib.auth.models import Group
 from django.test import Client
 from django.utils.crypto import get_random_string
 
-from oversight import actions, config, roles
+from oversight import access, actions, config
 from oversight.models import AISystem
+
+pytest_plugins = ["tests.plugins"]
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -88,12 +90,12 @@ class World:
 
 
 def make_world() -> World:
-    roles.ensure_groups()
+    access.ensure_groups()
     User = get_user_model()
     people = {}
     for name in ("operator", "editor", "admin", "nobody"):
         u = User.objects.create_user(name, password="correct-horse-battery")
-        if name in roles.ALL_ROLES:
+        if name in access.ALL_ROLES:
             u.groups.add(Group.objects.get(name=name))
         people[name] = u
     crit = actions.create_system(None, {"slug": "crit", "name": "Critical", "level": 1,

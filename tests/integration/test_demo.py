@@ -6,7 +6,7 @@ import json
 
 from django.core.management import call_command
 
-from oversight import demo, embedded, roles, simulator
+from oversight import access, demo, embedded, simulator
 from oversight.models import AISystem, ApiKey, Decision
 
 
@@ -21,7 +21,7 @@ def test_seed_demo_makes_one_person_per_role_one_system_per_level_and_keys(db, t
 
     for username, role in demo.PEOPLE:
         user = get_user_model().objects.get(username=username)
-        assert roles.roles_of(user) == {role}
+        assert access.roles_of(user) == {role}
         assert user.check_password(store["passwords"][username])
     assert sorted(AISystem.objects.values_list("level", flat=True)) == [1, 2, 3]
     assert ApiKey.objects.count() == 3
