@@ -13,6 +13,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from oversight import audit, config, credentials, events
+from oversight.errors import ActionError
 from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion
 
 User = AbstractBaseUser | AnonymousUser | None
@@ -25,16 +26,6 @@ POLICY_FIELDS = (
     "review_sla_s",
     "fallback",
 )
-
-
-class ActionError(Exception):
-    """A request that cannot be carried out; ``code`` maps to an HTTP status in the API."""
-
-    def __init__(self, code: str, message: str, field: str | None = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.field = field
 
 
 def _record_policy(system: AISystem, actor: User) -> None:
