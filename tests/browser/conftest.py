@@ -18,9 +18,9 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import World
+from tests.ensure_browser import BrowserMissing, chromium_path
 
 ASYNC_UNSAFE = "DJANGO_ALLOW_ASYNC_UNSAFE"
-CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking"]
 # Bounded waits everywhere: a page action or an expectation fails after this long.
 TIMEOUT_MS = 5000
@@ -43,7 +43,12 @@ def playwright(live_server_url: str) -> Iterator[Playwright]:
 
 @pytest.fixture(scope="package")
 def browser(playwright: Playwright) -> Iterator[Browser]:
-    b = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    # The same lookup as `make test`'s tests/ensure_browser.py: OVERSIGHT_CHROMIUM, PATH, /usr/bin/chromium.
+    try:
+        executable = chromium_path()
+    except BrowserMissing as exc:
+        pytest.fail(str(exc), pytrace=False)
+    b = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
     try:
         yield b
     finally:
