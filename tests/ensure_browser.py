@@ -9,7 +9,8 @@ asks :func:`find_chromium` for the same path. Where the browser comes from, firs
 
 With none of them, as root on a machine with apt-get (Debian), ``apt-get update && apt-get
 install -y --no-install-recommends chromium fonts-dejavu-core`` puts one at /usr/bin/chromium.
-Otherwise it stops with one line saying what to install. Playwright's own browser download is not used: it cannot be relied on here.
+Otherwise it stops with one line saying what to install. Playwright's own browser download is
+not used: it cannot be relied on here.
 """
 
 from __future__ import annotations
@@ -79,9 +80,7 @@ def _apt_install() -> bool:
 
 def _version(path: str) -> str:
     try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=30, check=False
-        )
+        out = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=30, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return "version unknown"
     return (out.stdout or out.stderr).strip() or "version unknown"
