@@ -36,5 +36,11 @@ urlpatterns = [
 ]
 
 if settings.BENCH_BASELINE:
-    # Only for `make bench`: the bare JSON view the decision endpoint is measured against.
-    urlpatterns.append(path("api/bare", views.bare, name="bare"))
+    # Only for `make bench`: the baselines the decision endpoint is measured against, a bare JSON
+    # view and the same plus one committed INSERT of a decision row (the floor).
+    from oversight import benchviews
+
+    urlpatterns += [
+        path("api/bare", benchviews.bare, name="bare"),
+        path("api/bare-insert", benchviews.bare_insert, name="bare-insert"),
+    ]

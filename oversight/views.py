@@ -43,11 +43,6 @@ def readyz(request: HttpRequest) -> HttpResponse:
     return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
 
 
-def bare(request: HttpRequest) -> HttpResponse:
-    """A bare JSON view, the baseline `make bench` measures the decision endpoint against."""
-    return JsonResponse({"ok": True})
-
-
 # --- kill switches ----------------------------------------------------------------------
 
 
