@@ -110,12 +110,23 @@ def prepare_environment() -> Environment:
     base_url = os.environ["DATABASE_URL"]
     parsed = urlparse(base_url)
     bench_url = urlunparse(parsed._replace(path="/" + BENCH_DB))
-    admin_db = parsed.path.lstrip("/") or "postgres"
-    admin_url = urlunparse(parsed._replace(path="/" + ("postgres" if admin_db == BENCH_DB else admin_db)))
+    # Connect to the URL's own database to create the bench's, or to "postgres" if that one does
+    # not exist (yet) on this server.
+    own_db = parsed.path.lstrip("/")
+    candidates = [db for db in (own_db, "postgres") if db and db != BENCH_DB]
 
     import psycopg
 
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    conn = None
+    for i, db in enumerate(candidates):
+        try:
+            conn = psycopg.connect(urlunparse(parsed._replace(path="/" + db)), autocommit=True)
+            break
+        except psycopg.OperationalError:
+            if i == len(candidates) - 1:
+                raise
+    assert conn is not None
+    with conn:
         try:
             conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
         except psycopg.errors.SyntaxError:  # PostgreSQL < 13
