@@ -14,7 +14,7 @@ FORBIDDEN = 4403
 NOT_FOUND = 4404
 
 
-class _RoleConsumer(AsyncJsonWebsocketConsumer):  # type: ignore[misc]
+class _RoleConsumer(AsyncJsonWebsocketConsumer):
     groups_joined: list[str]
 
     async def group_names(self) -> list[str] | None:

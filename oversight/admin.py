@@ -12,7 +12,7 @@ from django.http import HttpRequest
 from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch
 
 
-class ReadOnlyAdmin(admin.ModelAdmin):  # type: ignore[type-arg]
+class ReadOnlyAdmin(admin.ModelAdmin):
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 

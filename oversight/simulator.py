@@ -15,6 +15,9 @@ DEVICES = ["phone", "speaker", "laptop"]
 
 
 def decision_body(system: str, rng: random.Random) -> dict[str, Any]:
+    output: dict[str, Any]
+    features: dict[str, Any]
+    context: dict[str, Any]
     if system == "loan-approvals":
         conf = rng.uniform(0.5, 0.99)
         output = {"decision": "approve" if conf > 0.7 else "decline", "limit": rng.choice([500, 1000, 5000])}
