@@ -3,8 +3,9 @@
 Every change the gate must honour at once (policy, kill switch, API key) bumps the epoch row
 in PostgreSQL in the same transaction and, on commit, raises the copy in Redis. Each decision
 reads the Redis copy (one GET); a process whose snapshot is older reloads it from PostgreSQL.
-When Redis cannot be reached the PostgreSQL row is read instead, so a kill switch still
-reaches every process on the very next decision.
+When Redis cannot be reached the PostgreSQL row is read instead, and every process reads that
+row at least once a second anyway, so a kill switch reaches every process on the very next
+decision with Redis up or down.
 """
 
 from __future__ import annotations
@@ -12,12 +13,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
 
 import redis
-from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import connection, transaction
 from redis.backoff import NoBackoff
@@ -65,108 +63,59 @@ class Snapshot:
     systems_by_slug: dict[str, SystemEntry] = field(default_factory=dict)
     systems_by_id: dict[int, SystemEntry] = field(default_factory=dict)
     key_systems: dict[str, int] = field(default_factory=dict)  # api key digest -> system id
-    global_reason: str | None = None
 
 
-def _epoch_key() -> str:
+def epoch_key() -> str:
     return settings.REDIS_PREFIX + EPOCH_KEY_SUFFIX
 
 
-class _RedisEpoch:
+class RedisEpoch:
+    """The Redis copy of the epoch: read on every decision, raised after every change."""
+
     def __init__(self) -> None:
         self._client: redis.Redis | None = None
-        self._down_until = 0.0
-        self._script: object | None = None
+        self.down_until = 0.0
 
     def client(self) -> redis.Redis:
         if self._client is None:
             self._client = redis.Redis.from_url(settings.REDIS_URL, **FAIL_FAST)
         return self._client
 
+    def _failed(self) -> None:
+        self.down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+
     def get(self) -> int | None:
         """The epoch in Redis; None when Redis is away or has lost it."""
-        if time.monotonic() < self._down_until:
+        if time.monotonic() < self.down_until:
             return None
         try:
-            value = self.client().get(_epoch_key())
+            value = self.client().get(epoch_key())
         except redis.RedisError:
-            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+            self._failed()
             log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
             return None
-        return int(value) if value is not None else None
-
-    def start_read(self) -> Coroutine[Any, Any, int | None]:
-        """``get`` on the event loop (the async hot path): one GET per decision, written now.
-
-        A GET is what makes a confirmed flip visible to the next decision: Redis answers commands in
-        order, and this one is sent after the decision arrived. (Client tracking, which would save
-        the round trip, was tried and dropped: Redis can send its invalidation a little *after*
-        it confirms the write, so "next decision" would have hung on timing.) On a live connection
-        the GET leaves before this returns; awaiting the result reads the answer.
-        """
-        if time.monotonic() < self._down_until:
-            return _value(None)
-        from oversight import aio
-
-        return self._answer(aio.redis_get(_epoch_key()))
-
-    async def aget(self) -> int | None:
-        return await self.start_read()
-
-    async def _answer(self, reply: Awaitable[bytes | None]) -> int | None:
-        from oversight import redisget
-
-        try:
-            value = await reply
-        except (redis.RedisError, redisget.RedisGetError):
-            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
-            log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
-            return None
-        return int(value) if value is not None else None
-
-    async def araise_to(self, epoch: int) -> None:
-        from oversight import aio
-
-        try:
-            await aio.redis_client().eval(_SET_IF_GREATER, 1, _epoch_key(), epoch)  # type: ignore[misc]
-        except redis.RedisError:
-            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
-            log.error("could not raise the config epoch in Redis to %s; PostgreSQL still has it", epoch)
+        return int(value) if value is not None else None  # type: ignore[arg-type]
 
     def raise_to(self, epoch: int) -> None:
+        if time.monotonic() < self.down_until:
+            return
         try:
-            self.client().eval(_SET_IF_GREATER, 1, _epoch_key(), epoch)
+            self.client().eval(_SET_IF_GREATER, 1, epoch_key(), epoch)
         except redis.RedisError:
-            self._down_until = time.monotonic() + REDIS_RETRY_AFTER_S
+            self._failed()
             log.error(
                 "could not raise the config epoch in Redis to %s; every process reads PostgreSQL "
                 "at least once a second, so the change still reaches them", epoch
             )
 
 
-async def _value(value: int | None) -> int | None:
-    return value
-
-
-redis_epoch = _RedisEpoch()
-
-
-_EPOCH_SQL = "SELECT epoch FROM oversight_configepoch WHERE id = 1"
+redis_epoch = RedisEpoch()
 
 
 def db_epoch() -> int:
     with connection.cursor() as cur:
-        cur.execute(_EPOCH_SQL)
+        cur.execute("SELECT epoch FROM oversight_configepoch WHERE id = 1")
         row = cur.fetchone()
-    return int(row[0]) if row else 0
-
-
-async def adb_epoch() -> int:
-    from oversight import aio
-
-    async with aio.connection() as conn:
-        cur = await conn.execute(_EPOCH_SQL)
-        row = await cur.fetchone()
     return int(row[0]) if row else 0
 
 
@@ -185,18 +134,22 @@ def bump_epoch() -> None:
     transaction.on_commit(lambda: redis_epoch.raise_to(epoch))
 
 
+def _reason(text: str) -> str:
+    return text or "no reason given"
+
+
 def load_snapshot() -> Snapshot:
     with transaction.atomic():
         epoch = db_epoch()
         kills = list(KillSwitch.objects.filter(engaged=True).values("scope", "system_id", "model", "reason"))
-        global_reason = next((k["reason"] or "no reason given" for k in kills if k["scope"] == "global"), None)
+        global_reason = next((_reason(k["reason"]) for k in kills if k["scope"] == KillSwitch.Scope.GLOBAL), None)
         sys_reason: dict[int, str] = {}
         model_reasons: dict[int, dict[str, str]] = {}
         for k in kills:
             if k["scope"] == KillSwitch.Scope.SYSTEM and k["system_id"]:
-                sys_reason[k["system_id"]] = k["reason"] or "no reason given"
+                sys_reason[k["system_id"]] = _reason(k["reason"])
             elif k["scope"] == KillSwitch.Scope.MODEL and k["system_id"]:
-                model_reasons.setdefault(k["system_id"], {})[k["model"]] = k["reason"] or "no reason given"
+                model_reasons.setdefault(k["system_id"], {})[k["model"]] = _reason(k["reason"])
         by_slug: dict[str, SystemEntry] = {}
         by_id: dict[int, SystemEntry] = {}
         for s in AISystem.objects.all():
@@ -217,7 +170,7 @@ def load_snapshot() -> Snapshot:
             by_slug[s.slug] = entry
             by_id[s.id] = entry
         keys = dict(ApiKey.objects.filter(revoked_at__isnull=True).values_list("digest", "system_id"))
-    return Snapshot(epoch, by_slug, by_id, keys, global_reason)
+    return Snapshot(epoch, by_slug, by_id, keys)
 
 
 class _Cache:
@@ -239,32 +192,12 @@ class _Cache:
             truth = db_epoch()
             self._db_checked_at = now
             if epoch is None or truth > epoch:
-                if now >= redis_epoch._down_until:
-                    redis_epoch.raise_to(truth)  # Redis restarted empty, or missed a raise: repair it
+                redis_epoch.raise_to(truth)  # Redis restarted empty, or missed a raise: repair it
                 epoch = truth
         snap = self._snapshot
         if snap is not None and snap.epoch >= epoch:  # epochs only grow: newer is current too
             return snap
         return self._reload(epoch)
-
-    async def acurrent(self, epoch_read: Awaitable[int | None] | None = None) -> Snapshot:
-        """``current`` on the event loop (the async hot path): the same reads, without threads.
-
-        ``epoch_read``: the Redis GET, if it was already sent for this request (``aio.EarlyEpochRead``).
-        """
-        epoch = await (epoch_read if epoch_read is not None else redis_epoch.aget())
-        now = time.monotonic()
-        if epoch is None or now - self._db_checked_at >= DB_CHECK_EVERY_S:
-            truth = await adb_epoch()
-            self._db_checked_at = now
-            if epoch is None or truth > epoch:
-                if now >= redis_epoch._down_until:
-                    await redis_epoch.araise_to(truth)
-                epoch = truth
-        snap = self._snapshot
-        if snap is not None and snap.epoch >= epoch:  # epochs only grow: newer is current too
-            return snap
-        return await sync_to_async(self._reload)(epoch)
 
     def _reload(self, epoch: int) -> Snapshot:
         with self._lock:
@@ -282,3 +215,8 @@ class _Cache:
 
 
 cache = _Cache()
+
+
+def system_entry(system_id: int) -> SystemEntry | None:
+    """The gate's view of one system as of now (its policy and what stops it)."""
+    return cache.current().systems_by_id.get(system_id)

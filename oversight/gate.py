@@ -11,16 +11,33 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.db.models import TextChoices
+
 CRITICAL, SUPERVISED, AUTONOMOUS = 1, 2, 3
 
-RELEASED = "released"
-PENDING_REVIEW = "pending_review"
-FALLBACK = "fallback"
 
-ROUTE_AUTO = "auto"
-ROUTE_HUMAN = "human"
-ROUTE_FALLBACK = "fallback"
-ROUTE_KILLED = "killed"
+class Status(TextChoices):
+    """A decision's status (API.md): the one definition the model, the API and the pages use."""
+
+    RELEASED = "released"
+    PENDING_REVIEW = "pending_review"
+    OVERRIDDEN = "overridden"
+    REJECTED = "rejected"
+    FALLBACK = "fallback"
+
+
+class Route(TextChoices):
+    """How a decision was reached (API.md)."""
+
+    AUTO = "auto"
+    HUMAN = "human"
+    FALLBACK = "fallback"
+    KILLED = "killed"
+    BREAKER_OPEN = "breaker_open"
+
+
+RELEASED, PENDING_REVIEW, FALLBACK = Status.RELEASED, Status.PENDING_REVIEW, Status.FALLBACK
+ROUTE_AUTO, ROUTE_HUMAN, ROUTE_FALLBACK, ROUTE_KILLED = Route.AUTO, Route.HUMAN, Route.FALLBACK, Route.KILLED
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +56,20 @@ class KillState:
     global_reason: str | None = None
     system_reason: str | None = None
     models: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def stop_reason(self) -> str | None:
+        """The reason a person gave for stopping the whole system (global first), or None."""
+        return self.global_reason if self.global_reason is not None else self.system_reason
+
+    @property
+    def stopped(self) -> str | None:
+        """Why the whole system is stopped, said as the gate says it, or None when it is not."""
+        if self.global_reason is not None:
+            return f"global kill switch engaged: {self.global_reason}"
+        if self.system_reason is not None:
+            return f"system kill switch engaged: {self.system_reason}"
+        return None
 
 
 @dataclass(slots=True)  # made per decision: plain slots, cheaper than frozen
@@ -64,7 +95,6 @@ class Verdict:
     confidence: float | None
     model: str
     reasons: list[str]
-    needs_review: bool
     audit: bool
 
 
@@ -85,7 +115,6 @@ def _fallback(policy: Policy, route: str, reasons: list[str], prediction: Predic
         confidence=None,
         model=prediction.model if prediction else "",
         reasons=[*reasons, "answered with the system's fallback output"],
-        needs_review=False,
         audit=False,
     )
 
@@ -117,10 +146,9 @@ def drop_killed(prediction: Prediction, kills: KillState) -> tuple[Prediction | 
 
 def decide(policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float) -> Verdict:
     """Apply the gate. ``audit_draw`` is a uniform number in [0, 1) (random in production)."""
-    if kills.global_reason is not None:
-        return _fallback(policy, ROUTE_KILLED, [f"global kill switch engaged: {kills.global_reason}"], prediction)
-    if kills.system_reason is not None:
-        return _fallback(policy, ROUTE_KILLED, [f"system kill switch engaged: {kills.system_reason}"], prediction)
+    stopped = kills.stopped
+    if stopped is not None:
+        return _fallback(policy, ROUTE_KILLED, [stopped], prediction)
     if prediction is None:
         return _fallback(policy, ROUTE_FALLBACK, ["no prediction was sent and the system has no hosted model"], None)
 
@@ -133,16 +161,16 @@ def decide(policy: Policy, kills: KillState, prediction: Prediction | None, audi
     conf = live.confidence
     if policy.level == CRITICAL:
         reasons.append("level 1 (critical): a person approves every decision")
-        return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, needs_review=True, audit=False)
+        return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, audit=False)
 
     if policy.level == SUPERVISED:
         if conf is None:
             reasons.append("no confidence given: a person decides")
-            return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, needs_review=True, audit=False)
+            return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, audit=False)
         c, t = fmt(conf, policy.confidence_threshold)
         if conf < policy.confidence_threshold:
             reasons.append(f"confidence {c} < threshold {t}: a person decides")
-            return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, needs_review=True, audit=False)
+            return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, audit=False)
         reasons.append(f"confidence {c} ≥ threshold {t}")
     elif policy.level == AUTONOMOUS:
         reasons.append("level 3 (autonomous): released")
@@ -152,4 +180,4 @@ def decide(policy: Policy, kills: KillState, prediction: Prediction | None, audi
     audit = audit_draw < policy.audit_sample_rate
     if audit:
         reasons.append(f"sampled for after-the-fact audit (share {policy.audit_sample_rate:g})")
-    return Verdict(RELEASED, ROUTE_AUTO, live.output, conf, live.model, reasons, needs_review=False, audit=audit)
+    return Verdict(RELEASED, ROUTE_AUTO, live.output, conf, live.model, reasons, audit=audit)

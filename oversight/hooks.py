@@ -1,10 +1,9 @@
-"""Extension points the core calls and other apps fill in (core never imports them).
+"""Extension points the core calls and other apps fill in (the core never imports them).
 
 ``decision rows``: other apps add rows that must commit together with new decisions. The
 review queue registers one that makes review items, so a decision and its review item are
-written in one transaction. Each source says which decisions it wants; a decision no source
-wants is stored with one autocommit statement (no transaction round trips) on the hot path.
-Sources only build rows (no I/O): the sync path and the async hot path both insert them.
+written in one transaction (for a single decision, one statement). Each source says which
+decisions it wants. Sources only build rows (no I/O).
 """
 
 from __future__ import annotations
@@ -26,10 +25,6 @@ decision_rows: list[tuple[RowSource, Wants]] = []
 def register_decision_rows(source: RowSource, wants: Wants) -> None:
     if all(s is not source for s, _ in decision_rows):
         decision_rows.append((source, wants))
-
-
-def wanted(decision: Decision) -> bool:
-    return any(w(decision) for _, w in decision_rows)
 
 
 def rows_for(system: SystemEntry, decisions: Sequence[Decision]) -> list[models.Model]:

@@ -9,6 +9,8 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
+from oversight import gate
+
 
 class Level(models.IntegerChoices):
     CRITICAL = 1, "1 · critical"
@@ -119,19 +121,8 @@ class PersonalToken(models.Model):
 
 
 class Decision(models.Model):
-    class Status(models.TextChoices):
-        RELEASED = "released"
-        PENDING_REVIEW = "pending_review"
-        OVERRIDDEN = "overridden"
-        REJECTED = "rejected"
-        FALLBACK = "fallback"
-
-    class Route(models.TextChoices):
-        AUTO = "auto"
-        HUMAN = "human"
-        FALLBACK = "fallback"
-        KILLED = "killed"
-        BREAKER_OPEN = "breaker_open"
+    Status = gate.Status  # one definition of statuses and routes, in the gate
+    Route = gate.Route
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     # No index of its own: the composite indexes below lead with it.

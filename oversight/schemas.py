@@ -22,6 +22,8 @@ from pydantic import (
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from oversight.gate import Route, Status
+
 
 def _not_bool(value: Any) -> Any:
     # JSON true/false is not a number: without this, `"confidence": true` would pass as 1.0.
@@ -179,8 +181,8 @@ class BatchIn(BaseModel):
 class DecisionOut(BaseModel):
     id: str
     system: str
-    status: Literal["released", "pending_review", "overridden", "rejected", "fallback"]
-    route: Literal["auto", "human", "fallback", "killed", "breaker_open"]
+    status: Status
+    route: Route
     output: Any
     confidence: float | None
     reasons: list[str]

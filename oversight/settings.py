@@ -74,18 +74,17 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "oversight.middleware.BodySizeLimitMiddleware",
-    "oversight.middleware.JsonApiErrorsMiddleware",
-    "oversight.loopmiddleware.SecurityMiddleware",
-    "oversight.loopmiddleware.WhiteNoiseMiddleware",
-    "oversight.loopmiddleware.SessionMiddleware",
-    "oversight.loopmiddleware.CommonMiddleware",
-    "oversight.loopmiddleware.CsrfViewMiddleware",
-    "oversight.loopmiddleware.AuthenticationMiddleware",
-    "oversight.loopmiddleware.MessageMiddleware",
-    "oversight.loopmiddleware.XFrameOptionsMiddleware",
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "oversight.middleware.ApiRequestMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "oversight.middleware.PagesLoginRequiredMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "oversight.middleware.LoginRequiredPagesMiddleware",
 ]
 
 ROOT_URLCONF = "oversight.urls"
@@ -134,11 +133,6 @@ DATABASE_URL = os.environ["DATABASE_URL"]
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 5.0)
-# Under an ASGI server the decision endpoint runs on the event loop with a pool of its own per
-# worker process (oversight/aio.py): at most this many connections each.
-ASYNC_HOT_PATH = env_bool("OVERSIGHT_ASYNC_HOT_PATH", True)
-ASYNC_DB_POOL_MAX = env_int("OVERSIGHT_ASYNC_DB_POOL_MAX", 4)
-ASYNC_DB_PREPARE = env_bool("OVERSIGHT_ASYNC_DB_PREPARE", True)
 
 REDIS_URL = os.environ["REDIS_URL"]
 # A prefix keeps several deployments (or the test run) apart on one Redis.
@@ -184,8 +178,8 @@ CSRF_COOKIE_SECURE = SESSION_COOKIE_SECURE
 X_FRAME_OPTIONS = "DENY"
 
 # API limits
-MAX_BODY_BYTES = env_int("OVERSIGHT_MAX_BODY_BYTES", 4 * 1024 * 1024)
-DATA_UPLOAD_MAX_MEMORY_SIZE = MAX_BODY_BYTES
+# One body-size limit, Django's own: a larger request body gets a 413 from the API.
+DATA_UPLOAD_MAX_MEMORY_SIZE = env_int("OVERSIGHT_MAX_BODY_BYTES", 4 * 1024 * 1024)
 MAX_BATCH_ITEMS = 1000
 BENCH_BASELINE = env_bool("OVERSIGHT_BENCH_BASELINE", False)
 

@@ -6,7 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboards import views as dash
-from oversight import views
+from oversight import health, views
 from oversight.api import api
 from reviewqueue import views as review
 from reviewqueue.api import router as review_router
@@ -18,8 +18,8 @@ urlpatterns = [
          name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("healthz", views.healthz, name="healthz"),
-    path("readyz", views.readyz, name="readyz"),
+    path("healthz", health.healthz, name="healthz"),
+    path("readyz", health.readyz, name="readyz"),
     path("metrics", dash.metrics, name="metrics"),
     path("api/v1/", api.urls),
     path("", dash.overview, name="overview"),

@@ -14,10 +14,11 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
+from uuid_utils.compat import uuid7
 
-from oversight import audit, bulk, config, events, gate, ids
-from oversight.actions import ActionError
+from oversight import audit, events, transitions
 from oversight.config import SystemEntry
+from oversight.errors import ActionError
 from oversight.models import AISystem, Decision
 from reviewqueue.models import ReviewItem
 
@@ -32,11 +33,9 @@ def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list
     """Decision rows: one review item per decision a person must see, stored in the decision's transaction."""
     chosen = [d for d in decisions if needs_review(d)]
     sla = timedelta(seconds=system.review_sla_s)
-    item_ids = ids.uuid7_many(len(chosen)) if len(chosen) > 1 else [ids.uuid7() for _ in chosen]
     return [
-        bulk.new(
-            ReviewItem,
-            id=item_id,
+        ReviewItem(
+            id=uuid7(),
             decision_id=d.id,
             system_id=d.system_id,
             kind=ReviewItem.Kind.GATE if d.status == Decision.Status.PENDING_REVIEW else ReviewItem.Kind.AUDIT,
@@ -44,7 +43,7 @@ def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list
             due_at=d.created_at + sla,
             created_at=d.created_at,
         )
-        for d, item_id in zip(chosen, item_ids, strict=True)
+        for d in chosen
     ]
 
 
@@ -105,31 +104,6 @@ def resolve(
     return _resolve(user, item_id, action, note.strip(), output)
 
 
-def _approved_output(decision: Decision) -> Any:
-    """What an approval releases: the prediction, leaving out models a kill switch stops now."""
-    sent = decision.prediction or {}
-    votes = tuple(gate.Vote(v.get("model", ""), v.get("output"), v.get("confidence")) for v in sent.get("votes") or ())
-    prediction = gate.Prediction(sent.get("output"), sent.get("confidence"), sent.get("model") or "", votes)
-    entry = config.cache.current().systems_by_id.get(decision.system_id)
-    stopped = entry and (entry.kills.global_reason or entry.kills.system_reason)
-    if stopped:
-        raise ActionError(
-            "conflict",
-            f"the system is stopped by a kill switch ({stopped}): the model's output cannot be approved; "
-            "reject it, or modify it with the output to release",
-            "action",
-        )
-    live, _ = gate.drop_killed(prediction, gate.KillState(models=entry.kills.models) if entry else gate.KillState())
-    if live is None:
-        raise ActionError(
-            "conflict",
-            "every model behind this decision is stopped by a kill switch: reject it, or modify it with the output "
-            "to release",
-            "action",
-        )
-    return live.output
-
-
 @transaction.atomic(durable=True)
 def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, output: Any) -> ReviewItem:
     now = timezone.now()
@@ -151,28 +125,22 @@ def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, outpu
         if item.status == ReviewItem.Status.RESOLVED or item.claimed_by_id not in (None, user.pk):
             _raise_taken(item)
         raise ActionError("conflict", "claim this item before resolving it")
-    decision = Decision.objects.select_for_update(of=("self",)).get(id=item.decision_id)
+    decision = transitions.lock(item.decision_id)
     system = item.system
     who = user.get_username()
-    said = f": {note}" if note else ""
+    review = {"action": action, "note": note, "by": who, "at": now.isoformat(), "kind": item.kind}
     if item.kind == ReviewItem.Kind.GATE:
-        if action == ReviewItem.Action.REJECT:
-            decision.status, decision.output = Decision.Status.REJECTED, system.fallback
-            decision.reasons = [*decision.reasons, f"rejected by {who}{said}"]
+        if action == ReviewItem.Action.APPROVE:
+            transitions.approve(decision, by=who, note=note, now=now, review=review)
+        elif action == ReviewItem.Action.MODIFY:
+            transitions.release_with(decision, output, by=who, note=note, now=now, review=review)
         else:
-            decision.status = Decision.Status.RELEASED
-            decision.output = output if action == ReviewItem.Action.MODIFY else _approved_output(decision)
-            verb = "modified and released" if action == ReviewItem.Action.MODIFY else "approved"
-            decision.reasons = [*decision.reasons, f"{verb} by {who}{said}"]
-            decision.released_at = now
+            transitions.reject(decision, by=who, note=note, review=review)
     elif action == ReviewItem.Action.APPROVE:
-        decision.reasons = [*decision.reasons, f"audit: confirmed by {who}{said}"]
+        transitions.confirm(decision, by=who, note=note, review=review)
     else:
-        decision.status = Decision.Status.OVERRIDDEN
-        decision.output = output if action == ReviewItem.Action.MODIFY else system.fallback
-        decision.reasons = [*decision.reasons, f"audit: overridden by {who}{said}"]
-    decision.review = {"action": action, "note": note, "by": who, "at": now.isoformat(), "kind": item.kind}
-    decision.save(update_fields=["status", "output", "reasons", "released_at", "review"])
+        transitions.override(decision, output if action == ReviewItem.Action.MODIFY else None, by=who, note=note,
+                             review=review)
     audit.record(user, f"review.{action}", system=system, target=decision.public_id, reason=note,
                  data={"item": item.public_id, "kind": item.kind})
     events.send_on_commit(

@@ -10,7 +10,7 @@ from ninja import Router
 from pydantic import Field
 
 from oversight import access, decisions
-from oversight.api import ApiError, auth, require_person
+from oversight.jsonapi import ApiError, auth, require_person
 from oversight.schemas import In
 from reviewqueue import actions
 from reviewqueue.models import ReviewItem

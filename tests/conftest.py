@@ -28,6 +28,7 @@ from django.utils.crypto import get_random_string
 
 from oversight import access, actions, config
 from oversight.models import AISystem
+from tests.asgiclient import ApiClient
 
 pytest_plugins = ["tests.plugins"]
 
@@ -47,14 +48,22 @@ def _quick_password_hashing(settings: Any) -> None:
     settings.PASSWORD_HASHERS = [f"{__name__}.QuickPBKDF2PasswordHasher"]
 
 
-def csrf_session(user: Any) -> Client:
-    """A person logged in, with the CSRF cookie and header a browser page would send."""
-    c = Client(enforce_csrf_checks=True)
+def csrf_session(user: Any, api: bool = False) -> Any:
+    """A person logged in, with the CSRF cookie and header a browser page would send.
+
+    ``api``: a client whose requests go through the production ASGI application (tests/asgiclient.py).
+    """
+    c: Any = ApiClient() if api else Client(enforce_csrf_checks=True)
     c.force_login(user)
     token = get_random_string(32)
     c.cookies[settings.CSRF_COOKIE_NAME] = token
     c.defaults["HTTP_X_CSRFTOKEN"] = token
     return c
+
+
+def api_session(user: Any) -> ApiClient:
+    """``csrf_session`` for the JSON API: served by the production ASGI application."""
+    return csrf_session(user, api=True)  # type: ignore[no-any-return]
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +72,7 @@ def _fresh_config_epoch() -> Iterator[None]:
     r = redis.Redis.from_url(settings.REDIS_URL)
     r.delete(settings.REDIS_PREFIX + config.EPOCH_KEY_SUFFIX)
     config.cache.clear()
-    config.redis_epoch._down_until = 0.0
+    config.redis_epoch.down_until = 0.0
     yield
     config.cache.clear()
 
@@ -80,11 +89,19 @@ class World:
     keys: dict[str, str]
     password: str = "correct-horse-battery"
 
-    def client_for(self, slug: str) -> Client:
-        return Client(HTTP_AUTHORIZATION=f"Bearer {self.keys[slug]}")
+    def client_for(self, slug: str) -> ApiClient:
+        """The system's client service: its API key, through the production ASGI application."""
+        return ApiClient(HTTP_AUTHORIZATION=f"Bearer {self.keys[slug]}")
 
     def person(self, user: Any) -> Client:
+        """A person's browser for pages (Django's test client: templates and context to inspect)."""
         c = Client(enforce_csrf_checks=True)
+        c.force_login(user)
+        return c
+
+    def api_person(self, user: Any) -> ApiClient:
+        """A person's session on the JSON API, without a CSRF token (through the ASGI application)."""
+        c = ApiClient()
         c.force_login(user)
         return c
 

@@ -9,6 +9,7 @@ from django.test import Client
 from oversight import actions
 from oversight.models import AISystem
 from reviewqueue import actions as review
+from tests.asgiclient import ApiClient
 from tests.conftest import decision_body
 
 
@@ -34,7 +35,7 @@ def test_approval_is_refused_while_the_system_is_stopped_but_modify_works(world,
     item = _queued(world)
     with django_capture_on_commit_callbacks(execute=True):
         actions.set_killswitch(world.admin, "system", True, "bad model push", "crit")
-    with pytest.raises(actions.ActionError, match="stopped by a kill switch"):
+    with pytest.raises(actions.ActionError, match="system kill switch engaged"):
         review.resolve(world.operator, item.id, "approve")
     done = review.resolve(world.operator, item.id, "modify", "human choice", {"decision": "refer"}, output_given=True)
     assert done.decision.status == "released"
@@ -46,7 +47,7 @@ def test_approval_through_the_api_while_stopped_is_a_409(world, django_capture_o
     with django_capture_on_commit_callbacks(execute=True):
         actions.set_killswitch(world.admin, "global", True, "lockdown")
     _, token = actions.create_personal_token(world.operator)
-    r = Client(HTTP_AUTHORIZATION=f"Token {token}").post(
+    r = ApiClient(HTTP_AUTHORIZATION=f"Token {token}").post(
         f"/api/v1/review/{item.public_id}/resolve", {"action": "approve"}, content_type="application/json"
     )
     assert r.status_code == 409

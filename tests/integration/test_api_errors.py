@@ -10,6 +10,7 @@ from django.test import Client
 
 from oversight import actions
 from oversight.models import AISystem, Decision, Outcome
+from tests.asgiclient import ApiClient
 from tests.conftest import decision_body
 
 URL = "/api/v1/systems/sup/decisions"
@@ -17,7 +18,7 @@ BATCH = "/api/v1/systems/sup/decisions/batch"
 
 
 
-def send(client: Client, url: str, data: Any, method: str = "post", **extra: Any) -> Any:
+def send(client: ApiClient, url: str, data: Any, method: str = "post", **extra: Any) -> Any:
     body = data if isinstance(data, bytes) else json.dumps(data)
     return getattr(client, method)(url, body, content_type="application/json", **extra)
 
@@ -194,7 +195,7 @@ def test_missing_key(world):
     ["Bearer ovk_not-a-real-key", "Bearer", "Bearer  ", "Basic dXNlcjpwYXNz", "ovk_raw-key-without-scheme"],
 )
 def test_wrong_key(world, header):
-    err = error_of(send(Client(HTTP_AUTHORIZATION=header), URL, decision_body()), 401)
+    err = error_of(send(ApiClient(HTTP_AUTHORIZATION=header), URL, decision_body()), 401)
     assert err["code"] == "unauthenticated"
     assert not Decision.objects.exists()
 
@@ -215,7 +216,7 @@ def test_unknown_system_and_another_systems_key_look_the_same(world):
 
 
 def test_body_over_the_size_limit(world, settings):
-    settings.MAX_BODY_BYTES = 2000
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 2000
     small = decision_body(0.9)
     assert send(world.client_for("sup"), URL, small).status_code == 201
     big = decision_body(0.9, context={"blob": "x" * 3000})
@@ -226,7 +227,7 @@ def test_body_over_the_size_limit(world, settings):
 
 
 def test_body_over_the_default_limit(world, settings):
-    raw = json.dumps(decision_body(0.9, context={"blob": "x" * settings.MAX_BODY_BYTES})).encode()
+    raw = json.dumps(decision_body(0.9, context={"blob": "x" * settings.DATA_UPLOAD_MAX_MEMORY_SIZE})).encode()
     err = error_of(send(world.client_for("sup"), URL, raw), 413)
     assert err["code"] == "too_large"
     assert not Decision.objects.exists()
@@ -288,9 +289,9 @@ def test_outcome_text_that_cannot_be_stored(world):
     assert not Outcome.objects.exists()
 
 
-def admin_token_client(world: Any) -> Client:
+def admin_token_client(world: Any) -> ApiClient:
     _, token = actions.create_personal_token(world.admin)
-    return Client(HTTP_AUTHORIZATION=f"Token {token}")
+    return ApiClient(HTTP_AUTHORIZATION=f"Token {token}")
 
 
 @pytest.mark.parametrize(

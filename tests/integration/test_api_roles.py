@@ -15,19 +15,20 @@ from django.utils.crypto import get_random_string
 from oversight import actions, config
 from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken
 from reviewqueue.models import ReviewItem
+from tests.asgiclient import ApiClient
 from tests.conftest import decision_body
 
 
-def send(client: Client, method: str, url: str, data: Any = None, **extra: Any) -> Any:
+def send(client: ApiClient, method: str, url: str, data: Any = None, **extra: Any) -> Any:
     if method == "get":
         return client.get(url, **extra)
     body = b"" if data is None else json.dumps(data).encode()
     return getattr(client, method)(url, body, content_type="application/json", **extra)
 
 
-def session(world: Any, user: Any) -> Client:
+def session(world: Any, user: Any) -> ApiClient:
     """A logged-in person whose unsafe requests carry the CSRF token, as the pages send it."""
-    c = world.person(user)
+    c = world.api_person(user)
     token = get_random_string(32)
     c.cookies[settings.CSRF_COOKIE_NAME] = token
     c.defaults["HTTP_X_CSRFTOKEN"] = token
@@ -40,7 +41,7 @@ class Setup:
     decision_id: str  # a pending decision of "sup"
     item_id: str  # its review item, claimed by the operator
 
-    def caller(self, who: str) -> Client:
+    def caller(self, who: str) -> ApiClient:
         w = self.world
         if who == "anonymous":
             return Client()
@@ -82,7 +83,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
 }
 
 
-def call(endpoint: str, s: Setup, client: Client) -> Any:
+def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
     """Make the request. The review item is claimed by the operator, so resolve/release are theirs."""
     d, i = s.decision_id, s.item_id
     requests: dict[str, tuple[str, str, Any]] = {
@@ -126,7 +127,7 @@ def test_every_endpoint_from_every_side(setup, endpoint):
 
 def test_the_matrix_covers_every_api_operation():
     import oversight.urls  # noqa: F401 - adds the review router to the API
-    from oversight.api import api
+    from oversight.jsonapi import api
 
     operations = {
         op.view_func.__name__
@@ -177,7 +178,7 @@ def test_session_post_without_csrf_token_is_refused(setup):
 
 
 def test_session_with_a_wrong_csrf_token_is_refused(setup):
-    admin = setup.world.person(setup.world.admin)
+    admin = setup.world.api_person(setup.world.admin)
     admin.cookies[settings.CSRF_COOKIE_NAME] = get_random_string(32)
     r = send(
         admin, "post", "/api/v1/killswitches", {"scope": "global", "engaged": True, "reason": "x"},
@@ -188,13 +189,13 @@ def test_session_with_a_wrong_csrf_token_is_refused(setup):
 
 
 def test_session_get_needs_no_csrf_token(setup):
-    bare = setup.world.person(setup.world.operator)
+    bare = setup.world.api_person(setup.world.operator)
     assert send(bare, "get", "/api/v1/systems").status_code == 200
 
 
-def token_client(user: Any) -> Client:
+def token_client(user: Any) -> ApiClient:
     _, secret = actions.create_personal_token(user, "script")
-    return Client(HTTP_AUTHORIZATION=f"Token {secret}")
+    return ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")
 
 
 def test_personal_token_carries_the_persons_role_and_needs_no_csrf(setup):
@@ -226,10 +227,10 @@ def test_personal_token_follows_role_changes(setup):
 
     w = setup.world
     _, secret = actions.create_personal_token(w.editor, "script")
-    assert call("list_killswitches", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 200
-    assert call("flip_killswitch", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 403
+    assert call("list_killswitches", setup, ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 200
+    assert call("flip_killswitch", setup, ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 403
     w.editor.groups.add(Group.objects.get(name="admin"))
-    assert call("flip_killswitch", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 200
+    assert call("flip_killswitch", setup, ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 200
 
 
 def test_only_the_digest_of_a_personal_token_is_stored(world):
@@ -243,7 +244,7 @@ def test_only_the_digest_of_a_personal_token_is_stored(world):
 def test_revoked_personal_token_is_refused(setup):
     w = setup.world
     token, secret = actions.create_personal_token(w.admin, "script")
-    client = Client(HTTP_AUTHORIZATION=f"Token {secret}")
+    client = ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")
     assert call("list_systems", setup, client).status_code == 200
     actions.revoke_personal_token(w.admin, token)
     r = call("list_systems", setup, client)
@@ -257,11 +258,11 @@ def test_token_of_a_deactivated_person_is_refused(setup):
     _, secret = actions.create_personal_token(w.admin, "script")
     w.admin.is_active = False
     w.admin.save()
-    assert call("list_systems", setup, Client(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 401
+    assert call("list_systems", setup, ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")).status_code == 401
 
 
 def test_wrong_personal_token_is_refused(world):
-    r = Client(HTTP_AUTHORIZATION="Token ovt_made-up").get("/api/v1/systems")
+    r = ApiClient(HTTP_AUTHORIZATION="Token ovt_made-up").get("/api/v1/systems")
     assert (r.status_code, r.json()["error"]["code"]) == (401, "unauthenticated")
 
 
@@ -290,7 +291,7 @@ def test_new_api_key_works_at_once_and_old_keys_keep_working(world, django_captu
     assert send(world.client_for("sup"), "get", "/api/v1/systems/sup").status_code == 200
     with django_capture_on_commit_callbacks(execute=True):
         _, secret = actions.create_api_key(world.admin, world.supervised, "second")
-    fresh = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    fresh = ApiClient(HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert send(fresh, "get", "/api/v1/systems/sup").status_code == 200
     assert send(fresh, "get", "/api/v1/systems/auto").status_code == 404
     assert send(world.client_for("sup"), "get", "/api/v1/systems/sup").status_code == 200

@@ -12,19 +12,19 @@ from typing import Any
 import pytest
 from django.core.management import CommandError, call_command
 from django.db import DatabaseError, connection, transaction
-from django.test import Client
 
 from oversight import actions
 from oversight.models import AISystem, ApiKey, AuditEvent, PolicyVersion
-from tests.conftest import csrf_session, decision_body
+from tests.asgiclient import ApiClient
+from tests.conftest import api_session, decision_body
 
 
-def send(client: Client, method: str, url: str, data: Any) -> Any:
+def send(client: ApiClient, method: str, url: str, data: Any) -> Any:
     return getattr(client, method)(url, json.dumps(data), content_type="application/json")
 
 
-def admin_session(world: Any) -> Client:
-    return csrf_session(world.admin)
+def admin_session(world: Any) -> ApiClient:
+    return api_session(world.admin)
 
 
 # --- the API ----------------------------------------------------------------------------------
@@ -251,7 +251,7 @@ def test_create_api_key_prints_the_key_once_and_stores_only_its_digest(world, dj
     event = AuditEvent.objects.get(action="apikey.create", target=key.prefix)
     assert event.data == {"name": "prod-recommender"}
     # the key works at once, for its own system only
-    client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    client = ApiClient(HTTP_AUTHORIZATION=f"Bearer {secret}")
     assert client.get("/api/v1/systems/auto").status_code == 200
     assert client.get("/api/v1/systems/sup").status_code == 404
 

@@ -11,24 +11,24 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import connection
-from django.test import Client
 from django.utils import timezone
 
 from oversight import actions
 from oversight.models import AuditEvent, Decision
 from reviewqueue.models import ReviewItem
+from tests.asgiclient import ApiClient
 from tests.conftest import decision_body
 
 
-def send(client: Client, url: str, data: Any = None) -> Any:
+def send(client: ApiClient, url: str, data: Any = None) -> Any:
     body = b"" if data is None else json.dumps(data).encode()
     return client.post(url, body, content_type="application/json")
 
 
-def token_client(user: Any) -> Client:
+def token_client(user: Any) -> ApiClient:
     """A person's script: a personal token carries their role and needs no CSRF token."""
     _, secret = actions.create_personal_token(user, "script")
-    return Client(HTTP_AUTHORIZATION=f"Token {secret}")
+    return ApiClient(HTTP_AUTHORIZATION=f"Token {secret}")
 
 
 def new_operator(name: str) -> Any:
@@ -44,11 +44,11 @@ def submit(world: Any, slug: str, body: dict[str, Any]) -> dict[str, Any]:
     return r.json()
 
 
-def claim(client: Client, system: str | None = None) -> Any:
+def claim(client: ApiClient, system: str | None = None) -> Any:
     return send(client, "/api/v1/review/claim", {} if system is None else {"system": system})
 
 
-def resolve(client: Client, item: str, **payload: Any) -> Any:
+def resolve(client: ApiClient, item: str, **payload: Any) -> Any:
     return send(client, f"/api/v1/review/{item}/resolve", payload)
 
 

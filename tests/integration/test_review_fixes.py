@@ -54,7 +54,7 @@ def test_model_names_are_compared_as_stored(world, django_capture_on_commit_call
 
 
 def test_non_numeric_ids_in_forms_are_404_not_500(world):
-    admin = world.person(world.admin)
+    admin = world.api_person(world.admin)
     admin.cookies["csrftoken"] = "x" * 32
     r = admin.post("/systems/sup/", {"op": "revoke_key", "key": "abc", "csrfmiddlewaretoken": "x" * 32})
     assert r.status_code == 404

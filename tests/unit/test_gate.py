@@ -71,26 +71,26 @@ def expected(level: int, conf_case: str, kill: str, draw_case: str) -> dict[str,
     if kill == "global":
         return {"status": "fallback", "route": "killed", "output": FALLBACK, "confidence": None, "model": MODEL,
                 "reasons": ["global kill switch engaged: incident 42", FALLBACK_REASON],
-                "needs_review": False, "audit": False}
+                "audit": False}
     if kill == "system":
         return {"status": "fallback", "route": "killed", "output": FALLBACK, "confidence": None, "model": MODEL,
                 "reasons": ["system kill switch engaged: drift on tempo", FALLBACK_REASON],
-                "needs_review": False, "audit": False}
+                "audit": False}
     if kill == "model_no_votes":
         return {"status": "fallback", "route": "killed", "output": FALLBACK, "confidence": None, "model": MODEL,
                 "reasons": ["model collab-v3 is stopped: kill switch engaged (bias found)", FALLBACK_REASON],
-                "needs_review": False, "audit": False}
+                "audit": False}
     if kill == "all_votes":
         return {"status": "fallback", "route": "killed", "output": FALLBACK, "confidence": None, "model": MODEL,
                 "reasons": ["model collab-v3 left out: kill switch engaged (bias found)",
                             "model old-v1 left out: kill switch engaged (stale weights)", FALLBACK_REASON],
-                "needs_review": False, "audit": False}
+                "audit": False}
     reasons: list[str] = []
     if kill == "model_vote":
         reasons += ["model old-v1 left out: kill switch engaged (stale weights)",
                     "answer taken from model collab-v3, the most confident vote left"]
     pending = {"status": "pending_review", "route": "human", "output": None, "confidence": confidence,
-               "model": MODEL, "needs_review": True, "audit": False}
+               "model": MODEL, "audit": False}
     if level == 1:
         return pending | {"reasons": [*reasons, "level 1 (critical): a person approves every decision"]}
     if level == 2:
@@ -103,7 +103,7 @@ def expected(level: int, conf_case: str, kill: str, draw_case: str) -> dict[str,
     if audited:
         reasons.append("sampled for after-the-fact audit (share 0.25)")
     return {"status": "released", "route": "auto", "output": OUTPUT, "confidence": confidence, "model": MODEL,
-            "reasons": reasons, "needs_review": False, "audit": audited}
+            "reasons": reasons, "audit": audited}
 
 
 CASES = list(itertools.product((1, 2, 3), CONFIDENCES, KILLS, DRAWS))
@@ -116,7 +116,7 @@ def test_every_level_confidence_kill_switch_and_audit_draw(level: int, conf_case
     want = expected(level, conf_case, kill, draw_case)
     got = {
         "status": verdict.status, "route": verdict.route, "output": verdict.output, "confidence": verdict.confidence,
-        "model": verdict.model, "reasons": verdict.reasons, "needs_review": verdict.needs_review,
+        "model": verdict.model, "reasons": verdict.reasons,
         "audit": verdict.audit,
     }
     assert got == want
@@ -153,7 +153,7 @@ def test_no_prediction_and_no_hosted_model_answers_the_fallback(level: int):
     verdict = gate.decide(policy(level), KillState(), None, 0.0)
     assert (verdict.status, verdict.route, verdict.output) == ("fallback", "fallback", FALLBACK)
     assert verdict.reasons == ["no prediction was sent and the system has no hosted model", FALLBACK_REASON]
-    assert not verdict.needs_review
+    assert verdict.status != "pending_review"
     assert not verdict.audit
 
 
@@ -216,12 +216,12 @@ def test_audit_share_bounds(level: int, share: float, draw: float, audited: bool
 
 def test_level_1_is_never_audited_after_the_fact_even_at_share_1():
     verdict = gate.decide(policy(1, 1.0), KillState(), Prediction(OUTPUT, 0.99, MODEL), 0.0)
-    assert (verdict.status, verdict.needs_review, verdict.audit) == ("pending_review", True, False)
+    assert (verdict.status, verdict.audit) == ("pending_review", False)
 
 
 def test_killed_decisions_are_never_audited_or_reviewed():
     verdict = gate.decide(policy(3, 1.0), KillState(system_reason="x"), Prediction(OUTPUT, 0.99, MODEL), 0.0)
-    assert (verdict.needs_review, verdict.audit) == (False, False)
+    assert (verdict.status, verdict.audit) == ("fallback", False)
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import pytest
 from django.http import HttpRequest
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight.api import MAX_JSON_DEPTH, ApiError, StrictJSONParser, validation_message
+from oversight.jsonapi import MAX_JSON_DEPTH, ApiError, StrictJSONParser, validation_message
 from oversight.schemas import DecisionIn, SystemIn
 
 parser = StrictJSONParser()

@@ -1,4 +1,4 @@
-"""Batches are stored with COPY in text format written by oversight/bulk.py: every value must
+"""Batches are stored with psycopg's COPY (oversight/bulk.py): every value must
 read back exactly as the client sent it, however awkward the text."""
 
 from __future__ import annotations
@@ -59,31 +59,3 @@ def test_awkward_text_reads_back_exactly_from_a_copy_batch(world):
     pending = Decision.objects.filter(status="pending_review").count()
     assert pending == 30
     assert ReviewItem.objects.filter(kind="gate").count() == pending
-
-
-def test_the_decision_formatter_writes_what_the_generic_one_writes(world):
-    """``decisions.decision_copy_text`` (the batch path's) against ``bulk.copy_text`` (any model)."""
-    from django.utils import timezone
-
-    from oversight import config, decisions, gate
-    from oversight.bulk import copy_text
-    from oversight.schemas import DecisionIn
-
-    config.cache.clear()
-    snap = config.cache.current()
-    now = timezone.now()
-    bodies: list[dict[str, Any]] = [batch_item(i, AWKWARD[i % len(AWKWARD)]) for i in range(40)]
-    bodies += [
-        {},  # no prediction: fallback, no confidence, no output
-        {"prediction": {"output": None}},  # no confidence: a person decides
-        {"prediction": {"output": [1], "confidence": 1, "votes": [{"model": "a\tb", "output": "x\\y"}]}},
-        {"subject": "no key", "prediction": {"output": {"k": "v"}, "confidence": 0.99}},
-    ]
-    for slug in ("crit", "sup", "auto"):
-        entry = snap.systems_by_slug[slug]
-        rows = [
-            decisions.build(entry, DecisionIn.model_validate(b), now, draw=i / len(bodies))
-            for i, b in enumerate(bodies)
-        ]
-        assert {r.status for r in rows} >= ({gate.PENDING_REVIEW} if slug == "crit" else {gate.RELEASED})
-        assert decisions.decision_copy_text(rows) == copy_text(rows)

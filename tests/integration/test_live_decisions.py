@@ -1,47 +1,26 @@
-"""The decision endpoint's async hot path (oversight.aio), as a client sees it and underneath.
+"""The decision endpoint through a real uvicorn, as a client service sees it.
 
-Under a real ASGI server ``POST /api/v1/systems/{slug}/decisions`` runs on the event loop: the API
-key is checked against the process's snapshot after the config epoch is read (Redis, PostgreSQL as
-the fallback), and the decision with its review item is stored by one statement on the loop's own
-psycopg pool. Django's test client never takes that path, so:
-
-- the first part drives the real uvicorn subprocess (``live_server_url``) with httpx and checks
-  answers, stored rows, kill switches and API keys changed in this process, bad input, and
-  concurrent requests;
-- the second part runs the async functions in this process on a real event loop
-  (``asyncio.run``) to check what cannot be provoked through HTTP: one statement for a decision
-  and its review item, Redis away, PostgreSQL away.
-
-Everything is real PostgreSQL, Redis and uvicorn; what this process commits (``tworld``) is what
-the server sees.
+The live server (``live_server_url``) is the production stack in a subprocess; this process
+commits what it needs (``tworld``) and reads what the server stored. Checked: answers and stored
+rows per level, idempotency, kill switches and API keys changed here reaching the server's very
+next decision, bad input as API.md errors, and concurrent requests.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import time
-import uuid
-from collections.abc import Coroutine, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from asgiref.sync import sync_to_async
-from django.conf import settings
-from django.db import IntegrityError, OperationalError, connections
 
-from oversight import actions, aio, config, decisions, hooks, ids
-from oversight.config import SystemEntry
+from oversight import actions
 from oversight.models import Decision
-from oversight.schemas import DecisionIn
-from reviewqueue.actions import review_items_for
 from reviewqueue.models import ReviewItem
-from tests.conftest import World, decision_body, free_port
-
-T = TypeVar("T")
+from tests.conftest import World, decision_body
 
 DECISIONS = "/api/v1/systems/{}/decisions"
 FALLBACKS = {"crit": {"decision": "refer"}, "sup": {"items": ["safe"]}, "auto": {"label": "hold"}}
@@ -96,36 +75,8 @@ async def post_all(base_url: str, slug: str, secret: str, bodies: Sequence[dict[
         )
 
 
-def on_a_loop(work: Coroutine[Any, Any, T]) -> T:
-    """Run ``work`` on a new event loop, then close that loop's pool and Redis client (oversight.aio)
-    and the Django connection ``sync_to_async`` may have opened on its worker thread."""
-
-    async def main() -> T:
-        try:
-            return await work
-        finally:
-            await aio.close()
-            await sync_to_async(connections.close_all)()
-
-    return asyncio.run(main())
-
-
-def gate_entry(slug: str) -> SystemEntry:
-    """The system as the gate sees it, loaded afresh from the database."""
-    config.cache.clear()
-    return config.cache.current().systems_by_slug[slug]
-
-
-def prepared(slug: str, body: dict[str, Any]) -> tuple[SystemEntry, Decision, list[Any]]:
-    entry = gate_entry(slug)
-    d, rows = decisions.prepare_one(entry, DecisionIn.model_validate(body))
-    return entry, d, rows
-
-
 @pytest.fixture
 def http(live_server_url: str) -> Iterator[httpx.Client]:
-    # The server is started with this process's environment: it serves decisions on the event loop too.
-    assert settings.ASYNC_HOT_PATH, "OVERSIGHT_ASYNC_HOT_PATH is off: the live server would take the sync path"
     with httpx.Client(base_url=live_server_url, timeout=15) as client:
         yield client
 
@@ -284,74 +235,3 @@ def test_concurrent_retries_with_one_key_store_one_decision(tworld, live_server_
     row = Decision.objects.get()
     assert row.public_id == answers[0].json()["id"]
     assert ReviewItem.objects.get().decision_id == row.id
-
-
-# --- in this process, on a real event loop ----------------------------------------------------
-
-
-def one_clashing_review_item(system: SystemEntry, chosen: Sequence[Decision]) -> list[ReviewItem]:
-    """A row source whose row takes the review item's primary key (with ``ids.uuid7`` fixed)."""
-    return review_items_for(system, chosen)[:1]
-
-
-def test_astore_one_writes_a_decision_and_its_review_item_in_one_statement(tworld, monkeypatch):
-    monkeypatch.setattr(hooks, "decision_rows", [*hooks.decision_rows, (one_clashing_review_item, lambda d: True)])
-    monkeypatch.setattr(ids, "uuid7", lambda: uuid.UUID(int=7))
-    entry, d, rows = prepared("crit", decision_body(0.9))
-    assert [(type(r), r.id) for r in rows] == [(ReviewItem, uuid.UUID(int=7))] * 2
-
-    with pytest.raises(IntegrityError):
-        on_a_loop(decisions.astore_one(entry, d, rows))
-    assert not Decision.objects.exists()  # the review items failed, so the decision was not written either
-    assert not ReviewItem.objects.exists()
-
-    monkeypatch.undo()
-    entry, d, rows = prepared("crit", decision_body(0.9))
-    result = on_a_loop(decisions.astore_one(entry, d, rows))
-    assert (result.decision, result.replayed, result.error) == (d, False, None)
-    assert Decision.objects.get().id == d.id
-    assert ReviewItem.objects.get().decision_id == d.id
-
-
-def test_redis_away_the_async_epoch_check_reads_postgresql(tworld, settings):
-    held = config.cache.current()  # what this process holds before the change
-    assert held.systems_by_slug["sup"].kills.system_reason is None
-    actions.set_killswitch(tworld.admin, "system", True, "Redis is down and so is trust", "sup")
-    settings.REDIS_URL = f"redis://127.0.0.1:{free_port()}/0"  # the new loop's Redis client connects here
-    config.redis_epoch._down_until = 0.0
-
-    async def check_twice() -> tuple[config.Snapshot, config.Snapshot, bool]:
-        first = await config.cache.acurrent()
-        redis_marked_away = config.redis_epoch._down_until > time.monotonic()
-        return first, await config.cache.acurrent(), redis_marked_away
-
-    started = time.monotonic()
-    try:
-        first, second, redis_marked_away = on_a_loop(check_twice())
-        elapsed = time.monotonic() - started
-    finally:
-        config.redis_epoch._down_until = 0.0
-        config.cache.clear()
-    assert redis_marked_away  # the epoch could only come from PostgreSQL
-    assert elapsed < 1.0  # a Redis that is away costs milliseconds, not retries
-    assert first.epoch > held.epoch
-    assert first.systems_by_slug["sup"].kills.system_reason == "Redis is down and so is trust"
-    assert first.systems_by_slug["auto"].kills.system_reason is None
-    assert second is first
-
-
-def test_postgresql_away_astore_one_raises_djangos_operational_error(tworld, settings, monkeypatch):
-    entry, d, rows = prepared("auto", decision_body(0.9))
-    settings.DATABASE_POOL_TIMEOUT = 0.5
-    # aio's pool takes its parameters from the connection object's settings_dict (the very dict of
-    # settings.DATABASES["default"]); the settings fixture would not put a nested value back.
-    monkeypatch.setitem(connections["default"].settings_dict, "PORT", str(free_port()))
-    started = time.monotonic()
-    try:
-        with pytest.raises(OperationalError) as caught:
-            on_a_loop(decisions.astore_one(entry, d, rows))
-    finally:
-        monkeypatch.undo()  # before the ORM runs again
-    assert time.monotonic() - started < 3
-    assert isinstance(caught.value.__cause__, psycopg.OperationalError)  # translated, so the API answers 503
-    assert not Decision.objects.exists()
