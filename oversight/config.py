@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -174,10 +175,11 @@ def load_snapshot() -> Snapshot:
 
 
 class _Cache:
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._snapshot: Snapshot | None = None
         self._lock = threading.Lock()
-        self._db_checked_at = 0.0
+        self._clock = clock
+        self._db_checked_at = -DB_CHECK_EVERY_S
 
     def current(self) -> Snapshot:
         """The snapshot as of now: one Redis GET, a reload only when something changed.
@@ -187,7 +189,7 @@ class _Cache:
         the Redis copy is repaired.
         """
         epoch = redis_epoch.get()
-        now = time.monotonic()
+        now = self._clock()
         if epoch is None or now - self._db_checked_at >= DB_CHECK_EVERY_S:
             truth = db_epoch()
             self._db_checked_at = now
@@ -211,7 +213,7 @@ class _Cache:
 
     def clear(self) -> None:
         self._snapshot = None
-        self._db_checked_at = 0.0
+        self._db_checked_at = -DB_CHECK_EVERY_S
 
 
 cache = _Cache()
