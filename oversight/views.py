@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 import redis
+from django import forms
 from django.conf import settings
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_GET, require_POST
 
 from oversight import access, actions, config
 from oversight.access import any_role, role_required
-from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch, PersonalToken
-from oversight.schemas import SystemIn, SystemPatch
+from oversight.errors import ActionError
+from oversight.forms import (
+    ApiKeyForm,
+    KillSwitchForm,
+    PolicyEditForm,
+    SystemCreateForm,
+    TokenForm,
+    add_action_error,
+    error_sentences,
+    keep_secret_once,
+    pop_secret,
+)
+from oversight.models import AISystem, ApiKey, AuditEvent, PersonalToken
 
 
 @require_GET
@@ -49,133 +59,101 @@ def readyz(request: HttpRequest) -> HttpResponse:
 @require_POST
 @role_required(access.ADMIN)
 def killswitch(request: HttpRequest) -> HttpResponse:
-    scope = request.POST.get("scope", "")
-    engaged = request.POST.get("engaged") == "true"
-    back = request.POST.get("next") or "/"
-    if not back.startswith("/") or back.startswith("//"):
-        back = "/"
-    if scope not in KillSwitch.Scope.values:
-        messages.error(request, "unknown kill-switch scope")
-        return redirect(back)
-    try:
-        actions.set_killswitch(
-            request.user, scope, engaged, request.POST.get("reason", ""),
-            request.POST.get("system") or None, request.POST.get("model", ""),
-        )
-    except actions.ActionError as exc:
-        messages.error(request, exc.message)
-        return redirect(back)
-    target = f"{request.POST.get('system', '')} {request.POST.get('model', '')}"
-    what = "global" if scope == "global" else f"{scope} {target}"
-    messages.success(request, f"kill switch {'engaged' if engaged else 'released'}: {what.strip()}")
-    return redirect(back)
+    """The overview's confirmation dialog posts here; the answer is a message on the page it came from."""
+    form = KillSwitchForm(request.POST)
+    if form.is_valid() and form.checked is not None:
+        c = form.checked
+        try:
+            actions.set_killswitch(request.user, c.scope, c.engaged, c.reason, c.system, c.model)
+        except ActionError as exc:
+            add_action_error(form, exc)
+    if form.errors:
+        for text in error_sentences(form):
+            messages.error(request, text)
+        return redirect(form.back())
+    assert form.checked is not None
+    c = form.checked
+    what = "global" if c.scope == "global" else f"{c.scope} {c.system or ''} {c.model}".strip()
+    messages.success(request, f"kill switch {'engaged' if c.engaged else 'released'}: {what}")
+    return redirect(form.back())
 
 
 # --- systems and policies ---------------------------------------------------------------
 
 
-def _policy_form(post: Any) -> tuple[dict[str, Any], dict[str, str]]:
-    data: dict[str, Any] = {}
-    errors: dict[str, str] = {}
-    for field, cast in (
-        ("level", int), ("confidence_threshold", float), ("audit_sample_rate", float),
-        ("override_window_s", int), ("review_sla_s", int),
-    ):
-        raw = post.get(field, "").strip()
-        if raw == "":
-            continue
-        try:
-            data[field] = cast(raw)
-        except ValueError:
-            errors[field] = f"{raw!r} is not a number"
-    for field in ("slug", "name"):
-        if post.get(field) is not None:
-            data[field] = post.get(field, "").strip()
-    raw_fallback = post.get("fallback", "").strip()
-    if raw_fallback:
-        try:
-            data["fallback"] = json.loads(raw_fallback)
-        except ValueError as exc:
-            errors["fallback"] = f"not valid JSON: {exc}"
-    return data, errors
-
-
-def _pydantic_errors(exc: Any) -> dict[str, str]:
-    return {".".join(str(p) for p in e["loc"]) or "form": e["msg"] for e in exc.errors()}
+def _status(form: forms.Form) -> int:
+    return 422 if form.errors else 200
 
 
 @role_required(access.ADMIN)
 def systems_page(request: HttpRequest) -> HttpResponse:
-    errors: dict[str, str] = {}
-    form: dict[str, Any] = {}
-    if request.method == "POST":
-        form, errors = _policy_form(request.POST)
-        if not errors:
-            from pydantic import ValidationError
-
-            try:
-                payload = SystemIn.model_validate(form)
-                system = actions.create_system(request.user, payload.model_dump(), request.POST.get("reason", ""))
-                messages.success(request, f"system {system.slug} created (policy version 1)")
-                return redirect("system-edit", slug=system.slug)
-            except ValidationError as exc:
-                errors = _pydantic_errors(exc)
-            except actions.ActionError as exc:
-                errors = {exc.field or "form": exc.message}
+    form = SystemCreateForm(request.POST if request.method == "POST" else None)
+    if form.is_bound and form.is_valid():
+        try:
+            system = actions.create_system(request.user, form.policy(), form.cleaned_data["reason"])
+        except ActionError as exc:
+            add_action_error(form, exc)
+        else:
+            messages.success(request, f"system {system.slug} created (policy version 1)")
+            return redirect("system-edit", slug=system.slug)
     return render(
-        request, "oversight/systems.html",
-        {"systems": AISystem.objects.all(), "errors": errors, "form": form},
-        status=422 if errors else 200,
+        request, "oversight/systems.html", {"systems": AISystem.objects.all(), "form": form}, status=_status(form),
     )
 
 
 @role_required(access.ADMIN)
 def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(AISystem, slug=slug)
-    errors: dict[str, str] = {}
-    new_key: str | None = None
+    policy_form = PolicyEditForm(initial=system.policy_dict())
+    key_form = ApiKeyForm(prefix="key")
     if request.method == "POST":
         op = request.POST.get("op", "policy")
         if op == "policy":
-            form, errors = _policy_form(request.POST)
-            form.pop("slug", None)
-            if not errors:
-                from pydantic import ValidationError
-
+            policy_form = PolicyEditForm(request.POST, initial=system.policy_dict())
+            if policy_form.is_valid():
                 try:
-                    patch = SystemPatch.model_validate(form)
-                    changes = patch.model_dump(exclude_unset=True, exclude={"reason"})
                     before = system.policy_version
-                    system = actions.update_system(request.user, slug, changes, request.POST.get("reason", ""))
+                    system = actions.update_system(
+                        request.user, slug, policy_form.changes(), policy_form.cleaned_data["reason"]
+                    )
+                except ActionError as exc:
+                    add_action_error(policy_form, exc)
+                else:
                     if system.policy_version != before:
                         messages.success(request, f"policy saved as version {system.policy_version}")
                     else:
                         messages.info(request, "nothing changed")
                     return redirect("system-edit", slug=slug)
-                except ValidationError as exc:
-                    errors = _pydantic_errors(exc)
         elif op == "create_key":
-            _, new_key = actions.create_api_key(request.user, system, request.POST.get("name", "").strip()[:100])
+            key_form = ApiKeyForm(request.POST, prefix="key")
+            if key_form.is_valid():
+                key, secret = actions.create_api_key(request.user, system, key_form.cleaned_data["name"])
+                keep_secret_once(request.session, "api_key", system.slug, secret)
+                messages.success(request, f"key {key.prefix}… created")
+                return redirect("system-edit", slug=slug)
         elif op == "revoke_key":
             key = get_object_or_404(ApiKey, pk=_int_or_404(request.POST.get("key")), system=system)
             actions.revoke_api_key(request.user, key)
             messages.success(request, f"key {key.prefix}… revoked")
             return redirect("system-edit", slug=slug)
-    return render(
+        else:
+            return redirect("system-edit", slug=slug)
+    new_key = pop_secret(request.session, "api_key", system.slug) if request.method == "GET" else None
+    response = render(
         request, "oversight/system_edit.html",
         {
             "system": system,
-            "fallback_json": json.dumps(system.fallback),
-            "errors": errors,
+            "form": policy_form,
+            "key_form": key_form,
             "new_key": new_key,
             "keys": system.api_keys.order_by("-created_at"),
             "versions": system.policy_versions.select_related("created_by")[:20],
-            "levels": [(1, "1 · critical: a person approves every decision"),
-                       (2, "2 · supervised: low confidence waits for a person"),
-                       (3, "3 · autonomous: released, audited after the fact")],
         },
-        status=422 if errors else 200,
+        status=max(_status(policy_form), _status(key_form)),
     )
+    if new_key:
+        add_never_cache_headers(response)  # the back button must not show the secret again
+    return response
 
 
 def _int_or_404(value: str | None) -> int:
@@ -189,16 +167,28 @@ def _int_or_404(value: str | None) -> int:
 
 @any_role
 def tokens_page(request: HttpRequest) -> HttpResponse:
-    new_token = None
+    form = TokenForm()
     if request.method == "POST":
         if request.POST.get("op") == "revoke":
             token = get_object_or_404(PersonalToken, pk=_int_or_404(request.POST.get("token")), user=request.user)
             actions.revoke_personal_token(request.user, token)  # type: ignore[arg-type]
             messages.success(request, f"token {token.prefix}… revoked")
             return redirect("tokens")
-        _, new_token = actions.create_personal_token(request.user, request.POST.get("name", "").strip()[:100])  # type: ignore[arg-type]
+        form = TokenForm(request.POST)
+        if form.is_valid():
+            token, secret = actions.create_personal_token(request.user, form.cleaned_data["name"])  # type: ignore[arg-type]
+            keep_secret_once(request.session, "token", "tokens", secret)
+            messages.success(request, f"token {token.prefix}… created")
+            return redirect("tokens")
+    new_token = pop_secret(request.session, "token", "tokens") if request.method == "GET" else None
     tokens = PersonalToken.objects.filter(user=request.user).order_by("-created_at")
-    return render(request, "oversight/tokens.html", {"tokens": tokens, "new_token": new_token})
+    response = render(
+        request, "oversight/tokens.html", {"tokens": tokens, "form": form, "new_token": new_token},
+        status=_status(form),
+    )
+    if new_token:
+        add_never_cache_headers(response)
+    return response
 
 
 # --- audit log --------------------------------------------------------------------------
@@ -207,8 +197,8 @@ def tokens_page(request: HttpRequest) -> HttpResponse:
 @role_required(access.ADMIN)
 def audit_page(request: HttpRequest) -> HttpResponse:
     qs = AuditEvent.objects.select_related("system")
-    system = request.GET.get("system")
+    system = request.GET.get("system", "").strip()
     if system:
         qs = qs.filter(system__slug=system)
     page = Paginator(qs, 50).get_page(request.GET.get("page"))
-    return render(request, "oversight/audit.html", {"page": page, "system": system or ""})
+    return render(request, "oversight/audit.html", {"page": page, "system": system})

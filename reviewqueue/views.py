@@ -15,9 +15,11 @@ from django.views.decorators.http import require_POST
 
 from oversight import access
 from oversight.access import role_required
-from oversight.actions import ActionError
+from oversight.errors import ActionError
+from oversight.forms import MISSING, add_action_error
 from oversight.models import AISystem
 from reviewqueue import actions
+from reviewqueue.forms import ReviewForm
 from reviewqueue.models import ReviewItem
 
 operator_only = role_required(access.OPERATOR)
@@ -63,17 +65,19 @@ def claim_next(request: HttpRequest) -> HttpResponse:
     return redirect("review-item", item_id=item.public_id)
 
 
-@operator_only
-def item(request: HttpRequest, item_id: str) -> HttpResponse:
-    obj = ReviewItem.objects.select_related("decision", "system", "claimed_by", "resolved_by").filter(
-        id=_uuid(item_id)
-    ).first()
+def _item_or_404(uid: uuid.UUID) -> ReviewItem:
+    obj = ReviewItem.objects.select_related("decision", "system", "claimed_by", "resolved_by").filter(id=uid).first()
     if obj is None:
         raise Http404("no such review item")
+    return obj
+
+
+def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200) -> HttpResponse:
     d = obj.decision
     return render(request, "reviewqueue/item.html", {
         "item": obj,
         "d": d,
+        "form": form,
         "mine": obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk,
         "pretty": {
             "context": json.dumps(d.context, indent=2, ensure_ascii=False),
@@ -81,38 +85,53 @@ def item(request: HttpRequest, item_id: str) -> HttpResponse:
             "prediction": json.dumps(d.prediction, indent=2, ensure_ascii=False),
             "output": json.dumps(d.output, indent=2, ensure_ascii=False),
         },
-        "proposed": json.dumps((d.prediction or {}).get("output"), ensure_ascii=False),
-    })
+    }, status=status)
+
+
+def _blank_form(obj: ReviewItem) -> ReviewForm:
+    """The form as an item opens: the output box holds what the model proposed."""
+    return ReviewForm(initial={"output": (obj.decision.prediction or {}).get("output")}, auto_id="%s")
+
+
+@operator_only
+def item(request: HttpRequest, item_id: str) -> HttpResponse:
+    obj = _item_or_404(_uuid(item_id))
+    return _item_page(request, obj, _blank_form(obj))
+
+
+DONE = {"approve": "approved", "reject": "rejected", "modify": "modified and released"}
 
 
 @require_POST
 @operator_only
 def act(request: HttpRequest, item_id: str) -> HttpResponse:
+    """Claim, give back or resolve. A refusal shows the item again with what was typed kept."""
     uid = _uuid(item_id)
-    op = request.POST.get("op", "")
-    try:
-        if op == "claim":
-            actions.claim_item(request.user, uid)  # type: ignore[arg-type]
-            return redirect("review-item", item_id=item_id)
-        if op == "release":
-            actions.release(request.user, uid)  # type: ignore[arg-type]
-            messages.info(request, "lease given back: the item is open for others")
-            return redirect("review-queue")
-        output = None
-        given = False
-        if op == "modify":
-            raw = request.POST.get("output", "")
-            try:
-                output, given = json.loads(raw), True
-            except ValueError as exc:
-                messages.error(request, f"the modified output is not valid JSON: {exc}")
+    form = ReviewForm(request.POST, auto_id="%s")
+    status = 422
+    if form.is_valid():
+        op = form.cleaned_data["op"]
+        try:
+            if op == "claim":
+                actions.claim_item(request.user, uid)  # type: ignore[arg-type]
                 return redirect("review-item", item_id=item_id)
-        done = actions.resolve(request.user, uid, op, request.POST.get("note", ""), output, given)  # type: ignore[arg-type]
-    except ActionError as exc:
-        messages.error(request, exc.message)
-        return redirect("review-item", item_id=item_id)
-    done_verb = {"approve": "approved", "reject": "rejected", "modify": "modified and released"}.get(op, op)
-    messages.success(request, f"{done.decision.public_id}: {done_verb}")
-    if request.POST.get("then") == "next":
-        return claim_next(request)
-    return redirect("review-queue")
+            if op == "release":
+                actions.release(request.user, uid)  # type: ignore[arg-type]
+                messages.info(request, "lease given back: the item is open for others")
+                return redirect("review-queue")
+            output = form.cleaned_data["output"]
+            done = actions.resolve(
+                request.user, uid, op, form.cleaned_data["note"],  # type: ignore[arg-type]
+                None if output is MISSING else output, form.output_given,
+            )
+        except ActionError as exc:
+            if exc.code == "not_found":
+                raise Http404(exc.message) from None
+            add_action_error(form, exc)
+            status = exc.status
+        else:
+            messages.success(request, f"{done.decision.public_id}: {DONE.get(op, op)}")
+            if form.wants_next():
+                return claim_next(request)
+            return redirect("review-queue")
+    return _item_page(request, _item_or_404(uid), form, status=status)

@@ -165,10 +165,81 @@ def test_operator_claims_and_resolves_through_the_pages(world: World) -> None:
     assert got["status"] == "released"
     assert got["output"] == {"items": ["t1", "t9"]}
     assert got["review"]["note"] == "looks right"
-    # Resolving twice is refused with a message, not an error page.
-    r = post(c, f"/review/{item}/act/", {"op": "reject"}, follow=True)
-    assert r.status_code == 200
-    assert any("already resolved" in m for m in messages_of(r))
+    # Resolving twice is refused on the item's page, saying why, not with an error page.
+    r = post(c, f"/review/{item}/act/", {"op": "reject", "note": "second thoughts"})
+    assert r.status_code == 409
+    assert r.context["form"].non_field_errors() == ["Already resolved (approve) by operator."]
+    assert "Resolved: <strong>approve</strong>" in html(r)
+    assert 'role="alert"' in html(r)
+    assert world.client_for("crit").get(f"/api/v1/decisions/{decision['id']}").json()["status"] == "released"
+
+
+def test_modify_with_bad_json_keeps_the_note_and_the_typed_output(world: World) -> None:
+    decision = submit_level_1(world)
+    item = item_id(decision)
+    c = world.person(world.operator)
+    post(c, f"/review/{item}/act/", {"op": "claim"})
+    note = "limit too high for this income <b>really</b>"
+    typed = '{"decision": "approve", "limit": 5000'
+    r = post(c, f"/review/{item}/act/", {"op": "modify", "note": note, "output": typed, "then": "next"})
+    assert r.status_code == 422
+    form = r.context["form"]
+    assert list(form.errors) == ["output"]
+    (error,) = form.errors["output"]
+    assert error.startswith("Output to release is not valid JSON: expecting ',' delimiter at line 1, column")
+    page = html(r)
+    # Both texts are back in their boxes, as typed (escaped), the error right under the output box.
+    assert '<textarea name="note" cols="40" rows="2"' in page
+    assert 'id="note">\nlimit too high for this income &lt;b&gt;really&lt;/b&gt;</textarea>' in page
+    assert 'id="output">\n{&quot;decision&quot;: &quot;approve&quot;, &quot;limit&quot;: 5000</textarea>' in page
+    output_box = page[page.index('id="output"'):]
+    assert output_box.index('id="output_error"') < output_box.index("</details>")
+    assert 'aria-describedby="output_error"' in page
+    assert "<details open>" in page  # the modify box is open, so the error is seen
+    assert 'name="then" value="next"' in page
+    assert ReviewItem.objects.get(decision_id=decision["id"].removeprefix("dec_")).status == ReviewItem.Status.CLAIMED
+    # Approving ignores what the output box holds: the note goes through.
+    r = post(c, f"/review/{item}/act/", {"op": "approve", "note": note, "output": typed}, follow=True)
+    assert f"{decision['id']}: approved" in messages_of(r)
+    assert world.client_for("crit").get(f"/api/v1/decisions/{decision['id']}").json()["review"]["note"] == note
+
+
+@pytest.mark.parametrize(("output", "text"), [
+    ("", "Modify needs the output to release instead."),
+    ("NaN", "Output to release is not valid JSON: NaN is not a JSON value"),
+    ('"\\u0000"', "Output to release contains a NUL character"),
+])
+def test_modify_refusals_name_the_output_field(world: World, output: str, text: str) -> None:
+    decision = submit_level_1(world)
+    item = item_id(decision)
+    c = world.person(world.operator)
+    post(c, f"/review/{item}/act/", {"op": "claim"})
+    r = post(c, f"/review/{item}/act/", {"op": "modify", "note": "kept", "output": output})
+    assert r.status_code == 422
+    assert r.context["form"].errors["output"][0].startswith(text), r.context["form"].errors
+    assert r.context["form"]["note"].value() == "kept"
+
+
+def test_a_modified_null_output_is_released(world: World) -> None:
+    decision = submit_level_1(world)
+    item = item_id(decision)
+    c = world.person(world.operator)
+    post(c, f"/review/{item}/act/", {"op": "claim"})
+    r = post(c, f"/review/{item}/act/", {"op": "modify", "output": " null ", "note": "withhold"}, follow=True)
+    assert f"{decision['id']}: modified and released" in messages_of(r)
+    got = world.client_for("crit").get(f"/api/v1/decisions/{decision['id']}").json()
+    assert (got["status"], got["output"]) == ("released", None)
+
+
+def test_an_unknown_review_action_is_refused_in_words(world: World) -> None:
+    decision = submit_level_1(world)
+    item = item_id(decision)
+    c = world.person(world.operator)
+    post(c, f"/review/{item}/act/", {"op": "claim"})
+    r = post(c, f"/review/{item}/act/", {"op": "delete", "note": "n"})
+    assert r.status_code == 422
+    assert r.context["form"].errors["op"] == ["Unknown action 'delete': approve, reject or modify."]
+    assert "Unknown action &#x27;delete&#x27;" in html(r)
 
 
 @pytest.mark.parametrize("path", ["/systems/", "/systems/crit/", "/audit/"])
@@ -254,21 +325,125 @@ def test_admin_creates_a_system(world: World) -> None:
 
 
 @pytest.mark.parametrize(("data", "field", "text"), [
-    ({"slug": "crit"}, "slug", "already exists"),
-    ({"slug": "Bad Slug!"}, "slug", "pattern"),
-    ({"slug": "x1", "fallback": "{not json"}, "fallback", "not valid JSON"),
-    ({"slug": "x2", "confidence_threshold": "lots"}, "confidence_threshold", "not a number"),
-    ({"slug": "x3", "confidence_threshold": "1.5"}, "confidence_threshold", "less than or equal to 1"),
+    ({"slug": "crit"}, "slug", "A system with slug 'crit' already exists."),
+    ({"slug": "Bad Slug!"}, "slug",
+     "Slug must use lowercase letters, digits, - and _, starting with a letter or digit."),
+    ({"slug": ""}, "slug", "Slug is required."),
+    ({"slug": "x1", "fallback": "{not json"}, "fallback",
+     "Fallback output is not valid JSON: expecting property name enclosed in double quotes at line 1, column 2."),
+    ({"slug": "x1", "fallback": "null"}, "fallback", "Fallback output cannot be null"),
+    ({"slug": "x1", "fallback": "[1, NaN]"}, "fallback", "Fallback output is not valid JSON: NaN is not a JSON value"),
+    ({"slug": "x1", "fallback": '{"a": "\\u0000"}'}, "fallback", "Fallback output contains a NUL character"),
+    ({"slug": "x1", "fallback": "[" * 70 + "]" * 70}, "fallback", "Fallback output is nested too deeply"),
+    ({"slug": "x2", "confidence_threshold": "lots"}, "confidence_threshold", "Confidence threshold must be a number."),
+    ({"slug": "x3", "confidence_threshold": "1.5"}, "confidence_threshold",
+     "Confidence threshold must be between 0 and 1."),
+    ({"slug": "x3", "audit_sample_rate": "-0.5"}, "audit_sample_rate", "Audit share must be between 0 and 1."),
+    ({"slug": "x3", "audit_sample_rate": "nan"}, "audit_sample_rate", "Audit share must be a number."),
+    ({"slug": "x4", "review_sla_s": "0"}, "review_sla_s", "Review SLA must be between 1 and 2592000 seconds."),
+    ({"slug": "x4", "override_window_s": "1.5"}, "override_window_s",
+     "Override window must be a whole number of seconds."),
+    ({"slug": "x5", "level": "4"}, "level", "Level must be 1, 2 or 3."),
+    ({"slug": "x6", "name": "n" * 201}, "name", "Name must be at most 200 characters long (it has 201)."),
+    ({"slug": "x6", "reason": "r" * 2001}, "reason", "Reason must be at most 2000 characters long (it has 2001)."),
 ])
 def test_invalid_system_forms_say_what_is_wrong(world: World, data: dict[str, str], field: str, text: str) -> None:
     c = world.person(world.admin)
     before = AISystem.objects.count()
     r = post(c, "/systems/", {"level": "2", **data})
     assert r.status_code == 422
-    assert field in r.context["errors"]
-    assert text in r.context["errors"][field]
-    assert 'role="alert"' in html(r)
+    form = r.context["form"]
+    assert list(form.errors) == [field]
+    (error,) = form.errors[field]
+    assert error.startswith(text), error
+    page = html(r)
+    assert 'role="alert"' in page
+    # The sentence sits right under its field, which points to it.
+    assert f'id="id_{field}_error"' in page
+    assert f'aria-describedby="id_{field}_error"' in page
     assert AISystem.objects.count() == before
+
+
+def test_a_system_form_with_one_bad_field_keeps_everything_typed(world: World) -> None:
+    c = world.person(world.admin)
+    typed = {
+        "slug": "fraud-score", "name": "Fraud <scorer>", "level": "1", "confidence_threshold": "1.7",
+        "audit_sample_rate": "0.25", "override_window_s": "600", "review_sla_s": "300",
+        "fallback": '{"decision":  "deny"}', "reason": "new model in production",
+    }
+    r = post(c, "/systems/", typed)
+    assert r.status_code == 422
+    form = r.context["form"]
+    assert form.errors == {"confidence_threshold": ["Confidence threshold must be between 0 and 1."]}
+    for name, value in typed.items():
+        assert str(form[name].value()) == value, name
+    page = html(r)
+    assert 'value="fraud-score"' in page
+    assert 'value="Fraud &lt;scorer&gt;"' in page
+    assert '<option value="1" selected>' in page
+    assert 'value="1.7"' in page
+    assert 'value="0.25"' in page
+    assert 'value="600"' in page
+    assert 'value="300"' in page
+    assert 'value="{&quot;decision&quot;:  &quot;deny&quot;}"' in page  # exactly as typed
+    assert 'value="new model in production"' in page
+    assert not AISystem.objects.filter(slug="fraud-score").exists()
+    # Fixing the one field creates it with everything else as typed.
+    r = post(c, "/systems/", {**typed, "confidence_threshold": "0.7"})
+    assert r.status_code == 302
+    system = AISystem.objects.get(slug="fraud-score")
+    assert (system.name, system.level, system.confidence_threshold, system.audit_sample_rate) == (
+        "Fraud <scorer>", 1, 0.7, 0.25)
+    assert (system.override_window_s, system.review_sla_s, system.fallback) == (600, 300, {"decision": "deny"})
+
+
+def test_a_new_system_form_starts_from_the_api_defaults(world: World) -> None:
+    form = world.person(world.admin).get("/systems/").context["form"]
+    assert not form.is_bound
+    assert {name: form[name].value() for name in (
+        "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
+    )} == {"level": 2, "confidence_threshold": 0.8, "audit_sample_rate": 0.0, "override_window_s": 3600,
+           "review_sla_s": 900}
+    page = html(world.person(world.admin).get("/systems/"))
+    assert 'name="fallback" value="{}"' in page
+
+
+def test_every_form_input_has_a_label(world: World) -> None:
+    decision = submit_level_1(world)
+    item = item_id(decision)
+    operator = world.person(world.operator)
+    post(operator, f"/review/{item}/act/", {"op": "claim"})
+    admin = world.person(world.admin)
+    pages = [(admin, "/systems/"), (admin, "/systems/crit/"), (admin, "/tokens/"), (admin, "/audit/"),
+             (operator, f"/review/{item}/"), (operator, "/review/")]
+    for c, path in pages:
+        page = html(c.get(path))
+        inputs = re.findall(r"<(?:input|select|textarea)\b[^>]*>", page)
+        for tag in inputs:
+            if 'type="hidden"' in tag:
+                continue
+            found = re.search(r'\bid="([^"]+)"', tag)
+            assert found, (path, tag)
+            assert f'<label for="{found.group(1)}"' in page or f'for="{found.group(1)}"' in page, (path, tag)
+
+
+def test_the_slug_pattern_in_the_page_matches_the_api_rule(world: World) -> None:
+    """The browser checks the slug with the input's pattern; the server with SystemIn's. They agree."""
+    from pydantic import ValidationError
+
+    from oversight.forms import SLUG_HTML_PATTERN
+    from oversight.schemas import SystemIn
+
+    page = html(world.person(world.admin).get("/systems/"))
+    assert f'pattern="{SLUG_HTML_PATTERN}"' in page
+    assert "\\-]" in SLUG_HTML_PATTERN  # the class's "-" escaped: valid with the v flag Chromium uses
+    for slug in ("nightly-recs", "a", "0_x", "a-b_c-9", "-lead", "_lead", "Upper", "sp ace", "dot.ted", "é", "a/b"):
+        try:
+            SystemIn(slug=slug)
+            api_ok = True
+        except ValidationError:
+            api_ok = False
+        assert (re.fullmatch(SLUG_HTML_PATTERN, slug) is not None) == api_ok, slug
 
 
 def test_admin_changes_a_policy(world: World) -> None:
@@ -296,17 +471,77 @@ def test_admin_changes_a_policy(world: World) -> None:
     # A broken fallback is refused and changes nothing.
     r = post(c, "/systems/sup/", {**form, "level": "3", "fallback": "[unclosed"})
     assert r.status_code == 422
-    assert "not valid JSON" in html(r)
+    assert r.context["form"].errors["fallback"][0].startswith("Fallback output is not valid JSON:")
     assert AISystem.objects.get(slug="sup").level == 1
     assert c.get("/systems/no-such-system/").status_code == 404
+
+
+def test_a_policy_edit_with_one_bad_field_keeps_the_other_typed_values(world: World) -> None:
+    c = world.person(world.admin)
+    typed = {
+        "op": "policy", "name": "Supervised v2", "level": "3", "confidence_threshold": "1.5",
+        "audit_sample_rate": "0.1", "override_window_s": "120", "review_sla_s": "60",
+        "fallback": '{"items": ["calm-1"]}', "reason": "tighten after incident 7",
+    }
+    r = post(c, "/systems/sup/", typed)
+    assert r.status_code == 422
+    form = r.context["form"]
+    assert form.errors == {"confidence_threshold": ["Confidence threshold must be between 0 and 1."]}
+    for name, value in typed.items():
+        if name != "op":
+            assert str(form[name].value()) == value, name
+    page = html(r)
+    assert '<option value="3" selected>' in page
+    assert 'value="Supervised v2"' in page
+    assert 'value="0.1"' in page
+    assert 'value="120"' in page
+    assert 'value="60"' in page
+    assert 'value="1.5"' in page
+    assert 'value="{&quot;items&quot;: [&quot;calm-1&quot;]}"' in page
+    assert 'value="tighten after incident 7"' in page
+    error = '<ul class="errorlist" id="id_confidence_threshold_error"><li>Confidence threshold must be between 0 and 1.'
+    assert error in page
+    assert "confidence_threshold:" not in page  # sentences, not field names
+    system = AISystem.objects.get(slug="sup")
+    assert (system.policy_version, system.level, system.confidence_threshold) == (1, 2, 0.6)
+    assert not AuditEvent.objects.filter(action="policy.change").exists()
+
+
+@pytest.mark.parametrize(("data", "field", "text"), [
+    ({"fallback": "null"}, "fallback", "Fallback output cannot be null"),
+    ({"review_sla_s": "-5"}, "review_sla_s", "Review SLA must be between 1 and 2592000 seconds."),
+    ({"reason": "r" * 2001}, "reason", "Reason for the change must be at most 2000 characters long"),
+    ({"level": "0"}, "level", "Level must be 1, 2 or 3."),
+])
+def test_invalid_policy_edits_name_the_field(world: World, data: dict[str, str], field: str, text: str) -> None:
+    r = post(world.person(world.admin), "/systems/sup/", {"op": "policy", "level": "2", **data})
+    assert r.status_code == 422
+    assert list(r.context["form"].errors) == [field]
+    assert r.context["form"].errors[field][0].startswith(text)
+    assert AISystem.objects.get(slug="sup").policy_version == 1
+
+
+def test_a_blank_policy_field_keeps_its_value(world: World) -> None:
+    c = world.person(world.admin)
+    r = post(c, "/systems/sup/", {"op": "policy", "name": "", "level": "2", "confidence_threshold": "0.65",
+                                  "fallback": "", "reason": "only the threshold"}, follow=True)
+    assert "policy saved as version 2" in messages_of(r)
+    system = AISystem.objects.get(slug="sup")
+    assert (system.name, system.confidence_threshold, system.fallback) == ("Supervised", 0.65, {"items": ["safe"]})
+    event = AuditEvent.objects.get(action="policy.change", system=system)
+    assert set(event.data["changes"]) == {"confidence_threshold"}
 
 
 def test_admin_creates_an_api_key_shown_once_then_revokes_it(tworld: World) -> None:
     """Committed (``tworld``): the gate learns of a revoked key when the change commits."""
     world = tworld
     c = world.person(world.admin)
-    r = post(c, "/systems/auto/", {"op": "create_key", "name": "prod-recommender"})
+    r = post(c, "/systems/auto/", {"op": "create_key", "key-name": "prod-recommender"})
+    assert r.status_code == 302  # Post/Redirect/Get: a reload cannot post again
+    assert r["Location"] == "/systems/auto/"
+    r = c.get(r["Location"])
     assert r.status_code == 200
+    assert "no-store" in r["Cache-Control"]
     match = re.search(r'<code id="new-key">([^<]+)</code>', html(r))
     assert match is not None
     secret = match.group(1)
@@ -315,12 +550,15 @@ def test_admin_creates_an_api_key_shown_once_then_revokes_it(tworld: World) -> N
     assert key.digest == credentials.digest(secret)
     assert secret.startswith(key.prefix)
     assert secret not in {key.digest, key.prefix, key.name}
-    assert AuditEvent.objects.filter(action="apikey.create", target=key.prefix).exists()
-    # Shown once: the page never shows it again.
+    assert f"key {key.prefix}… created" in messages_of(r)
+    assert AuditEvent.objects.filter(action="apikey.create", target=key.prefix).count() == 1
+    # Shown once: a reload (the same GET) shows it no more and creates nothing.
     again = html(c.get("/systems/auto/"))
     assert secret not in again
     assert 'id="new-key"' not in again
     assert f"{key.prefix}…" in again
+    assert ApiKey.objects.filter(system__slug="auto").count() == 2  # the world's key and this one
+    assert AuditEvent.objects.filter(action="apikey.create", target=key.prefix).count() == 1
     # The key works for its own system only.
     client = Client(HTTP_AUTHORIZATION=f"Bearer {secret}")
     body = json.dumps(decision_body(0.9))
@@ -341,6 +579,24 @@ def test_admin_creates_an_api_key_shown_once_then_revokes_it(tworld: World) -> N
     assert other.revoked_at is None
 
 
+def test_a_new_key_is_shown_on_its_own_system_page_only(world: World) -> None:
+    c = world.person(world.admin)
+    post(c, "/systems/auto/", {"op": "create_key", "key-name": "k"})
+    assert 'id="new-key"' not in html(c.get("/systems/sup/"))  # another system's page keeps it
+    assert 'id="new-key"' in html(c.get("/systems/auto/"))
+    assert 'id="new-key"' not in html(c.get("/systems/auto/"))
+
+
+def test_a_too_long_key_name_is_refused_next_to_the_field(world: World) -> None:
+    c = world.person(world.admin)
+    r = post(c, "/systems/auto/", {"op": "create_key", "key-name": "k" * 101})
+    assert r.status_code == 422
+    assert r.context["key_form"].errors == {"name": ["Key name must be at most 100 characters long (it has 101)."]}
+    assert 'id="id_key-name_error"' in html(r)
+    assert r.context["form"].errors == {}  # the policy form is untouched
+    assert ApiKey.objects.filter(system__slug="auto").count() == 1
+
+
 def test_admin_kill_switch_form_needs_a_reason(world: World) -> None:
     c = world.person(world.admin)
     r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "true", "reason": "  ", "next": "/"},
@@ -349,13 +605,23 @@ def test_admin_kill_switch_form_needs_a_reason(world: World) -> None:
     assert any("a reason is required" in m for m in messages_of(r))
     assert not KillSwitch.objects.filter(engaged=True).exists()
 
-    r = post(c, "/killswitch/", {"scope": "sideways", "engaged": "true", "reason": "x"}, follow=True)
-    assert "unknown kill-switch scope" in messages_of(r)
+    assert "Say why: a reason is required to engage a kill switch." in messages_of(r)
 
+    r = post(c, "/killswitch/", {"scope": "sideways", "engaged": "true", "reason": "x"}, follow=True)
+    assert "Unknown kill-switch scope 'sideways': choose global, system or model." in messages_of(r)
+    r = post(c, "/killswitch/", {"scope": "system", "system": "nope", "engaged": "true", "reason": "x"}, follow=True)
+    assert "No system 'nope'." in messages_of(r)
+    r = post(c, "/killswitch/", {"scope": "global", "engaged": "true", "reason": "r" * 2001}, follow=True)
+    assert "Reason must be at most 2000 characters long." in messages_of(r)
+    assert not KillSwitch.objects.filter(engaged=True).exists()
+
+    for off_site in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
+        r = post(c, "/killswitch/", {"scope": "global", "engaged": "false", "next": off_site})
+        assert r["Location"] == "/", off_site  # never off-site
     r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "true", "reason": "bad model",
-                                 "next": "//evil.example/"})
+                                 "next": "/systems/"})
     assert r.status_code == 302
-    assert r["Location"] == "/"  # never off-site
+    assert r["Location"] == "/systems/"
     switch = KillSwitch.objects.get(engaged=True)
     assert (switch.scope, switch.system.slug, switch.reason, switch.changed_by_id) == (
         "system", "crit", "bad model", world.admin.pk)
@@ -395,18 +661,49 @@ def test_any_role_creates_a_personal_token(world: World, who: str) -> None:
     user = getattr(world, who)
     c = world.person(user)
     r = post(c, "/tokens/", {"name": "my script"})
-    assert r.status_code == 200
+    assert r.status_code == 302  # Post/Redirect/Get: a reload cannot post again
+    assert r["Location"] == "/tokens/"
+    r = c.get("/tokens/")
+    assert "no-store" in r["Cache-Control"]
     match = re.search(r'<code id="new-token">([^<]+)</code>', html(r))
     assert match is not None
     secret = match.group(1)
     token = PersonalToken.objects.get(user=user, name="my script")
     assert token.digest == credentials.digest(secret)
-    assert secret not in html(c.get("/tokens/"))
+    # Shown once: the same page again shows it no more, and nothing new was made.
+    again = html(c.get("/tokens/"))
+    assert secret not in again
+    assert 'id="new-token"' not in again
+    assert PersonalToken.objects.filter(user=user).count() == 1
+    assert AuditEvent.objects.filter(action="token.create").count() == 1
     api = Client(HTTP_AUTHORIZATION=f"Token {secret}")
     assert api.get("/api/v1/systems/crit").status_code == 200
     r = post(c, "/tokens/", {"op": "revoke", "token": str(token.pk)}, follow=True)
     assert f"token {token.prefix}… revoked" in messages_of(r)
     assert api.get("/api/v1/systems/crit").status_code == 401
+
+
+def test_a_new_token_is_shown_to_its_own_session_only(world: World) -> None:
+    c = world.person(world.editor)
+    other_session = world.person(world.editor)
+    post(c, "/tokens/", {"name": "mine"})
+    assert 'id="new-token"' not in html(other_session.get("/tokens/"))
+    assert 'id="new-token"' in html(c.get("/tokens/"))
+
+
+def test_a_bad_token_name_is_refused_and_kept(world: World) -> None:
+    c = world.person(world.operator)
+    r = post(c, "/tokens/", {"name": XSS + "x" * 100})
+    assert r.status_code == 422
+    assert r.context["form"].errors["name"] == ["Token name must be at most 100 characters long (it has 125)."]
+    page = html(r)
+    assert XSS not in page
+    assert f'value="{XSS_ESCAPED}' in page
+    assert 'id="id_name_error"' in page
+    assert not PersonalToken.objects.exists()
+    r = post(c, "/tokens/", {"name": XSS}, follow=True)
+    assert XSS not in html(r)
+    assert XSS_ESCAPED in html(r)
 
 
 def test_a_token_of_someone_else_cannot_be_revoked(world: World) -> None:

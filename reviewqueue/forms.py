@@ -1,0 +1,72 @@
+"""The review item's form: claim, give back, or resolve (approve, reject, modify) with a note.
+
+The note's length and what "resolve" accepts come from the API's ``ResolveIn``; whether the
+item may be resolved (claimed by you, not stopped by a kill switch…) is the actions' to say.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from django import forms
+from pydantic import ValidationError
+
+from oversight.forms import MISSING, JSONTextField, add_schema_errors, limits, sentence
+from reviewqueue.api import ResolveIn
+from reviewqueue.models import ReviewItem
+
+RESOLVE = tuple(ReviewItem.Action.values)  # approve, reject, modify
+OPS = [*ReviewItem.Action.choices, ("claim", "claim"), ("release", "give back")]
+
+
+class ReviewForm(forms.Form):
+    """What an operator sends from a review item's page.
+
+    Built with ``auto_id="%s"`` by the views, so the inputs keep the ids the page's script and
+    tests know (``note``, ``output``, ``then``).
+    """
+
+    op = forms.ChoiceField(
+        choices=OPS,
+        error_messages={
+            "required": "Choose what to do: approve, reject or modify.",
+            "invalid_choice": "Unknown action '%(value)s': approve, reject or modify.",
+        },
+    )
+    note = forms.CharField(
+        label="Note", required=False,
+        widget=forms.Textarea(attrs={
+            "rows": 2, "placeholder": "why (goes to the audit log)",
+            "maxlength": limits(ResolveIn, "note").get("maxLength"),
+        }),
+        error_messages={"null_characters_not_allowed": sentence("Note cannot hold a NUL character")},
+    )
+    output = JSONTextField(label="Output to release (JSON)", required=False, rows=3)
+    then = forms.CharField(required=False, widget=forms.HiddenInput, initial="next")
+
+    checked: ResolveIn | None = None
+    resolving: ClassVar[tuple[str, ...]] = RESOLVE
+
+    @property
+    def output_given(self) -> bool:
+        return self.cleaned_data.get("output", MISSING) is not MISSING
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        op = cleaned.get("op")
+        if op != ReviewItem.Action.MODIFY:
+            # Only a modification releases the output box's text: approving ignores what it holds.
+            self._errors.pop("output", None)  # type: ignore[union-attr]
+            cleaned["output"] = MISSING
+        if op in self.resolving:
+            body: dict[str, Any] = {"action": op, "note": cleaned.get("note", "")}
+            if cleaned.get("output", MISSING) is not MISSING:
+                body["output"] = cleaned["output"]
+            try:
+                self.checked = ResolveIn.model_validate(body)
+            except ValidationError as exc:
+                add_schema_errors(self, exc, ResolveIn)
+        return cleaned
+
+    def wants_next(self) -> bool:
+        return self.cleaned_data.get("then") == "next"
