@@ -1,11 +1,12 @@
 # Oversight: `make demo` runs the product with its demo, `make test` runs the tests.
-# With no DATABASE_URL / REDIS_URL, embedded PostgreSQL and Redis start under var/.
+# With no DATABASE_URL / REDIS_URL, embedded PostgreSQL and Redis start under var/; `make test`
+# stops again the ones it started (tests/with_services.py), `make demo` on Ctrl-C.
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint bench services stop-services clean-var
+.PHONY: demo test test-fast ensure-browser lint typecheck bench services stop-services clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -16,14 +17,25 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: $(STAMP)
 	$(PY) manage.py run_demo
 
-test: $(STAMP)
-	OVERSIGHT_REDIS_PREFIX=oversight-test $(PY) -m pytest -q $(PYTEST_ARGS)
+test: $(STAMP) ensure-browser
+	OVERSIGHT_REDIS_PREFIX=oversight-test $(PY) -m tests.with_services pytest -q $(PYTEST_ARGS)
 
 test-fast: $(STAMP)
-	OVERSIGHT_REDIS_PREFIX=oversight-test $(PY) -m pytest -q -m "not browser and not worker" $(PYTEST_ARGS)
+	OVERSIGHT_REDIS_PREFIX=oversight-test $(PY) -m tests.with_services pytest -q -m "not browser and not worker" $(PYTEST_ARGS)
+
+# Chromium for the browser tests: OVERSIGHT_CHROMIUM, `chromium` on PATH or /usr/bin/chromium;
+# with none, apt-get installs it as root on Debian, otherwise one line says what to install.
+ensure-browser: $(STAMP)
+	$(PY) -m tests.ensure_browser
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+
+# mypy with django-stubs (config in pyproject.toml). The plugin loads the settings; placeholder
+# URLs keep that from starting the embedded servers (nothing connects to them).
+typecheck: $(STAMP)
+	DATABASE_URL=$${DATABASE_URL:-postgresql://typecheck@127.0.0.1:1/typecheck} \
+	REDIS_URL=$${REDIS_URL:-redis://127.0.0.1:1/0} $(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench.run

@@ -21,6 +21,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypedDict
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 VAR_DIR = Path(os.environ.get("OVERSIGHT_VAR_DIR", BASE_DIR / "var"))
@@ -90,7 +91,14 @@ def _pg_bin() -> Path:
     return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
 
 
-def _as_pg_user() -> dict[str, object]:
+class _RunAs(TypedDict, total=False):
+    """``subprocess.run`` arguments that run a command as the PostgreSQL system user."""
+
+    user: int
+    group: int
+
+
+def _as_pg_user() -> _RunAs:
     """Run PostgreSQL binaries as an unprivileged user when we are root (initdb refuses root)."""
     if os.geteuid() != 0:
         return {}
@@ -124,7 +132,7 @@ def _start_postgres(state: dict[str, int]) -> int:
         pgdata.mkdir(parents=True, exist_ok=True)
         if run_as:
             _make_traversable(VAR_DIR)
-            os.chown(pgdata, run_as["user"], run_as["group"])  # type: ignore[arg-type]
+            os.chown(pgdata, run_as["user"], run_as["group"])
             for f in bindir.parent.rglob("*"):
                 with contextlib.suppress(OSError):
                     f.chmod(f.stat().st_mode | (0o005 if f.is_dir() or os.access(f, os.X_OK) else 0o004))
@@ -132,11 +140,11 @@ def _start_postgres(state: dict[str, int]) -> int:
             [str(bindir / "initdb"), "-D", str(pgdata), "-U", "postgres", "--auth=trust", "--encoding=UTF8"],
             check=True,
             capture_output=True,
-            **run_as,  # type: ignore[arg-type]
+            **run_as,
         )
     if run_as:
         log.touch()
-        os.chown(log, run_as["user"], run_as["group"])  # type: ignore[arg-type]
+        os.chown(log, run_as["user"], run_as["group"])
     else:
         log.touch()
     opts = f"-h 127.0.0.1 -p {port} -k {pgdata} -c max_connections=200 -c fsync=on"
@@ -144,7 +152,7 @@ def _start_postgres(state: dict[str, int]) -> int:
         [str(bindir / "pg_ctl"), "-D", str(pgdata), "-l", str(log), "-o", opts, "-w", "-t", "60", "start"],
         capture_output=True,
         text=True,
-        **run_as,  # type: ignore[arg-type]
+        **run_as,
     )
     if result.returncode != 0 and not _port_open(port):
         tail = log.read_text()[-2000:] if log.exists() else ""
@@ -178,7 +186,7 @@ def _stop_postgres() -> None:
     subprocess.run(  # noqa: S603
         [str(_pg_bin() / "pg_ctl"), "-D", str(pgdata), "-m", "fast", "-w", "stop"],
         capture_output=True,
-        **_as_pg_user(),  # type: ignore[arg-type]
+        **_as_pg_user(),
     )
 
 
@@ -250,11 +258,23 @@ def ensure_environment() -> None:
             os.environ["REDIS_URL"] = f"redis://127.0.0.1:{state['redis_port']}/0"
 
 
-def stop() -> None:
-    """Stop the embedded servers (data under var/ is kept)."""
+def running() -> dict[str, bool]:
+    """Which embedded servers are up right now: ``{"postgres": bool, "redis": bool}``."""
+    state = _read_state()
+    pg_port, redis_port = state.get("pg_port", 0), state.get("redis_port", 0)
+    return {
+        "postgres": bool(pg_port) and _port_open(pg_port) and (VAR_DIR / "pg" / "postmaster.pid").exists(),
+        "redis": bool(redis_port) and _port_open(redis_port),
+    }
+
+
+def stop(*, postgres: bool = True, redis: bool = True) -> None:
+    """Stop the embedded servers, or only the one asked for (data under var/ is kept)."""
     with _lock():
-        _stop_postgres()
-        _stop_redis()
+        if postgres:
+            _stop_postgres()
+        if redis:
+            _stop_redis()
 
 
 def destroy() -> None:
@@ -276,9 +296,12 @@ if __name__ == "__main__":
         ensure_environment()
         print(f"DATABASE_URL={os.environ['DATABASE_URL']}")
         print(f"REDIS_URL={os.environ['REDIS_URL']}")
+    elif command == "status":
+        for name, up in running().items():
+            print(f"{name}: {'running' if up else 'stopped'}")
     elif command == "stop":
         stop()
     elif command == "destroy":
         destroy()
     else:
-        raise SystemExit("usage: python -m oversight.embedded [up|stop|destroy]")
+        raise SystemExit("usage: python -m oversight.embedded [up|status|stop|destroy]")
