@@ -4,7 +4,9 @@ The ``browser`` and ``worker`` markers are applied here, from what a test is and
 ``make test-fast`` (``-m "not browser and not worker"``) skips every test that drives Chromium
 or starts a Celery worker without each test module having to remember its marker:
 
-- ``browser``: every test under tests/browser/, and any test using a browser fixture;
+- ``browser``: every test under tests/browser/, where the Playwright fixtures live (conftest.py
+  there), so a test that drives Chromium belongs in that directory. Fixture names are not used:
+  other modules have fixtures called ``browser`` that are plain HTTP clients;
 - ``worker``: every test using a fixture that starts a Celery worker (directly or through
   another fixture: ``item.fixturenames`` is the whole closure).
 """
@@ -16,7 +18,6 @@ from pathlib import Path
 import pytest
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
-BROWSER_FIXTURES = frozenset({"playwright", "browser", "new_context", "login_as"})
 WORKER_FIXTURES = frozenset({"celery_worker_proc"})
 
 
@@ -27,7 +28,7 @@ def _under(path: Path, directory: Path) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         fixtures = set(getattr(item, "fixturenames", ()))
-        if _under(item.path, BROWSER_DIR) or fixtures & BROWSER_FIXTURES:
+        if _under(item.path, BROWSER_DIR):
             item.add_marker(pytest.mark.browser)
         if fixtures & WORKER_FIXTURES:
             item.add_marker(pytest.mark.worker)
