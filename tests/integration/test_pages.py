@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from asgiref.sync import async_to_sync
 from django.test import Client
 
 from oversight import credentials
@@ -782,10 +784,19 @@ def test_openapi_lists_the_decision_endpoint(world: World) -> None:
     assert "/api/v1/decisions/{decision_id}" in paths
 
 
+async def _streamed_size(chunks: AsyncIterator[bytes]) -> int:
+    return sum([len(chunk) async for chunk in chunks])
+
+
 def _served(c: Client, url: str) -> int:
     r = c.get(url)
     if r.status_code == 200:
-        size = sum(len(chunk) for chunk in r.streaming_content) if r.streaming else len(r.content)
+        if not r.streaming:
+            size = len(r.content)
+        elif r.is_async:  # static files are streamed by an async-native server (ServeStatic)
+            size = async_to_sync(_streamed_size)(r.streaming_content)
+        else:
+            size = sum(len(chunk) for chunk in r.streaming_content)
         assert size > 0, url
     return r.status_code
 
