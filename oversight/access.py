@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
+from django.contrib.auth.models import AnonymousUser, Group, User
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -26,7 +26,7 @@ EDITOR = "editor"
 ADMIN = "admin"
 ALL_ROLES = (OPERATOR, EDITOR, ADMIN)
 
-AnyUser = AbstractBaseUser | AnonymousUser | None
+AnyUser = User | AnonymousUser | None
 
 
 def roles_of(user: AnyUser) -> frozenset[str]:
@@ -39,7 +39,7 @@ def roles_of(user: AnyUser) -> frozenset[str]:
         found = frozenset(ALL_ROLES)
     else:
         found = frozenset(Group.objects.filter(user=user, name__in=ALL_ROLES).values_list("name", flat=True))
-    user._oversight_roles = found  # type: ignore[union-attr]
+    user._oversight_roles = found  # type: ignore[attr-defined]  # kept on the user object for this request
     return found
 
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as Person
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -16,7 +17,7 @@ from oversight import audit, config, credentials, events
 from oversight.errors import ActionError
 from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion
 
-User = AbstractBaseUser | AnonymousUser | None
+User = Person | AnonymousUser | None
 POLICY_FIELDS = (
     "name",
     "level",
@@ -34,7 +35,7 @@ def _record_policy(system: AISystem, actor: User) -> None:
         system=system,
         version=system.policy_version,
         policy=system.policy_dict(),
-        created_by=user,  # type: ignore[misc]
+        created_by=user,
     )
 
 
@@ -118,7 +119,7 @@ def set_killswitch(
     )
     switch.engaged = engaged
     switch.reason = reason
-    switch.changed_by = user  # type: ignore[assignment]
+    switch.changed_by = user
     switch.save()
     target = "global" if system is None else system.slug + (f"/{switch.model}" if switch.model else "")
     audit.record(actor, "killswitch.engage" if engaged else "killswitch.release", system=system,
@@ -159,7 +160,7 @@ def revoke_api_key(actor: User, key: ApiKey) -> None:
 
 
 @transaction.atomic(durable=True)
-def create_personal_token(user: AbstractBaseUser, name: str = "") -> tuple[PersonalToken, str]:
+def create_personal_token(user: Person, name: str = "") -> tuple[PersonalToken, str]:
     secret, prefix, digest = credentials.new_secret(credentials.TOKEN_PREFIX)
     token = PersonalToken.objects.create(user=user, name=name, prefix=prefix, digest=digest)
     audit.record(user, "token.create", target=prefix, data={"name": name})
@@ -167,6 +168,6 @@ def create_personal_token(user: AbstractBaseUser, name: str = "") -> tuple[Perso
 
 
 @transaction.atomic(durable=True)
-def revoke_personal_token(user: AbstractBaseUser, token: PersonalToken) -> None:
+def revoke_personal_token(user: Person, token: PersonalToken) -> None:
     if PersonalToken.objects.filter(pk=token.pk, user=user, revoked_at__isnull=True).update(revoked_at=timezone.now()):
         audit.record(user, "token.revoke", target=token.prefix)

@@ -34,7 +34,7 @@ def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type
     qn = connection.ops.quote_name
     cols = ", ".join(qn(f.column) for f in fields(model))
     marks = ", ".join(["%s"] * len(fields(model)))
-    pk = qn(model._meta.pk.column)  # type: ignore[union-attr]
+    pk = qn(model._meta.pk.column)
     sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({marks}) {conflict} RETURNING {pk}"  # noqa: S608
     if not dependents:
         return sql

@@ -95,7 +95,7 @@ class RedisEpoch:
             self._failed()
             log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
             return None
-        return int(value) if value is not None else None  # type: ignore[arg-type]
+        return int(value) if value is not None else None
 
     def raise_to(self, epoch: int) -> None:
         if time.monotonic() < self.down_until:

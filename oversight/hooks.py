@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from oversight.config import SystemEntry
     from oversight.models import Decision
 
-RowSource = Callable[["SystemEntry", Sequence["Decision"]], "list[models.Model]"]
+RowSource = Callable[["SystemEntry", Sequence["Decision"]], "Sequence[models.Model]"]
 Wants = Callable[["Decision"], bool]
 decision_rows: list[tuple[RowSource, Wants]] = []
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBase
 from django.utils.deprecation import MiddlewareMixin
 
 API_PREFIX = "/api/"
@@ -26,9 +27,9 @@ class PagesLoginRequiredMiddleware(LoginRequiredMiddleware):
     """
 
     def process_view(
-        self, request: HttpRequest, view_func: Callable[..., HttpResponse], view_args: list[object],
-        view_kwargs: dict[str, object],
-    ) -> HttpResponse | None:
+        self, request: HttpRequest, view_func: Callable[..., HttpResponseBase], view_args: tuple[Any, ...],
+        view_kwargs: dict[str, Any],
+    ) -> HttpResponseBase | None:
         if request.path_info.startswith(OWN_AUTH_PREFIXES):
             return None
         return super().process_view(request, view_func, view_args, view_kwargs)

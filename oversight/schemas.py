@@ -43,14 +43,15 @@ EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=1)
 
 
-_latest = [0.0, EARLIEST]  # [when computed, now + MAX_AHEAD]: recomputed at most once a second
+_latest: tuple[float, datetime] = (0.0, EARLIEST)  # (when computed, now + MAX_AHEAD): at most once a second
 
 
 def _latest_allowed() -> datetime:
+    global _latest
     t = time.time()
     if t - _latest[0] >= 1.0:  # up to a second stale: a bound at most a second stricter
-        _latest[:] = [t, datetime.fromtimestamp(t, UTC) + MAX_AHEAD]
-    return _latest[1]  # type: ignore[return-value]
+        _latest = (t, datetime.fromtimestamp(t, UTC) + MAX_AHEAD)
+    return _latest[1]
 
 
 def _aware(value: datetime | None) -> datetime | None:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser
+from django.contrib.auth.models import User
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -52,7 +52,7 @@ def _claimable(now: Any) -> Q:
 
 
 @transaction.atomic(durable=True)
-def claim_next(user: AbstractBaseUser, system_slug: str | None = None, lease_s: int = LEASE_S) -> ReviewItem | None:
+def claim_next(user: User, system_slug: str | None = None, lease_s: int = LEASE_S) -> ReviewItem | None:
     now = timezone.now()
     qs = ReviewItem.objects.filter(_claimable(now))
     if system_slug:
@@ -63,14 +63,14 @@ def claim_next(user: AbstractBaseUser, system_slug: str | None = None, lease_s: 
     if item is None:
         return None
     item.status = ReviewItem.Status.CLAIMED
-    item.claimed_by = user  # type: ignore[assignment]
+    item.claimed_by = user
     item.lease_expires_at = now + timedelta(seconds=lease_s)
     item.save(update_fields=["status", "claimed_by", "lease_expires_at"])
     return item
 
 
 @transaction.atomic(durable=True)
-def claim_item(user: AbstractBaseUser, item_id: Any, lease_s: int = LEASE_S) -> ReviewItem:
+def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S) -> ReviewItem:
     """Claim one named item (the operator opened it): free, lease expired, or already ours."""
     now = timezone.now()
     updated = (
@@ -95,7 +95,7 @@ def _raise_taken(item: ReviewItem) -> None:
 
 
 def resolve(
-    user: AbstractBaseUser, item_id: Any, action: str, note: str = "", output: Any = None, output_given: bool = False
+    user: User, item_id: Any, action: str, note: str = "", output: Any = None, output_given: bool = False
 ) -> ReviewItem:
     if action not in ReviewItem.Action.values:
         raise ActionError("invalid", "action must be approve, reject or modify", "action")
@@ -105,7 +105,7 @@ def resolve(
 
 
 @transaction.atomic(durable=True)
-def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, output: Any) -> ReviewItem:
+def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> ReviewItem:
     now = timezone.now()
     updated = ReviewItem.objects.filter(id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user).update(
         status=ReviewItem.Status.RESOLVED,
@@ -152,7 +152,7 @@ def _resolve(user: AbstractBaseUser, item_id: Any, action: str, note: str, outpu
 
 
 @transaction.atomic(durable=True)
-def release(user: AbstractBaseUser, item_id: Any) -> ReviewItem:
+def release(user: User, item_id: Any) -> ReviewItem:
     updated = ReviewItem.objects.filter(id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user).update(
         status=ReviewItem.Status.OPEN, claimed_by=None, lease_expires_at=None
     )
