@@ -339,7 +339,6 @@ class SystemCreateForm(PolicyForm):
         pattern=SLUG_HTML_PATTERN, title=f"Slug: {SLUG_RULE}", placeholder="nightly-recs",
         autocapitalize="none", spellcheck="false",
     )
-    field_order: ClassVar[list[str]] = ["slug", "name"]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # A new system starts from the API's defaults.

@@ -6,6 +6,8 @@ import redis
 from django import forms
 from django.conf import settings
 from django.contrib import messages
+from django.contrib.auth.models import User
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import connection
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
@@ -162,26 +164,34 @@ def _int_or_404(value: str | None) -> int:
     return int(value)
 
 
+def person_of(request: HttpRequest) -> User:
+    """The person logged in (a page's role decorator lets no one else reach it)."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied
+    return request.user
+
+
 # --- personal tokens --------------------------------------------------------------------
 
 
 @any_role
 def tokens_page(request: HttpRequest) -> HttpResponse:
+    person = person_of(request)
     form = TokenForm()
     if request.method == "POST":
         if request.POST.get("op") == "revoke":
-            token = get_object_or_404(PersonalToken, pk=_int_or_404(request.POST.get("token")), user=request.user)
-            actions.revoke_personal_token(request.user, token)  # type: ignore[arg-type]
+            token = get_object_or_404(PersonalToken, pk=_int_or_404(request.POST.get("token")), user=person)
+            actions.revoke_personal_token(person, token)
             messages.success(request, f"token {token.prefix}… revoked")
             return redirect("tokens")
         form = TokenForm(request.POST)
         if form.is_valid():
-            token, secret = actions.create_personal_token(request.user, form.cleaned_data["name"])  # type: ignore[arg-type]
+            token, secret = actions.create_personal_token(person, form.cleaned_data["name"])
             keep_secret_once(request.session, "token", "tokens", secret)
             messages.success(request, f"token {token.prefix}… created")
             return redirect("tokens")
     new_token = pop_secret(request.session, "token", "tokens") if request.method == "GET" else None
-    tokens = PersonalToken.objects.filter(user=request.user).order_by("-created_at")
+    tokens = PersonalToken.objects.filter(user=person).order_by("-created_at")
     response = render(
         request, "oversight/tokens.html", {"tokens": tokens, "form": form, "new_token": new_token},
         status=_status(form),

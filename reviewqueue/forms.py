@@ -56,7 +56,7 @@ class ReviewForm(forms.Form):
         op = cleaned.get("op")
         if op != ReviewItem.Action.MODIFY:
             # Only a modification releases the output box's text: approving ignores what it holds.
-            self._errors.pop("output", None)  # type: ignore[union-attr]
+            self.errors.pop("output", None)
             cleaned["output"] = MISSING
         if op in self.resolving:
             body: dict[str, Any] = {"action": op, "note": cleaned.get("note", "")}

@@ -18,6 +18,7 @@ from oversight.access import role_required
 from oversight.errors import ActionError
 from oversight.forms import MISSING, add_action_error
 from oversight.models import AISystem
+from oversight.views import person_of
 from reviewqueue import actions
 from reviewqueue.forms import ReviewForm
 from reviewqueue.models import ReviewItem
@@ -41,9 +42,11 @@ def queue(request: HttpRequest) -> HttpResponse:
     if system:
         qs = qs.filter(system__slug=system)
     page = Paginator(qs.order_by("due_at", "created_at"), 50).get_page(request.GET.get("page"))
-    recent = ReviewItem.objects.filter(status=ReviewItem.Status.RESOLVED, resolved_by=request.user).select_related(
-        "decision", "system"
-    ).order_by("-resolved_at")[:10]
+    recent = (
+        ReviewItem.objects.filter(status=ReviewItem.Status.RESOLVED, resolved_by=person_of(request))
+        .select_related("decision", "system")
+        .order_by("-resolved_at")[:10]
+    )
     return render(request, "reviewqueue/queue.html", {
         "page": page, "system": system, "systems": AISystem.objects.all(), "recent": recent,
         "now": timezone.now(),
@@ -55,7 +58,7 @@ def queue(request: HttpRequest) -> HttpResponse:
 def claim_next(request: HttpRequest) -> HttpResponse:
     system = request.POST.get("system") or None
     try:
-        item = actions.claim_next(request.user, system)  # type: ignore[arg-type]
+        item = actions.claim_next(person_of(request), system)
     except ActionError as exc:
         messages.error(request, exc.message)
         return redirect("review-queue")
@@ -113,15 +116,15 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
         op = form.cleaned_data["op"]
         try:
             if op == "claim":
-                actions.claim_item(request.user, uid)  # type: ignore[arg-type]
+                actions.claim_item(person_of(request), uid)
                 return redirect("review-item", item_id=item_id)
             if op == "release":
-                actions.release(request.user, uid)  # type: ignore[arg-type]
+                actions.release(person_of(request), uid)
                 messages.info(request, "lease given back: the item is open for others")
                 return redirect("review-queue")
             output = form.cleaned_data["output"]
             done = actions.resolve(
-                request.user, uid, op, form.cleaned_data["note"],  # type: ignore[arg-type]
+                person_of(request), uid, op, form.cleaned_data["note"],
                 None if output is MISSING else output, form.output_given,
             )
         except ActionError as exc:
