@@ -23,6 +23,7 @@ from django.utils.text import capfirst
 from pydantic import BaseModel, ValidationError
 
 from oversight.errors import ActionError
+from oversight.jsonapi import MAX_JSON_DEPTH, json_depth_over
 from oversight.models import ApiKey, KillSwitch, PersonalToken
 from oversight.schemas import KillSwitchIn, SystemIn, SystemPatch
 
@@ -31,6 +32,7 @@ from oversight.schemas import KillSwitchIn, SystemIn, SystemPatch
 # "-" in a character class must be escaped.
 SLUG_HTML_PATTERN = r"[a-z0-9][a-z0-9_\-]*"
 SLUG_RULE = "use lowercase letters, digits, - and _, starting with a letter or digit"
+PATTERN_RULES = {"slug": SLUG_RULE}  # a schema pattern in words, by field
 
 # --- wording ------------------------------------------------------------------------------
 
@@ -45,9 +47,13 @@ class _Missing:
 MISSING: Any = _Missing()
 
 
+def _without_unit(label: str) -> str:
+    return re.sub(r"\s*\([^)]*\)$", "", label).strip()
+
+
 def noun(field: forms.Field) -> str:
     """How a message names a field: its label without a trailing unit, e.g. "Review SLA"."""
-    return re.sub(r"\s*\([^)]*\)$", "", str(field.label or "")).strip() or "This field"
+    return _without_unit(str(field.label or "")) or "This field"
 
 
 def sentence(text: str) -> str:
@@ -101,7 +107,7 @@ def describe(field: forms.Field, name: str, error: Any, model: type[BaseModel]) 
     if kind == "string_too_short":
         return sentence(f"{what} must not be empty")
     if kind == "string_pattern_mismatch":
-        rule = getattr(field, "rule", None) or f"match the pattern {ctx.get('pattern')}"
+        rule = PATTERN_RULES.get(name) or f"match the pattern {ctx.get('pattern')}"
         return sentence(f"{what} must {rule}")
     if kind == "literal_error":
         return sentence(f"{what} must be {ctx.get('expected')}")
@@ -154,7 +160,7 @@ class JSONTextField(forms.Field):
     Refuses what PostgreSQL's jsonb cannot store (NaN, Infinity) and says where the text is broken.
     """
 
-    MAX_DEPTH = 64
+    MAX_DEPTH = MAX_JSON_DEPTH  # as the API's bodies
 
     def __init__(self, *, rows: int | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("widget", forms.Textarea(attrs={"rows": rows}) if rows else forms.TextInput)
@@ -191,7 +197,7 @@ class JSONTextField(forms.Field):
             parsed = None
             too_deep = True
         else:
-            too_deep = _deeper_than(parsed, self.MAX_DEPTH)
+            too_deep = json_depth_over(parsed, self.MAX_DEPTH)
         if too_deep:
             raise forms.ValidationError(
                 sentence(f"{what} is nested too deeply (more than {self.MAX_DEPTH} levels)"), code="invalid"
@@ -214,23 +220,12 @@ class JSONTextField(forms.Field):
         return json.dumps(value, ensure_ascii=False)
 
 
-def _deeper_than(value: Any, limit: int) -> bool:
-    stack = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, dict | list):
-            if depth >= limit:
-                return True
-            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
-    return False
-
-
 def _text(label: str, *, model: type[BaseModel] | None = None, name: str = "", required: bool = False,
           max_length: int | None = None, **attrs: Any) -> forms.CharField:
     """A text field; its length limit comes from the schema (or the model column) when there is one."""
     if max_length is None and model is not None:
         max_length = limits(model, name).get("maxLength")
-    field = forms.CharField(
+    return forms.CharField(
         label=label, required=required, max_length=max_length, widget=forms.TextInput(attrs=attrs),
         error_messages={
             "required": sentence(f"{label} is required"),
@@ -238,7 +233,6 @@ def _text(label: str, *, model: type[BaseModel] | None = None, name: str = "", r
             "null_characters_not_allowed": sentence(f"{label} cannot hold a NUL character"),
         },
     )
-    return field
 
 
 def _numeric(label: str, name: str, *, integer: bool = False, step: str | None = None) -> forms.Field:
@@ -251,7 +245,7 @@ def _numeric(label: str, name: str, *, integer: bool = False, step: str | None =
         attrs["max"] = _number(bounds["maximum"])
     if step:
         attrs["step"] = step
-    what = re.sub(r"\s*\([^)]*\)$", "", label)
+    what = _without_unit(label)
     if integer:
         return forms.IntegerField(
             label=label, required=False, widget=forms.NumberInput(attrs=attrs),
@@ -300,6 +294,8 @@ class PolicyForm(forms.Form):
     reason = _text("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 
     checked: BaseModel | None = None
+    # A policy edit starts from the system's values: a name cleared to blank keeps the name.
+    blank_is_unchanged: ClassVar[bool] = False
 
     def given(self) -> dict[str, Any]:
         """What the person filled in: blank fields are left out (the schema's default, or unchanged)."""
@@ -313,8 +309,6 @@ class PolicyForm(forms.Form):
                 continue
             out[name] = value
         return out
-
-    blank_is_unchanged: ClassVar[bool] = False
 
     def clean(self) -> dict[str, Any]:
         cleaned = super().clean() or {}
@@ -348,7 +342,6 @@ class SystemCreateForm(PolicyForm):
         }
         kwargs["initial"] = {**initial, **(kwargs.get("initial") or {})}
         super().__init__(*args, **kwargs)
-        self.fields["slug"].rule = SLUG_RULE  # type: ignore[attr-defined]
 
     def policy(self) -> dict[str, Any]:
         assert self.checked is not None
