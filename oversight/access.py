@@ -14,6 +14,7 @@ from functools import wraps
 from typing import Any
 
 from django.contrib.auth.models import AnonymousUser, Group, User
+from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 
@@ -179,3 +180,10 @@ def role_required(*wanted: str) -> Callable[[View], View]:
 
 
 any_role = role_required(*ALL_ROLES)
+
+
+def person_of(request: HttpRequest) -> User:
+    """The person logged in on a page (its role decorator lets no one else reach it)."""
+    if not isinstance(request.user, User):
+        raise PermissionDenied
+    return request.user

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import redis
 from django import forms
-from django.conf import settings
 from django.contrib import messages
-from django.contrib.auth.models import User
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.db import connection
-from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
+from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
-from django.views.decorators.http import require_GET, require_POST
+from django.views.decorators.http import require_POST
 
-from oversight import access, actions, config
-from oversight.access import any_role, role_required
+from oversight import access, actions
+from oversight.access import any_role, person_of, role_required
 from oversight.errors import ActionError
 from oversight.forms import (
     ApiKeyForm,
@@ -30,30 +25,6 @@ from oversight.forms import (
     pop_secret,
 )
 from oversight.models import AISystem, ApiKey, AuditEvent, PersonalToken
-
-
-@require_GET
-def healthz(request: HttpRequest) -> HttpResponse:
-    return JsonResponse({"status": "ok"})
-
-
-@require_GET
-def readyz(request: HttpRequest) -> HttpResponse:
-    checks: dict[str, str] = {}
-    try:
-        with connection.cursor() as cur:
-            cur.execute("SELECT 1")
-        checks["postgresql"] = "ok"
-    except Exception as exc:
-        checks["postgresql"] = f"unreachable: {exc.__class__.__name__}"
-    try:
-        redis.Redis.from_url(settings.REDIS_URL, **config.FAIL_FAST).ping()
-        checks["redis"] = "ok"
-    except Exception as exc:
-        checks["redis"] = f"unreachable: {exc.__class__.__name__}"
-    ok = all(v == "ok" for v in checks.values())
-    return JsonResponse({"status": "ok" if ok else "unavailable", "checks": checks}, status=200 if ok else 503)
-
 
 # --- kill switches ----------------------------------------------------------------------
 
@@ -162,13 +133,6 @@ def _int_or_404(value: str | None) -> int:
     if value is None or not value.isdigit():
         raise Http404("no such key or token")
     return int(value)
-
-
-def person_of(request: HttpRequest) -> User:
-    """The person logged in (a page's role decorator lets no one else reach it)."""
-    if not isinstance(request.user, User):
-        raise PermissionDenied
-    return request.user
 
 
 # --- personal tokens --------------------------------------------------------------------

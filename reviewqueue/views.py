@@ -14,11 +14,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from oversight import access
-from oversight.access import role_required
+from oversight.access import person_of, role_required
 from oversight.errors import ActionError
 from oversight.forms import MISSING, add_action_error
 from oversight.models import AISystem
-from oversight.views import person_of
 from reviewqueue import actions
 from reviewqueue.forms import ReviewForm
 from reviewqueue.models import ReviewItem
