@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from functools import cache
 from typing import Any
 
+import psycopg
 from django.db import connection, models
 
 COPY_FROM = 50  # from this many rows on, COPY is faster than a multi-row INSERT
@@ -58,8 +59,12 @@ def insert_one(obj: models.Model, conflict: str = "", dependents: Sequence[model
     params = row(obj)
     for dep in dependents:
         params.extend(row(dep))
-    with connection.cursor() as cur:
-        cur.execute(_insert_sql(type(obj), conflict, tuple(type(d) for d in dependents)), params)
+    sql = _insert_sql(type(obj), conflict, tuple(type(d) for d in dependents))
+    connection.ensure_connection()
+    # psycopg's server-side binding (Django's cursors bind on the client): the values travel apart
+    # from the statement, which psycopg prepares once it has run a few times on a connection.
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cur:
+        cur.execute(sql, params)
         return cur.fetchone() is not None
 
 

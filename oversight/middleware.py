@@ -8,7 +8,6 @@ from typing import Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
-from django.utils.deprecation import MiddlewareMixin
 
 API_PREFIX = "/api/"
 # The API and /metrics answer 401 themselves: they take keys and tokens, not only sessions.
@@ -35,31 +34,26 @@ class PagesLoginRequiredMiddleware(LoginRequiredMiddleware):
         return super().process_view(request, view_func, view_args, view_kwargs)
 
 
-class ApiRequestMiddleware(MiddlewareMixin):
+class ApiRequestMiddleware:
     """Under /api/: a body must say its length (411), and the URL resolver's and method checks'
     HTML 404/405 answers become API.md JSON errors. (The size limit itself is Django's
     ``DATA_UPLOAD_MAX_MEMORY_SIZE``: a larger body gets a 413 from the API.)
-
-    Plain checks with no I/O: under ASGI they run on the event loop (``__acall__`` below), so
-    they cost no thread hop; under WSGI ``MiddlewareMixin`` calls the same two hooks.
     """
 
-    def process_request(self, request: HttpRequest) -> HttpResponse | None:
+    def __init__(self, get_response: Callable[[HttpRequest], HttpResponse]) -> None:
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith(API_PREFIX):
+            return self.get_response(request)
         if (
-            request.path_info.startswith(API_PREFIX)
-            and request.method in ("POST", "PUT", "PATCH")
+            request.method in ("POST", "PUT", "PATCH")
             and not request.META.get("CONTENT_LENGTH")
             and request.META.get("HTTP_TRANSFER_ENCODING", "").lower() == "chunked"
         ):
             return _json(411, "length_required", "send the Content-Length header (chunked bodies are not accepted)")
-        return None
-
-    def process_response(self, request: HttpRequest, response: HttpResponse) -> HttpResponse:
-        if (
-            response.status_code in (404, 405)
-            and request.path_info.startswith(API_PREFIX)
-            and not response.get("Content-Type", "").startswith("application/json")
-        ):
+        response = self.get_response(request)
+        if response.status_code in (404, 405) and not response.get("Content-Type", "").startswith("application/json"):
             if response.status_code == 404:
                 return _json(404, "not_found", f"no API endpoint at {request.path}; see /api/v1/docs")
             allowed = response.get("Allow", "")
@@ -69,9 +63,3 @@ class ApiRequestMiddleware(MiddlewareMixin):
                 json_response["Allow"] = allowed
             return json_response
         return response
-
-    async def __acall__(self, request: HttpRequest) -> HttpResponse:
-        response = self.process_request(request)
-        if response is None:
-            response = await self.get_response(request)  # type: ignore[misc]
-        return self.process_response(request, response)

@@ -75,8 +75,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
-    "servestatic.middleware.ServeStaticMiddleware",
-    "oversight.middleware.ApiRequestMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -85,6 +84,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    "oversight.middleware.ApiRequestMiddleware",
 ]
 
 ROOT_URLCONF = "oversight.urls"
@@ -133,6 +133,8 @@ DATABASE_URL = os.environ["DATABASE_URL"]
 DATABASES = {"default": _database(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 5.0)
+# Threads per web process that run requests (oversight/asgi.py); each holds at most one pooled connection.
+WEB_THREADS = env_int("OVERSIGHT_WEB_THREADS", 10)
 
 REDIS_URL = os.environ["REDIS_URL"]
 # A prefix keeps several deployments (or the test run) apart on one Redis.
@@ -169,10 +171,8 @@ STATICFILES_FINDERS = [
     "django.contrib.staticfiles.finders.AppDirectoriesFinder",
     "oversight.staticfinders.PackageAssetsFinder",
 ]
-# Static files (plotly.js, htmx from their packages) served by ServeStatic, async-native (WhiteNoise is
-# sync-only: under ASGI it pushed every request through a sync/async adapter).
-SERVESTATIC_USE_FINDERS = True
-SERVESTATIC_AUTOREFRESH = False
+WHITENOISE_USE_FINDERS = True  # plotly.js and htmx come from their packages (oversight.staticfinders)
+WHITENOISE_AUTOREFRESH = False
 
 SESSION_COOKIE_HTTPONLY = True
 SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", False)

@@ -13,14 +13,13 @@ from django.views.decorators.http import require_POST
 from oversight import access, actions
 from oversight.access import any_role, person_of, role_required
 from oversight.errors import ActionError
+from oversight.formfields import add_action_error, error_sentences
 from oversight.forms import (
     ApiKeyForm,
     KillSwitchForm,
     PolicyEditForm,
     SystemCreateForm,
     TokenForm,
-    add_action_error,
-    error_sentences,
     keep_secret_once,
     pop_secret,
 )

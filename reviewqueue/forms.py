@@ -11,7 +11,7 @@ from typing import Any, ClassVar
 from django import forms
 from pydantic import ValidationError
 
-from oversight.forms import MISSING, JSONTextField, add_schema_errors, limits, sentence
+from oversight.formfields import MISSING, JSONTextField, add_schema_errors, limits, sentence
 from reviewqueue.api import ResolveIn
 from reviewqueue.models import ReviewItem
 

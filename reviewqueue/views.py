@@ -16,7 +16,7 @@ from django.views.decorators.http import require_POST
 from oversight import access
 from oversight.access import person_of, role_required
 from oversight.errors import ActionError
-from oversight.forms import MISSING, add_action_error
+from oversight.formfields import MISSING, add_action_error
 from oversight.models import AISystem
 from reviewqueue import actions
 from reviewqueue.forms import ReviewForm

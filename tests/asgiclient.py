@@ -8,29 +8,48 @@ path that serves clients, not a WSGI twin.
 
 Like Django's own test clients, it leaves the test's database connection open across requests
 (``close_old_connections`` is not run at a request's start and end), and the request's sync code
-runs on the test's thread (the outer ``async_to_sync`` lends it to the app), so a test's
-uncommitted data is visible to the views, as with ``django.test.Client``.
+runs on the test's own thread: the pool of kept threads that serves requests in production
+(``oversight.asgi.http_app``) is given an executor that hands each request to the thread blocked
+in this client's ``async_to_sync``. So a test's uncommitted data is visible to the views, as with
+``django.test.Client``; everything else is the production object.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
+from concurrent.futures import Executor, Future
 from http.cookies import SimpleCookie
 from typing import Any
 
-from asgiref.sync import async_to_sync
+from asgiref.sync import AsyncToSync, async_to_sync
 from django.core.signals import request_finished, request_started
 from django.db import close_old_connections
 from django.http import HttpResponse
 from django.test import AsyncClient
 
-from oversight.asgi import application
+from oversight.asgi import application, http_app
+
+
+class _CallerThreadExecutor(Executor):
+    """Runs each request on the thread that waits in ``async_to_sync`` (see the module docstring)."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        caller = AsyncToSync.executors.current  # type: ignore[attr-defined]
+        return caller.submit(fn, *args, **kwargs)  # type: ignore[no-any-return]
+
+
+http_app.executor = _CallerThreadExecutor()  # type: ignore[assignment]
 
 
 async def _serve(scope: dict[str, Any]) -> HttpResponse:
     body_file = scope.pop("_body_file", None)
     body = body_file.read() if body_file is not None else b""
     scope["headers"] = [(k, v) for k, v in scope["headers"] if not (k == b"cookie" and not v)]
+    query = scope.get("query_string", b"")
+    scope["query_string"] = query.encode("latin1") if isinstance(query, str) else query  # ASGI says bytes
+    host, port = scope["server"]
+    scope["server"] = (host, int(port))
     delivered = False
     done = asyncio.Event()
     messages: list[dict[str, Any]] = []
