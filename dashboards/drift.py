@@ -470,7 +470,7 @@ def category_key(value: Any) -> str | None:
     if value is None:
         return None
     if isinstance(value, str):
-        return value
+        return value if type(value) is str else str(value)  # np.str_ → str
     if isinstance(value, bool | np.bool_):
         return "True" if value else "False"
     if isinstance(value, int | np.integer):
