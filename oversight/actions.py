@@ -26,6 +26,7 @@ POLICY_FIELDS = (
     "override_window_s",
     "review_sla_s",
     "fallback",
+    "window",
 )
 
 

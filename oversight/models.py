@@ -18,6 +18,10 @@ class Level(models.IntegerChoices):
     AUTONOMOUS = 3, "3 · autonomous"
 
 
+def default_window() -> dict[str, Any]:
+    return {"kind": "time", "seconds": 3600}
+
+
 class AISystem(models.Model):
     slug = models.SlugField(max_length=64, unique=True)
     name = models.CharField(max_length=200)
@@ -27,6 +31,8 @@ class AISystem(models.Model):
     override_window_s = models.PositiveIntegerField(default=3600)
     review_sla_s = models.PositiveIntegerField(default=900)
     fallback = models.JSONField(default=dict, blank=True)
+    # Monitoring windows (API.md): {"kind": "time", "seconds": 3600} or {"kind": "count", "size": 5000}.
+    window = models.JSONField(default=default_window)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -48,6 +54,7 @@ class AISystem(models.Model):
             "override_window_s": self.override_window_s,
             "review_sla_s": self.review_sla_s,
             "fallback": self.fallback,
+            "window": self.window,
         }
 
 

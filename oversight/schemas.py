@@ -220,6 +220,23 @@ class OutcomeOut(BaseModel):
     observed_at: datetime
 
 
+class TimeWindow(Nested):
+    """Monitoring windows aligned to ``occurred_at``, starting at the Unix epoch."""
+
+    kind: Literal["time"]
+    seconds: Seconds = Field(ge=60, le=30 * 86400)
+
+
+class CountWindow(Nested):
+    """Every ``size`` decisions in ``occurred_at`` order."""
+
+    kind: Literal["count"]
+    size: Seconds = Field(ge=100, le=10_000_000)
+
+
+Window = Annotated[TimeWindow | CountWindow, Field(discriminator="kind")]
+
+
 class SystemIn(In):
     slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
     name: str = Field(default="", max_length=200)
@@ -229,6 +246,7 @@ class SystemIn(In):
     override_window_s: Seconds = Field(default=3600, ge=0, le=30 * 86400)
     review_sla_s: Seconds = Field(default=900, ge=1, le=30 * 86400)
     fallback: Any = Field(default_factory=dict)
+    window: Window = Field(default_factory=lambda: TimeWindow(kind="time", seconds=3600))
 
     @field_validator("fallback")
     @classmethod
@@ -250,6 +268,7 @@ class SystemPatch(In):
     override_window_s: Seconds | None = Field(default=None, ge=0, le=30 * 86400)
     review_sla_s: Seconds | None = Field(default=None, ge=1, le=30 * 86400)
     fallback: Any = None
+    window: Window | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -277,6 +296,7 @@ class SystemOut(BaseModel):
     override_window_s: int
     review_sla_s: int
     fallback: Any
+    window: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None
