@@ -554,7 +554,9 @@ def test_categorical_unseen_and_missing_are_counted_and_flagged() -> None:
     assert same.drifted_features == []
     window = list(rng.choice(["fr", "de", "it"], size=2000, p=[0.5, 0.3, 0.2])) + ["es"] * 500 + ["pt"] * 300
     window += [None] * 200
-    f = detect_drift(refs, {"country": np.array(window, dtype=object)}).features["country"]
+    report = detect_drift(refs, {"country": np.array(window, dtype=object)})
+    json.dumps(report.to_dict(), allow_nan=False)
+    f = report.features["country"]
     assert f.drifted
     assert f.primary_method == "jensenshannon"
     assert (f.primary.unseen, f.primary.missing, f.primary.n_current) == (800, 200, 3000)
