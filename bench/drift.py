@@ -233,7 +233,9 @@ def main(argv: list[str] | None = None) -> int:
         f"  vs scipy: KS |Δ| ≤ {diffs['ks']:.2e} (bound {diffs['ks_bound']:.2e}), normalised W |Δ| ≤ "
         f"{diffs['w_norm']:.2e} (bound {diffs['w_bound']:.2e}), JS |Δ| ≤ {diffs['js']:.2e}"
     )
-    print(f"  flagged: {', '.join(flagged) or 'none'} (shifted: {', '.join(expected)})")
+    by_w = [name for name, f in report.features.items() if f.results["wasserstein"].drifted]
+    print(f"  flagged (PSI > 0.2, the default): {', '.join(flagged) or 'none'}; moved: {', '.join(expected)}")
+    print(f"  flagged by W/std > 0.1 (reported; Evidently's default over 1000 rows): {', '.join(by_w) or 'none'}")
     for j in sorted(SHIFTED):
         r = report.features[names[j]].results
         print(
