@@ -7,14 +7,12 @@ from django.urls import path
 
 from dashboards import views as dash
 from dashboards.api import router as monitoring_router
-from dashboards.monitoring_api import router as drift_router
 from oversight import health, views
 from oversight.api import api
 from reviewqueue import views as review
 from reviewqueue.api import router as review_router
 
 api.add_router("", review_router)
-api.add_router("", drift_router)
 api.add_router("", monitoring_router)
 
 urlpatterns = [
