@@ -199,8 +199,10 @@ CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 3600
 MONITORING_INTERVAL_S = env_float("OVERSIGHT_MONITORING_INTERVAL_S", 10.0)
+DRIFT_INTERVAL_S = env_float("OVERSIGHT_DRIFT_INTERVAL_S", 60.0)
 CELERY_BEAT_SCHEDULE = {
     "route-counts": {"task": "dashboards.tasks.compute_route_counts", "schedule": MONITORING_INTERVAL_S},
+    "drift": {"task": "dashboards.tasks.compute_drift", "schedule": DRIFT_INTERVAL_S},
 }
 
 LOGGING = {

@@ -6,6 +6,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboards import views as dash
+from dashboards.monitoring_api import router as drift_router
 from dashboards.api import router as monitoring_router
 from oversight import health, views
 from oversight.api import api
@@ -13,6 +14,7 @@ from reviewqueue import views as review
 from reviewqueue.api import router as review_router
 
 api.add_router("", review_router)
+api.add_router("", drift_router)
 api.add_router("", monitoring_router)
 
 urlpatterns = [
