@@ -6,8 +6,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import path
 
 from dashboards import views as dash
-from dashboards.monitoring_api import router as drift_router
 from dashboards.api import router as monitoring_router
+from dashboards.monitoring_api import router as drift_router
 from oversight import health, views
 from oversight.api import api
 from reviewqueue import views as review
