@@ -164,6 +164,8 @@ class Decision(models.Model):
         ]
         indexes: ClassVar = [
             models.Index(fields=["system", "created_at"], name="decision_system_created"),
+            # Monitoring windows and references read a system's decisions by occurred_at.
+            models.Index(fields=["system", "occurred_at"], name="decision_system_occurred"),
         ]
 
     @property

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from django.core.management import CommandError, call_command
-from django.test import Client
 
 from oversight import actions
 from oversight.models import AISystem
@@ -14,7 +13,7 @@ from tests.conftest import decision_body
 
 
 def test_unknown_api_path_and_wrong_method_answer_json(world):
-    r = Client().get("/api/v1/nothing-here")
+    r = ApiClient().get("/api/v1/nothing-here")
     assert r.status_code == 404
     assert r.json()["error"]["code"] == "not_found"
     r = world.client_for("sup").get("/api/v1/systems/sup/decisions")

@@ -6,7 +6,6 @@ import json
 from typing import Any
 
 import pytest
-from django.test import Client
 
 from oversight import actions
 from oversight.models import AISystem, Decision, Outcome
@@ -185,7 +184,7 @@ def test_extra_unknown_fields_are_ignored(world):
 
 
 def test_missing_key(world):
-    err = error_of(send(Client(), URL, decision_body()), 401)
+    err = error_of(send(ApiClient(), URL, decision_body()), 401)
     assert err["code"] == "unauthenticated"
     assert "Authorization: Bearer" in err["message"]
 

@@ -6,12 +6,15 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pytest
 import redis
 from django.conf import settings
-from django.test import Client
+from django.utils import timezone
 from django.utils.crypto import get_random_string
 
+from dashboards import drift
+from dashboards.models import Alert, Reference
 from oversight import actions, config
 from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken
 from reviewqueue.models import ReviewItem
@@ -40,11 +43,12 @@ class Setup:
     world: Any
     decision_id: str  # a pending decision of "sup"
     item_id: str  # its review item, claimed by the operator
+    alert_id: str  # an open drift alert of "sup"
 
     def caller(self, who: str) -> ApiClient:
         w = self.world
         if who == "anonymous":
-            return Client()
+            return ApiClient()
         if who == "client":
             return w.client_for("sup")
         if who == "other_client":
@@ -58,7 +62,11 @@ def setup(world: Any) -> Setup:
     made = send(client, "post", "/api/v1/systems/sup/decisions", decision_body(0.1)).json()
     assert made["status"] == "pending_review"
     item = ReviewItem.objects.get()
-    return Setup(world, made["id"], item.public_id)
+    summaries = {name: ref.to_dict() for name, ref in drift.build_references({"tempo": np.arange(200.0)}).items()}
+    Reference.objects.create(system=world.supervised, source="upload", rows=200, columns=["tempo"], summaries=summaries)
+    alert = Alert.objects.create(system=world.supervised, kind="drift", subject="tempo", message="tempo drifted",
+                                 opened_at=timezone.now())
+    return Setup(world, made["id"], item.public_id, alert.public_id)
 
 
 # How each caller is answered, endpoint by endpoint: 2xx allowed; 401, 403, 404 refused.
@@ -80,6 +88,14 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "claim":             (A, F, F, F, 204, F, F),
     "resolve":           (A, F, F, F, 200, F, F),
     "release":           (A, F, F, F, 200, F, F),
+    "put_reference":     (A, F, F, F, F, F, 201),
+    "reference_from_decisions": (A, F, F, F, F, F, 201),
+    "get_reference":     (A, 200, N, F, 200, 200, 200),
+    "list_drift":        (A, 200, N, F, 200, 200, 200),
+    "run_monitoring":    (A, F, F, F, F, F, 202),
+    "get_job":           (A, F, F, F, 200, 200, 200),
+    "list_alerts":       (A, F, F, F, 200, 200, 200),
+    "ack_alert":         (A, F, F, F, F, F, 200),
 }
 
 
@@ -101,8 +117,19 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "claim": ("post", "/api/v1/review/claim", {}),
         "resolve": ("post", f"/api/v1/review/{i}/resolve", {"action": "approve", "note": "ok"}),
         "release": ("post", f"/api/v1/review/{i}/release", None),
+        "put_reference": ("put", "/api/v1/systems/sup/reference?format=csv", b"tempo\n1\n2\n"),
+        "reference_from_decisions": ("post", "/api/v1/systems/sup/reference/from-decisions",
+                                     {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}),
+        "get_reference": ("get", "/api/v1/systems/sup/reference", None),
+        "list_drift": ("get", "/api/v1/systems/sup/drift", None),
+        "run_monitoring": ("post", "/api/v1/systems/sup/monitoring/run", None),
+        "get_job": ("get", "/api/v1/jobs/6f1c2a7e-0d1b-4c5e-9a3f-2b8d7e6c5a41", None),  # queued: not run yet
+        "list_alerts": ("get", "/api/v1/alerts", None),
+        "ack_alert": ("post", f"/api/v1/alerts/{s.alert_id}/ack", None),
     }
     method, url, data = requests[endpoint]
+    if isinstance(data, bytes):  # a raw upload
+        return getattr(client, method)(url, data, content_type="text/csv")
     return send(client, method, url, data)
 
 
