@@ -257,17 +257,13 @@ def parse_csv(data: bytes, *, categorical: Iterable[str] = ()) -> Table:
 # JSON lines
 
 
-def _no_constant(name: str) -> float:
-    raise ValueError(f"{name} is not a valid JSON number")
-
-
 def _json_line(raw: str, line: int) -> Any:
     try:
         return jsonutil.loads(raw)
     except ValueError:
         pass
     try:
-        value = json.loads(raw, parse_constant=_no_constant)
+        value = jsonutil.strict_loads(raw)
     except json.JSONDecodeError as exc:
         raise _invalid(f"line {line} is not valid JSON: {exc.msg} (character {exc.colno})") from None
     except ValueError as exc:

@@ -7,7 +7,6 @@ wording that turns a schema's or an action's error into a sentence on its field.
 from __future__ import annotations
 
 import json
-import math
 import re
 from functools import cache
 from typing import Any
@@ -16,6 +15,7 @@ from django import forms
 from django.utils.text import capfirst
 from pydantic import BaseModel, ValidationError
 
+from oversight import jsonutil
 from oversight.errors import ActionError
 from oversight.jsonapi import MAX_JSON_DEPTH, json_depth_over
 from oversight.schemas import SystemIn
@@ -159,17 +159,6 @@ class JSONTextField(forms.Field):
         kwargs.setdefault("widget", forms.Textarea(attrs={"rows": rows}) if rows else forms.TextInput)
         super().__init__(**kwargs)
 
-    @staticmethod
-    def _no_constant(name: str) -> Any:
-        raise ValueError(f"{name} is not a JSON value; write a finite number or null")
-
-    @staticmethod
-    def _finite(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(f"the number {text} is too large")
-        return value
-
     def to_python(self, value: Any) -> Any:
         if value is None or (isinstance(value, str) and not value.strip()):
             return MISSING
@@ -177,7 +166,7 @@ class JSONTextField(forms.Field):
             return value
         what = noun(self)
         try:
-            parsed = json.loads(value, parse_constant=self._no_constant, parse_float=self._finite)
+            parsed = jsonutil.strict_loads(value)
         except json.JSONDecodeError as exc:
             raise forms.ValidationError(
                 sentence(f"{what} is not valid JSON: {exc.msg[:1].lower()}{exc.msg[1:]} "

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from typing import Any
 
 from django.conf import settings
@@ -66,7 +65,6 @@ def validation_message(errors: list[dict[str, Any]]) -> tuple[str, str | None]:
 
 
 MAX_JSON_DEPTH = 64  # objects/arrays inside each other; deeper bodies could not be stored or serialised
-MAX_INT_DIGITS = 4000  # Python refuses to parse longer integers (sys.get_int_max_str_digits)
 
 
 def _deeper_than(value: Any, remaining: int) -> bool:
@@ -93,33 +91,13 @@ def json_depth_over(value: Any, limit: int) -> bool:
 class StrictJSONParser(Parser):
     """JSON without NaN, Infinity, numbers too large for a float, or nesting deeper than MAX_JSON_DEPTH."""
 
-    @staticmethod
-    def _no_constant(name: str) -> float:
-        raise ValueError(f"{name} is not a valid JSON number; send a finite number or null")
-
-    @staticmethod
-    def _finite(text: str) -> float:
-        value = float(text)
-        if not math.isfinite(value):
-            raise ValueError(f"the number {text} is too large; send a finite number")
-        return value
-
-    @staticmethod
-    def _int(text: str) -> int:
-        if len(text) > MAX_INT_DIGITS:
-            raise ValueError(f"an integer with {len(text)} digits is too large; send at most {MAX_INT_DIGITS} digits")
-        return int(text)
-
-    def _strict_loads(self, body: bytes) -> Any:
-        return json.loads(body, parse_constant=self._no_constant, parse_float=self._finite, parse_int=self._int)
-
     def parse_body(self, request: HttpRequest) -> Any:
         try:
             body = request.body
             try:
                 value = jsonutil.loads(body)  # fast, and refuses NaN, Infinity and overflowing numbers itself
             except ValueError:
-                value = self._strict_loads(body)  # says exactly what is wrong (or accepts what orjson will not)
+                value = jsonutil.strict_loads(body)  # says exactly what is wrong (or accepts what orjson will not)
             # Only a body with enough brackets can be too deep: skip the walk for ordinary ones.
             if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth_over(value, MAX_JSON_DEPTH):
                 raise ApiError(

@@ -208,7 +208,7 @@ def test_modify_with_bad_json_keeps_the_note_and_the_typed_output(world: World) 
 
 @pytest.mark.parametrize(("output", "text"), [
     ("", "Modify needs the output to release instead."),
-    ("NaN", "Output to release is not valid JSON: NaN is not a JSON value"),
+    ("NaN", "Output to release is not valid JSON: NaN is not a valid JSON number; send a finite number or null"),
     ('"\\u0000"', "Output to release contains a NUL character"),
 ])
 def test_modify_refusals_name_the_output_field(world: World, output: str, text: str) -> None:
@@ -334,7 +334,8 @@ def test_admin_creates_a_system(world: World) -> None:
     ({"slug": "x1", "fallback": "{not json"}, "fallback",
      "Fallback output is not valid JSON: expecting property name enclosed in double quotes at line 1, column 2."),
     ({"slug": "x1", "fallback": "null"}, "fallback", "Fallback output cannot be null"),
-    ({"slug": "x1", "fallback": "[1, NaN]"}, "fallback", "Fallback output is not valid JSON: NaN is not a JSON value"),
+    ({"slug": "x1", "fallback": "[1, NaN]"}, "fallback",
+     "Fallback output is not valid JSON: NaN is not a valid JSON number; send a finite number or null"),
     ({"slug": "x1", "fallback": '{"a": "\\u0000"}'}, "fallback", "Fallback output contains a NUL character"),
     ({"slug": "x1", "fallback": "[" * 70 + "]" * 70}, "fallback", "Fallback output is nested too deeply"),
     ({"slug": "x2", "confidence_threshold": "lots"}, "confidence_threshold", "Confidence threshold must be a number."),
