@@ -195,7 +195,7 @@ def ack_alert(request: HttpRequest, alert_id: str) -> HttpResponse:
     if not raw.isdigit() or len(raw) > 18:
         raise ApiError(404, "not_found", f"no alert {alert_id!r}")
     with transaction.atomic():
-        alert = Alert.objects.select_for_update().select_related("system").filter(pk=int(raw)).first()
+        alert = Alert.objects.select_for_update(of=("self",)).select_related("system").filter(pk=int(raw)).first()
         if alert is None:
             raise ApiError(404, "not_found", f"no alert {alert_id!r}")
         if alert.acked_at is None:

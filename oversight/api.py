@@ -22,6 +22,7 @@ from oversight.jsonapi import (
     json_response,
     principal,
     require_person,
+    snapshot,
     system_for,
     validation_message,
 )
@@ -152,8 +153,8 @@ def _switch_state(k: KillSwitch) -> dict[str, Any]:
     }
 
 
-def system_out(s: AISystem, switches: list[KillSwitch]) -> dict[str, Any]:
-    entry = config.system_entry(s.id)
+def system_out(s: AISystem, switches: list[KillSwitch], snap: config.Snapshot) -> dict[str, Any]:
+    entry = snap.systems_by_id.get(s.id)
     reason = entry.kills.stop_reason if entry is not None else None
     return {
         **s.policy_dict(),
@@ -171,15 +172,15 @@ def _switches() -> list[KillSwitch]:
 @systems.get("/systems", response=list[SystemOut])
 def list_systems(request: HttpRequest) -> list[dict[str, Any]]:
     require_person(request)
-    switches = _switches()
-    return [system_out(s, switches) for s in AISystem.objects.all()]
+    switches, snap = _switches(), snapshot(request)  # one epoch read for the whole list
+    return [system_out(s, switches, snap) for s in AISystem.objects.all()]
 
 
 @systems.get("/systems/{system}", response=SystemOut)
 def get_system(request: HttpRequest, system: str) -> dict[str, Any]:
     entry = system_for(request, system)
     switches = _switches()
-    return system_out(AISystem.objects.get(id=entry.id), switches)
+    return system_out(AISystem.objects.get(id=entry.id), switches, snapshot(request))
 
 
 @systems.post("/systems", response={201: SystemOut})
@@ -187,7 +188,7 @@ def create_system(request: HttpRequest, payload: SystemIn) -> tuple[int, dict[st
     who = require_person(request, access.ADMIN)
     created = actions.create_system(who.user, payload.model_dump())
     switches = _switches()
-    return 201, system_out(created, switches)
+    return 201, system_out(created, switches, config.cache.current())  # after the change's commit
 
 
 @systems.patch("/systems/{system}", response=SystemOut)
@@ -199,7 +200,7 @@ def patch_system(request: HttpRequest, system: str, payload: SystemPatch) -> dic
     changes = {k: v for k, v in changes.items() if v is not None or k == "fallback"}
     updated = actions.update_system(who.user, system, changes, payload.reason)
     switches = _switches()
-    return system_out(updated, switches)
+    return system_out(updated, switches, config.cache.current())  # after the change's commit
 
 
 @systems.get("/killswitches", response=list[KillSwitchState])

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 from django.contrib.auth.middleware import LoginRequiredMiddleware
 from django.http import HttpRequest, HttpResponse, HttpResponseBase
+
+from oversight import jsonutil
+from oversight.jsonapi import error_body
 
 API_PREFIX = "/api/"
 # The API and /metrics answer 401 themselves: they take keys and tokens, not only sessions.
@@ -15,8 +17,7 @@ OWN_AUTH_PREFIXES = (API_PREFIX, "/metrics")
 
 
 def _json(status: int, code: str, message: str) -> HttpResponse:
-    body = json.dumps({"error": {"code": code, "message": message, "field": None}})
-    return HttpResponse(body, status=status, content_type="application/json")
+    return HttpResponse(jsonutil.dumps(error_body(code, message)), status=status, content_type="application/json")
 
 
 class PagesLoginRequiredMiddleware(LoginRequiredMiddleware):
