@@ -14,6 +14,9 @@ from typing import Any
 import psycopg
 from django.db import DEFAULT_DB_ALIAS, connection, connections, models
 from django.db.backends.base.base import BaseDatabaseWrapper
+from psycopg.types.json import Jsonb
+
+from oversight import jsonutil
 
 COPY_FROM = 50  # from this many rows on, COPY is faster than a multi-row INSERT
 
@@ -24,11 +27,54 @@ def fields(model: type[models.Model]) -> tuple[models.Field[Any, Any], ...]:
     return tuple(model._meta.concrete_fields)
 
 
+# Field types whose values the database driver takes as they are: for values of the right type
+# the ORM's conversion (``get_db_prep_save``) returns them unchanged, and the rows written here
+# are built by the gate, with the right types. JSON is encoded with orjson (jsonutil.dumps); every
+# other field goes through the ORM's own conversion. `make bench` measures this against the ORM's
+# conversion in the same run, and tests/integration/test_batch_copy.py checks they agree.
+_AS_IS = (models.UUIDField, models.CharField, models.TextField, models.IntegerField, models.FloatField,
+          models.BooleanField)  # and aware datetimes
+
+
+_AWARE = "aware"  # a DateTimeField: an aware datetime as it is, anything else through the ORM
+
+
+def _jsonb(value: Any) -> Any:
+    return None if value is None else Jsonb(value, dumps=jsonutil.dumps)
+
+
+@cache
+def _preparers(model: type[models.Model]) -> tuple[tuple[str, Any], ...]:
+    out: list[tuple[str, Any]] = []
+    for f in fields(model):
+        if isinstance(f, models.JSONField) and f.encoder is None:
+            out.append((f.attname, _jsonb))
+        elif isinstance(f, _AS_IS) and type(f).get_db_prep_save is models.Field.get_db_prep_save:
+            out.append((f.attname, None))
+        elif type(f) is models.DateTimeField:
+            out.append((f.attname, _AWARE))
+        else:
+            out.append((f.attname, f))
+    return tuple(out)
+
+
 def row(obj: models.Model, db: BaseDatabaseWrapper | None = None) -> list[Any]:
     """The row's values as the ORM would send them (``db``: the connection itself, looked up once
     per batch rather than through the ``connection`` proxy for every field)."""
     db = db or connections[DEFAULT_DB_ALIAS]
-    return [f.get_db_prep_save(getattr(obj, f.attname), db) for f in fields(type(obj))]
+    values: list[Any] = []
+    for attname, prep in _preparers(type(obj)):
+        v = getattr(obj, attname)
+        if prep is None:
+            values.append(v)
+        elif prep is _jsonb:
+            values.append(_jsonb(v))
+        elif prep is _AWARE:
+            values.append(v if v is None or getattr(v, "tzinfo", None) is not None else
+                          obj._meta.get_field(attname).get_db_prep_save(v, db))
+        else:
+            values.append(prep.get_db_prep_save(v, db))
+    return values
 
 
 @cache

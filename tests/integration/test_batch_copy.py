@@ -59,3 +59,28 @@ def test_awkward_text_reads_back_exactly_from_a_copy_batch(world):
     pending = Decision.objects.filter(status="pending_review").count()
     assert pending == 30
     assert ReviewItem.objects.filter(kind="gate").count() == pending
+
+
+def test_bulk_rows_hold_what_the_orms_own_conversion_would_write(world):
+    """``bulk.row`` skips the ORM's per-field conversion where it changes nothing and encodes JSON
+    with orjson: every value must still equal what ``get_db_prep_save`` gives."""
+    from django.db import connection
+
+    from oversight import bulk, config, decisions
+    from oversight.schemas import DecisionIn
+
+    entry = config.cache.current().systems_by_slug["sup"]
+    rows = [decisions.build(entry, DecisionIn.model_validate(batch_item(i, t)), decisions.timezone.now())
+            for i, t in enumerate(AWKWARD)]
+    rows += [r for d in rows for r in decisions.hooks.rows_for(entry, [d])]  # their review items too
+    assert any(isinstance(r, ReviewItem) for r in rows)
+
+    def plain(v: Any) -> Any:
+        obj = getattr(v, "obj", v)  # a JSON wrapper: compare what it holds, then its encoding
+        if obj is not v:
+            return ("json", json.loads(v.dumps(obj) if v.dumps else json.dumps(obj)))
+        return v
+
+    for r in rows:
+        orm = [f.get_db_prep_save(getattr(r, f.attname), connection) for f in bulk.fields(type(r))]
+        assert [plain(v) for v in bulk.row(r)] == [plain(v) for v in orm]
