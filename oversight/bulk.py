@@ -36,25 +36,26 @@ _AS_IS = (models.UUIDField, models.CharField, models.TextField, models.IntegerFi
           models.BooleanField)  # and aware datetimes
 
 
-_AWARE = "aware"  # a DateTimeField: an aware datetime as it is, anything else through the ORM
-
-
 def _jsonb(value: Any) -> Any:
     return None if value is None else Jsonb(value, dumps=jsonutil.dumps)
 
 
+AS_IS, JSON, AWARE, ORM = range(4)  # how one column's value is prepared
+
+
 @cache
-def _preparers(model: type[models.Model]) -> tuple[tuple[str, Any], ...]:
-    out: list[tuple[str, Any]] = []
+def _preparers(model: type[models.Model]) -> tuple[tuple[str, int, models.Field[Any, Any]], ...]:
+    out: list[tuple[str, int, models.Field[Any, Any]]] = []
     for f in fields(model):
         if isinstance(f, models.JSONField) and f.encoder is None:
-            out.append((f.attname, _jsonb))
+            mode = JSON
         elif isinstance(f, _AS_IS) and type(f).get_db_prep_save is models.Field.get_db_prep_save:
-            out.append((f.attname, None))
+            mode = AS_IS
         elif type(f) is models.DateTimeField:
-            out.append((f.attname, _AWARE))
+            mode = AWARE  # an aware datetime as it is; a naive one through the ORM (it warns and converts)
         else:
-            out.append((f.attname, f))
+            mode = ORM
+        out.append((f.attname, mode, f))
     return tuple(out)
 
 
@@ -63,17 +64,14 @@ def row(obj: models.Model, db: BaseDatabaseWrapper | None = None) -> list[Any]:
     per batch rather than through the ``connection`` proxy for every field)."""
     db = db or connections[DEFAULT_DB_ALIAS]
     values: list[Any] = []
-    for attname, prep in _preparers(type(obj)):
+    for attname, mode, f in _preparers(type(obj)):
         v = getattr(obj, attname)
-        if prep is None:
+        if mode == AS_IS or (mode == AWARE and (v is None or v.tzinfo is not None)):
             values.append(v)
-        elif prep is _jsonb:
+        elif mode == JSON:
             values.append(_jsonb(v))
-        elif prep is _AWARE:
-            values.append(v if v is None or getattr(v, "tzinfo", None) is not None else
-                          obj._meta.get_field(attname).get_db_prep_save(v, db))
         else:
-            values.append(prep.get_db_prep_save(v, db))
+            values.append(f.get_db_prep_save(v, db))
     return values
 
 
