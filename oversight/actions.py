@@ -25,6 +25,7 @@ POLICY_FIELDS = (
     "audit_sample_rate",
     "override_window_s",
     "review_sla_s",
+    "review_expiry_s",
     "fallback",
     "window",
 )

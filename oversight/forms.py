@@ -41,7 +41,8 @@ class PolicyForm(forms.Form):
     schema: ClassVar[type[BaseModel]]
     # Fields passed to the schema (the rest, like the reason, go to the action as they are).
     policy_fields: ClassVar[tuple[str, ...]] = (
-        "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s", "fallback",
+        "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
+        "review_expiry_s", "fallback",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -50,6 +51,7 @@ class PolicyForm(forms.Form):
     audit_sample_rate = numeric_field("Audit share", "audit_sample_rate", step="0.01")
     override_window_s = numeric_field("Override window (s)", "override_window_s", integer=True)
     review_sla_s = numeric_field("Review SLA (s)", "review_sla_s", integer=True)
+    review_expiry_s = numeric_field("Fallback after (s, 0 = wait for a person)", "review_expiry_s", integer=True)
     fallback = JSONTextField(label="Fallback output (JSON)", required=False)
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 

@@ -30,6 +30,8 @@ class AISystem(models.Model):
     audit_sample_rate = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     override_window_s = models.PositiveIntegerField(default=3600)
     review_sla_s = models.PositiveIntegerField(default=900)
+    # A decision still waiting for a person this long after it was made gets the fallback (0: never).
+    review_expiry_s = models.PositiveIntegerField(default=0)
     fallback = models.JSONField(default=dict, blank=True)
     # Monitoring windows (API.md): {"kind": "time", "seconds": 3600} or {"kind": "count", "size": 5000}.
     window = models.JSONField(default=default_window)
@@ -53,6 +55,7 @@ class AISystem(models.Model):
             "audit_sample_rate": self.audit_sample_rate,
             "override_window_s": self.override_window_s,
             "review_sla_s": self.review_sla_s,
+            "review_expiry_s": self.review_expiry_s,
             "fallback": self.fallback,
             "window": self.window,
         }

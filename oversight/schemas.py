@@ -245,6 +245,7 @@ class SystemIn(In):
     audit_sample_rate: Share = 0.0
     override_window_s: Seconds = Field(default=3600, ge=0, le=30 * 86400)
     review_sla_s: Seconds = Field(default=900, ge=1, le=30 * 86400)
+    review_expiry_s: Seconds = Field(default=0, ge=0, le=30 * 86400)
     fallback: Any = Field(default_factory=dict)
     window: Window = Field(default_factory=lambda: TimeWindow(kind="time", seconds=3600))
 
@@ -267,6 +268,7 @@ class SystemPatch(In):
     audit_sample_rate: Share | None = None
     override_window_s: Seconds | None = Field(default=None, ge=0, le=30 * 86400)
     review_sla_s: Seconds | None = Field(default=None, ge=1, le=30 * 86400)
+    review_expiry_s: Seconds | None = Field(default=None, ge=0, le=30 * 86400)
     fallback: Any = None
     window: Window | None = None
     reason: str = Field(default="", max_length=2000)
@@ -295,6 +297,7 @@ class SystemOut(BaseModel):
     audit_sample_rate: float
     override_window_s: int
     review_sla_s: int
+    review_expiry_s: int
     fallback: Any
     window: dict[str, Any]
     policy_version: int

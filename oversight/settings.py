@@ -198,16 +198,18 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "monitoring"
-CELERY_TASK_ROUTES = {"dashboards.tasks.*": {"queue": "monitoring"}}
+CELERY_TASK_ROUTES = {"dashboards.tasks.*": {"queue": "monitoring"}, "reviewqueue.tasks.*": {"queue": "monitoring"}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 3600
 MONITORING_INTERVAL_S = env_float("OVERSIGHT_MONITORING_INTERVAL_S", 10.0)
 DRIFT_INTERVAL_S = env_float("OVERSIGHT_DRIFT_INTERVAL_S", 60.0)
+EXPIRY_INTERVAL_S = env_float("OVERSIGHT_EXPIRY_INTERVAL_S", 30.0)  # how often pending decisions may expire
 CELERY_BEAT_SCHEDULE = {
     "route-counts": {"task": "dashboards.tasks.compute_route_counts", "schedule": MONITORING_INTERVAL_S},
     "drift": {"task": "dashboards.tasks.compute_drift", "schedule": DRIFT_INTERVAL_S},
+    "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S},
 }
 
 LOGGING = {

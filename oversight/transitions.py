@@ -2,7 +2,8 @@
 
 The gate decides a decision's first state; afterwards a person may release a pending decision
 (approve the model's output, or release one they wrote), reject it (the system's fallback
-answers), confirm a released one on audit, or override it (replace its output). Each function
+answers), confirm a released one on audit, or override it (replace its output); and a pending
+decision nobody resolved within the system's ``review_expiry_s`` expires (the fallback answers). Each function
 changes one decision, already locked by the caller's transaction (``lock``), appends a reason a
 person can read, and records who did it in ``decision.review``. The review queue calls these;
 it never writes a decision's status or output itself.
@@ -103,3 +104,10 @@ def override(d: Decision, output: Any | None, *, by: str, note: str, review: dic
     d.status = Status.OVERRIDDEN
     d.output = d.system.fallback if output is None else output
     return _record(d, f"audit: overridden by {by}{_said(note)}", review)
+
+
+def expire(d: Decision, *, waited_s: int, now: datetime, review: dict[str, Any]) -> Decision:
+    """A pending decision no person resolved in time: the system's fallback answers for it."""
+    _require(d, Status.PENDING_REVIEW)
+    d.status, d.output = Status.FALLBACK, d.system.fallback
+    return _record(d, f"no person resolved it within {waited_s} s: the fallback answers", review)

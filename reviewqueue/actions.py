@@ -7,12 +7,12 @@ people never get the same item; resolution is a compare-and-set on (status, clai
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import DurationField, ExpressionWrapper, F, Q
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
@@ -23,6 +23,7 @@ from oversight.models import AISystem, Decision
 from reviewqueue.models import ReviewItem
 
 LEASE_S = 300
+EXPIRED_BY = "oversight"  # who expired a decision: no person did
 
 
 def needs_review(d: Decision) -> bool:
@@ -89,9 +90,58 @@ def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S) -> ReviewItem:
 def _raise_taken(item: ReviewItem) -> None:
     if item.status == ReviewItem.Status.RESOLVED:
         who = item.resolved_by.get_username() if item.resolved_by else "someone"
+        if item.action == ReviewItem.Action.EXPIRE:
+            raise ActionError("conflict", "nobody resolved it in time: it expired and the system's fallback answered")
         raise ActionError("conflict", f"already resolved ({item.action}) by {who}")
     who = item.claimed_by.get_username() if item.claimed_by else "someone"
     raise ActionError("conflict", f"claimed by {who}; wait for their lease to end or pick another item")
+
+
+EXPIRE_CHUNK = 500
+
+
+def expire_due(now: datetime | None = None) -> int:
+    """Give the fallback to every pending decision older than its system's ``review_expiry_s``.
+
+    Items an operator holds right now (a claim being worked) are skipped and expire on a later run
+    once their lease is over; each chunk is one transaction. Returns how many expired."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        n = _expire_chunk(now)
+        total += n
+        if n < EXPIRE_CHUNK:
+            return total
+
+
+@transaction.atomic(durable=True)
+def _expire_chunk(now: datetime) -> int:
+    due = (
+        ReviewItem.objects.filter(_claimable(now), kind=ReviewItem.Kind.GATE, system__review_expiry_s__gt=0)
+        .alias(expires_at=F("created_at") + ExpressionWrapper(
+            F("system__review_expiry_s") * timedelta(seconds=1), output_field=DurationField()))
+        .filter(expires_at__lt=now)
+        .select_for_update(skip_locked=True, of=("self",))
+        .select_related("system")
+        .order_by("created_at")[:EXPIRE_CHUNK]
+    )
+    items = list(due)
+    for item in items:
+        decision = transitions.lock(item.decision_id)
+        waited = item.system.review_expiry_s
+        review = {"action": ReviewItem.Action.EXPIRE, "note": "", "by": EXPIRED_BY, "at": now.isoformat(),
+                  "kind": item.kind}
+        transitions.expire(decision, waited_s=waited, now=now, review=review)
+        item.status, item.action, item.resolved_at = ReviewItem.Status.RESOLVED, ReviewItem.Action.EXPIRE, now
+        item.claimed_by, item.lease_expires_at = None, None
+        item.save(update_fields=["status", "action", "resolved_at", "claimed_by", "lease_expires_at"])
+        audit.record(None, "review.expire", system=item.system, target=decision.public_id,
+                     reason=f"no person resolved it within {waited} s",
+                     data={"item": item.public_id, "kind": item.kind})
+    for slug in {item.system.slug for item in items}:
+        events.send_on_commit([events.system_group(slug)], {"type": "review", "action": "expire",
+                                                            "count": sum(i.system.slug == slug for i in items)})
+    return len(items)
 
 
 def resolve(

@@ -25,6 +25,7 @@ class ReviewItem(models.Model):
         APPROVE = "approve"
         REJECT = "reject"
         MODIFY = "modify"
+        EXPIRE = "expire"  # nobody resolved it within the system's review_expiry_s
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
     decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="review_items")
