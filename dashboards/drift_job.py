@@ -196,7 +196,7 @@ def _time_windows(system_id: int, seconds: int, since: datetime | None, now: dat
     return windows, max((m for _, m in found), default=None)
 
 
-def _count_windows(system_id: int, size: int) -> list[Window]:
+def count_windows(system_id: int, size: int) -> list[Window]:
     """Every full count window of the system, in order (one row per window boundary read)."""
     sql = (
         "SELECT rn, occurred_at, id FROM (SELECT occurred_at, id, "  # noqa: S608
@@ -281,25 +281,25 @@ def store_window(
     return len(rows)
 
 
-def _read_watermark(system_id: int, name: str) -> datetime | None:
+def read_watermark(system_id: int, name: str) -> datetime | None:
     value = MetricPoint.objects.filter(system_id=system_id, name=name, t=EPOCH).values_list("value", flat=True).first()
     return None if value is None else datetime.fromtimestamp(value, tz=UTC)
 
 
-def _write_watermark(system_id: int, name: str, at: datetime) -> None:
+def write_watermark(system_id: int, name: str, at: datetime) -> None:
     MetricPoint.objects.update_or_create(system_id=system_id, name=name, t=EPOCH, defaults={"value": at.timestamp()})
 
 
 @contextmanager
-def _system_lock(system_id: int) -> Iterator[None]:
-    """One run per system at a time (a second one waits for the first)."""
+def advisory_lock(lock_class: int, system_id: int) -> Iterator[None]:
+    """One run of a job per system at a time (a second one waits for the first)."""
     with connection.cursor() as cur:
-        cur.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", [_LOCK_CLASS, system_id])
+        cur.execute("SELECT pg_advisory_lock(%s::int4, %s::int4)", [lock_class, system_id])
     try:
         yield
     finally:
         with connection.cursor() as cur:
-            cur.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", [_LOCK_CLASS, system_id])
+            cur.execute("SELECT pg_advisory_unlock(%s::int4, %s::int4)", [lock_class, system_id])
 
 
 # --- alerts -------------------------------------------------------------------------------------------
@@ -398,14 +398,14 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
     policy = {"kind": kind, "size": size} if kind == "count" else {"kind": kind, "seconds": size}
     summary: dict[str, Any] = {"system": system.slug, "window": policy,
                                "windows": 0, "results": 0, "alerts_opened": 0, "alerts_resolved": 0}
-    with _system_lock(system.id):
+    with advisory_lock(_LOCK_CLASS, system.id):
         ref = newest_reference(system.id)
         if ref is None:
             summary["skipped"] = "no reference"
             return summary
         references = {name: drift.reference_from_dict(s) for name, s in ref.summaries.items()}
         name = watermark_name(kind, size)
-        mark = _read_watermark(system.id, name)
+        mark = read_watermark(system.id, name)
         full = mark is None
         summary["full"] = full
         if full:  # first run, or a new window policy: start over
@@ -429,7 +429,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
                 before = Decision.objects.filter(system_id=system.id).filter(
                     Q(occurred_at__lt=t0) | Q(occurred_at=t0, id__lt=id0)
                 ).count()
-                windows = _count_windows(system.id, size)[before // size:]
+                windows = count_windows(system.id, size)[before // size:]
                 replace_from = True  # a backfill shifts every later window: replace them all
         pushed_from = max(0, len(windows) - PUSH_WINDOWS)
         for i, w in enumerate(windows):
@@ -440,7 +440,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
             )
             summary["windows"] += 1
         if newest is not None:
-            _write_watermark(system.id, name, max(newest, mark) if mark is not None else newest)
+            write_watermark(system.id, name, max(newest, mark) if mark is not None else newest)
         summary["alerts_opened"], summary["alerts_resolved"] = update_alerts(system, now)
     return summary
 

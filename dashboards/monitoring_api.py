@@ -1,7 +1,8 @@
 """The JSON API's monitoring endpoints (API.md "Monitoring"): stored drift results, running the
 monitoring job on demand and its state, alerts and their acknowledgement.
 
-* ``GET /systems/{system}/drift`` — a person with a role, or the system's own key.
+* ``GET /systems/{system}/drift`` and ``GET /systems/{system}/metrics`` — a person with a role, or
+  the system's own key.
 * ``POST /systems/{system}/monitoring/run`` — admin; 202 ``{"job": id}``, queued after commit.
 * ``GET /jobs/{id}`` — a person with a role; ``queued`` also for an id Celery does not know.
 * ``GET /alerts``, ``POST /alerts/{id}/ack`` — a person with a role; acknowledging needs admin.
@@ -18,7 +19,7 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Router
 
-from dashboards.models import Alert, DriftResult
+from dashboards.models import Alert, DriftResult, MetricPoint
 from oversight import access, audit, events
 from oversight.jsonapi import ApiError, auth, json_response, require_person, system_for
 from oversight.models import AISystem
@@ -95,6 +96,35 @@ def list_drift(
     return json_response({"system": entry.slug, **_paged([drift_out(r) for r in rows], limit, offset)})
 
 
+# --- metric series ---------------------------------------------------------------------------------
+
+
+@router.get("/systems/{system}/metrics")
+def list_metrics(
+    request: HttpRequest,
+    system: str,
+    name: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = DEFAULT_LIMIT,
+    offset: int = 0,
+) -> HttpResponse:
+    """Stored metric points with ``t`` in [since, until), by name and time. ``name``: one series or
+    several, comma-separated (``decisions.auto``, ``perf.accuracy``, ``loop.correlation``, …)."""
+    entry = system_for(request, system)
+    limit, offset = _page(limit, offset)
+    qs = MetricPoint.objects.filter(system_id=entry.id).exclude(name__startswith="_")
+    if name:
+        qs = qs.filter(name__in=[n.strip() for n in name.split(",") if n.strip()])
+    if since is not None:
+        qs = qs.filter(t__gte=_aware(since))
+    if until is not None:
+        qs = qs.filter(t__lt=_aware(until))
+    rows = list(qs.order_by("name", "t").values_list("name", "t", "value")[offset : offset + limit + 1])
+    points = [{"name": n, "t": t, "value": v} for n, t, v in rows]
+    return json_response({"system": entry.slug, **_paged(points, limit, offset)})
+
+
 # --- running the job ------------------------------------------------------------------------------
 
 
@@ -102,11 +132,11 @@ def list_drift(
 def run_monitoring(request: HttpRequest, system: str) -> HttpResponse:
     who = require_person(request, access.ADMIN)
     entry = system_for(request, system)
-    from dashboards.tasks import compute_drift
+    from dashboards.tasks import run_monitoring as job_task
 
     job = str(uuid.uuid4())
     audit.record(who.user, "monitoring.run", system=AISystem.objects.get(id=entry.id), target=job)
-    transaction.on_commit(lambda: compute_drift.apply_async(args=[entry.id], task_id=job, queue="monitoring"))
+    transaction.on_commit(lambda: job_task.apply_async(args=[entry.id], task_id=job, queue="monitoring"))
     return json_response({"job": job}, 202)
 
 

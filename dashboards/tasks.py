@@ -21,3 +21,18 @@ def compute_drift(system_id: int | None = None) -> dict[str, Any]:
     from dashboards import drift_job
 
     return drift_job.run_system(system_id) if system_id is not None else drift_job.run_all()
+
+
+@shared_task(name="dashboards.tasks.compute_performance", ignore_result=False, track_started=True)
+def compute_performance(system_id: int | None = None) -> dict[str, Any]:
+    """Performance and feedback-loop figures of the windows that changed since the last run (see
+    dashboards.performance_job): one system, or all of them. Idempotent."""
+    from dashboards import performance_job
+
+    return performance_job.run_system(system_id) if system_id is not None else performance_job.run_all()
+
+
+@shared_task(name="dashboards.tasks.run_monitoring", ignore_result=False, track_started=True)
+def run_monitoring(system_id: int) -> dict[str, Any]:
+    """Every monitoring job of one system, now (``POST …/monitoring/run``)."""
+    return {"drift": compute_drift(system_id), "performance": compute_performance(system_id)}

@@ -183,6 +183,10 @@ class Outcome(models.Model):
     observed_at = models.DateTimeField()
     created_at = models.DateTimeField(auto_now_add=True)
 
+    class Meta:
+        # The performance job finds the outcomes that arrived since its last run.
+        indexes: ClassVar = [models.Index(fields=["created_at"], name="outcome_created")]
+
 
 class AuditEvent(models.Model):
     """Append-only: who did what, when and why. UPDATE and DELETE are refused by a trigger."""

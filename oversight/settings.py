@@ -209,6 +209,7 @@ EXPIRY_INTERVAL_S = env_float("OVERSIGHT_EXPIRY_INTERVAL_S", 30.0)  # how often 
 CELERY_BEAT_SCHEDULE = {
     "route-counts": {"task": "dashboards.tasks.compute_route_counts", "schedule": MONITORING_INTERVAL_S},
     "drift": {"task": "dashboards.tasks.compute_drift", "schedule": DRIFT_INTERVAL_S},
+    "performance": {"task": "dashboards.tasks.compute_performance", "schedule": DRIFT_INTERVAL_S},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S},
 }
 

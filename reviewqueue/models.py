@@ -56,6 +56,9 @@ class ReviewItem(models.Model):
                 condition=models.Q(status__in=["open", "claimed"]),
             ),
             models.Index(fields=["system", "status"], name="review_system_status"),
+            # The performance job finds the resolutions made since its last run (resolved rows only).
+            models.Index(fields=["system", "resolved_at"], name="review_resolved",
+                         condition=models.Q(resolved_at__isnull=False)),
         ]
 
     @property

@@ -92,6 +92,7 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "reference_from_decisions": (A, F, F, F, F, F, 201),
     "get_reference":     (A, 200, N, F, 200, 200, 200),
     "list_drift":        (A, 200, N, F, 200, 200, 200),
+    "list_metrics":      (A, 200, N, F, 200, 200, 200),
     "run_monitoring":    (A, F, F, F, F, F, 202),
     "get_job":           (A, F, F, F, 200, 200, 200),
     "list_alerts":       (A, F, F, F, 200, 200, 200),
@@ -122,6 +123,7 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
                                      {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}),
         "get_reference": ("get", "/api/v1/systems/sup/reference", None),
         "list_drift": ("get", "/api/v1/systems/sup/drift", None),
+        "list_metrics": ("get", "/api/v1/systems/sup/metrics", None),
         "run_monitoring": ("post", "/api/v1/systems/sup/monitoring/run", None),
         "get_job": ("get", "/api/v1/jobs/6f1c2a7e-0d1b-4c5e-9a3f-2b8d7e6c5a41", None),  # queued: not run yet
         "list_alerts": ("get", "/api/v1/alerts", None),

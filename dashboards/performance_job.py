@@ -1,0 +1,338 @@
+"""The performance and feedback-loop job (issue 8): per monitoring window, once outcomes arrive.
+
+Plain functions; the Celery task (``dashboards.tasks.compute_performance``) only calls them. The
+statistics themselves are ``dashboards.performance`` (numpy, no database); this module reads each
+window's rows, stores the figures as metric series and opens or resolves the feedback-loop alert.
+
+**Windows** are the drift job's (``dashboards.drift_job``): the system's policy, time or count,
+over the decisions' ``occurred_at``. A window is (re)computed when one of its decisions, one of
+their outcomes or one of their review resolutions arrived after the system's watermark (minus the
+drift job's overlap). Each window's figures replace its earlier ones in one transaction, so a run
+that dies half-way leaves whole windows and running it twice stores the same values.
+
+**Series** (``MetricPoint``, ``t`` = the window's start; a figure with too little data is not
+stored): ``perf.outcomes`` (outcomes in the window), ``perf.accuracy``, ``perf.mean_reward``,
+``perf.ece``, ``perf.agreement``, ``loop.own_outcome_share``, ``loop.correlation``,
+``loop.correlation_rise``, ``loop.exposure_gini``, ``loop.homogeneity``. Where the inputs come from:
+
+* outcomes are joined to their decision: labels are compared with the model's own output
+  (``prediction.output``, not a person's or the fallback), rewards taken as they are; the
+  outcome value for calibration and correlation is 1/0 (label matched) or the reward;
+* an outcome *followed a released decision* when its decision's status is ``released``;
+* human–model agreement: decisions of the window that a person resolved (approve, modify or
+  reject, before release or on audit; expiry is not a person), the model's output against the
+  output the decision holds afterwards;
+* exposure and homogeneity: the items of each output shown in the window (its ``items`` list, the
+  output itself when it is a list, else the whole output as one item); homogeneity over at most
+  :data:`HOMOGENEITY_SUBJECTS` subjects, a fixed sample (by the hash of the subject);
+* the reference correlation is the system's first window with at least :data:`MIN_PAIRS` outcome
+  pairs: the period before a model retrained on outcomes could be echoing itself.
+
+**The feedback-loop alert** (kind ``feedback_loop``) opens when a window's correlation reaches
+``performance.ECHO_CORRELATION`` (0.8) and is above the reference's, and resolves after
+``drift_job.CALM_WINDOWS`` windows in a row below it; audited and pushed like drift alerts.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+import numpy as np
+from django.db import connection, transaction
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from dashboards import drift_job, performance
+from dashboards.drift_job import Window
+from dashboards.models import Alert, MetricPoint
+from oversight import audit, events
+from oversight.models import AISystem, Decision, Outcome
+
+log = logging.getLogger(__name__)
+
+NAMES = (
+    "perf.outcomes", "perf.accuracy", "perf.mean_reward", "perf.ece", "perf.agreement",
+    "loop.own_outcome_share", "loop.correlation", "loop.correlation_rise", "loop.exposure_gini",
+    "loop.homogeneity",
+)
+PAIRS = "_perf.pairs"  # outcome pairs behind a window's correlation (not a public series)
+_STORED = (*NAMES, PAIRS)
+WATERMARK = "_perf.watermark"
+#: Outcome pairs a window needs before its correlation can be the system's reference.
+MIN_PAIRS = 30
+#: Subjects sampled per window for homogeneity.
+HOMOGENEITY_SUBJECTS = 2000
+ALERT_KIND = "feedback_loop"
+_LOCK_CLASS = 0x0D71F8
+
+# The items an output shows, as jsonb elements (see the module docstring).
+_ITEMS = (
+    "CASE WHEN jsonb_typeof(d.output) = 'array' THEN d.output "
+    "WHEN jsonb_typeof(d.output -> 'items') = 'array' THEN d.output -> 'items' "
+    "ELSE jsonb_build_array(d.output) END"
+)
+
+
+# --- one window ------------------------------------------------------------------------------------
+
+
+def _outcome_rows(decisions: QuerySet[Decision]) -> tuple[list[Any], list[Any], list[float], list[float], list[bool]]:
+    """Per outcome of the window's decisions: labels with the model's output, and the value pairs."""
+    predicted: list[Any] = []
+    labels: list[Any] = []
+    confidence: list[float] = []
+    value: list[float] = []
+    followed: list[bool] = []
+    rows = Outcome.objects.filter(decision__in=decisions.values("id")).values_list(
+        "label", "reward", "decision__prediction__output", "decision__confidence", "decision__status"
+    )
+    for label, reward, model_output, conf, status in rows.iterator(chunk_size=drift_job.CHUNK):
+        followed.append(status == Decision.Status.RELEASED)
+        if label is not None:
+            predicted.append(model_output)
+            labels.append(label)
+            y = 1.0 if performance.same_value(model_output, label) else 0.0
+        elif reward is not None:
+            y = float(reward)
+        else:
+            continue
+        if conf is not None:
+            confidence.append(float(conf))
+            value.append(y)
+    return predicted, labels, confidence, value, followed
+
+
+def _sql_of(decisions: QuerySet[Decision]) -> tuple[str, tuple[Any, ...]]:
+    sql, params = decisions.values("subject", "output").query.sql_with_params()
+    return sql, tuple(params)
+
+
+def _exposure(decisions: QuerySet[Decision]) -> list[int]:
+    inner, params = _sql_of(decisions.filter(output__isnull=False))
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT count(*) FROM ({inner}) d CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) "  # noqa: S608
+            "GROUP BY e.item::text",
+            params,
+        )
+        return [int(n) for (n,) in cur.fetchall()]
+
+
+def _received(decisions: QuerySet[Decision]) -> list[list[str]]:
+    inner, params = _sql_of(decisions.filter(output__isnull=False))
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT array_agg(DISTINCT e.item::text) FROM ({inner}) d "  # noqa: S608
+            f"CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) "
+            "GROUP BY d.subject ORDER BY md5(d.subject) LIMIT %s",
+            (*params, HOMOGENEITY_SUBJECTS),
+        )
+        return [list(items) for (items,) in cur.fetchall()]
+
+
+def _agreement(decisions: QuerySet[Decision]) -> float | None:
+    from reviewqueue.models import ReviewItem
+
+    resolved = ReviewItem.objects.filter(
+        decision__in=decisions.values("id"), status=ReviewItem.Status.RESOLVED,
+        action__in=[ReviewItem.Action.APPROVE, ReviewItem.Action.MODIFY, ReviewItem.Action.REJECT],
+    ).values_list("decision__prediction__output", "decision__output")
+    model, human = [], []
+    for m, h in resolved.iterator(chunk_size=drift_job.CHUNK):
+        model.append(m)
+        human.append(h)
+    return performance.agreement(model, human)
+
+
+def window_metrics(system_id: int, w: Window) -> dict[str, float | None]:
+    """Every figure of one window (None: too little data)."""
+    decisions = drift_job.window_rows(system_id, w)
+    predicted, labels, confidence, value, followed = _outcome_rows(decisions)
+    conf, val = np.asarray(confidence, dtype=np.float64), np.asarray(value, dtype=np.float64)
+    rewards_only = len(labels) == 0 and len(val) > 0
+    return {
+        "perf.outcomes": float(len(followed)) if followed else None,
+        "perf.accuracy": performance.accuracy(predicted, labels),
+        "perf.mean_reward": performance.mean_reward(val) if rewards_only else None,
+        "perf.ece": performance.expected_calibration_error(conf, val),
+        "perf.agreement": _agreement(decisions),
+        "loop.own_outcome_share": performance.own_outcome_share(np.asarray(followed, dtype=bool)),
+        "loop.correlation": performance.prediction_outcome_correlation(conf, val),
+        PAIRS: float(len(conf)),
+        "loop.exposure_gini": performance.exposure_gini(np.asarray(_exposure(decisions), dtype=np.int64)),
+        "loop.homogeneity": performance.homogeneity(_received(decisions)),
+    }
+
+
+# --- which windows ----------------------------------------------------------------------------------
+
+
+def _changed_sql(system_id: int, since: datetime | None) -> tuple[str, list[Any]]:
+    """``(occurred_at, id, at)`` of every decision of the system that changed since ``since``: the
+    decision itself arrived, an outcome of it did, or a person resolved its review."""
+    from reviewqueue.models import ReviewItem
+
+    params: list[Any] = []
+    parts = []
+    for sql, changed_at in (
+        ("SELECT d.occurred_at, d.id, d.created_at AS at FROM oversight_decision d WHERE d.system_id = %s",
+         "d.created_at"),
+        ("SELECT d.occurred_at, d.id, o.created_at AS at FROM oversight_outcome o JOIN oversight_decision d "
+         "ON d.id = o.decision_id WHERE d.system_id = %s", "o.created_at"),
+        (f"SELECT d.occurred_at, d.id, r.resolved_at AS at FROM {ReviewItem._meta.db_table} r "  # noqa: S608
+         "JOIN oversight_decision d ON d.id = r.decision_id WHERE r.system_id = %s AND r.resolved_at IS NOT NULL",
+         "r.resolved_at"),
+    ):
+        parts.append(sql if since is None else f"{sql} AND {changed_at} > %s")
+        params += [system_id] if since is None else [system_id, since]
+    return " UNION ALL ".join(parts), params
+
+
+def touched_windows(system: AISystem, since: datetime | None, now: datetime) -> tuple[list[Window], Any, bool]:
+    """The windows to recompute, the newest change's time, and whether every stored window from the
+    first of them on must be replaced (count windows: a backfilled decision shifts the later ones)."""
+    kind, size = drift_job.policy_of(system)
+    changed, params = _changed_sql(system.id, since)
+    with connection.cursor() as cur:
+        if kind == "time":
+            cur.execute(
+                f"SELECT floor(extract(epoch FROM occurred_at) / %s)::bigint, max(at) FROM ({changed}) t "  # noqa: S608
+                "GROUP BY 1 ORDER BY 1",
+                [size, *params],
+            )
+            found = cur.fetchall()
+            windows = []
+            for i, _ in found:
+                start = drift_job.EPOCH + timedelta(seconds=int(i) * size)
+                end = start + timedelta(seconds=size)
+                windows.append(Window(start, end, complete=end <= now))
+            return windows, max((m for _, m in found), default=None), False
+        cur.execute(
+            f"SELECT occurred_at, id, (SELECT max(at) FROM ({changed}) m) FROM ({changed}) t "  # noqa: S608
+            "ORDER BY occurred_at, id LIMIT 1",
+            params + params,
+        )
+        row = cur.fetchone()
+    if row is None:
+        return [], None, False
+    first_at, first_id, newest = row
+    before = Decision.objects.filter(system_id=system.id).filter(
+        Q(occurred_at__lt=first_at) | Q(occurred_at=first_at, id__lt=first_id)
+    ).count()
+    return drift_job.count_windows(system.id, size)[before // size:], newest, True
+
+
+# --- storing and alerts ---------------------------------------------------------------------------
+
+def metrics_message(slug: str, w: Window, values: dict[str, float | None]) -> dict[str, Any]:
+    return {"type": "metrics", "system": slug, "t": w.start.isoformat(), "window_end": w.end.isoformat(),
+            "values": {k: v for k, v in values.items() if k in NAMES}}
+
+
+def store_window(system: AISystem, w: Window, values: dict[str, float | None], *, replace_from: bool,
+                 push: bool) -> int:
+    """Replace the window's stored figures (with ``replace_from``, every later window's too) in one transaction."""
+    points = [MetricPoint(system_id=system.id, name=k, t=w.start, value=v)
+              for k, v in values.items() if k in _STORED and v is not None]
+    with transaction.atomic():
+        stored = MetricPoint.objects.filter(system_id=system.id, name__in=_STORED)
+        (stored.filter(t__gte=w.start) if replace_from else stored.filter(t=w.start)).delete()
+        MetricPoint.objects.bulk_create(points)
+        if push:
+            events.send_on_commit([events.system_group(system.slug)], metrics_message(system.slug, w, values))
+    return len(points)
+
+
+def reference_correlation(system_id: int) -> tuple[datetime, float] | None:
+    """The start and correlation of the system's first window with at least MIN_PAIRS outcome pairs."""
+    first = (MetricPoint.objects.filter(system_id=system_id, name=PAIRS, value__gte=MIN_PAIRS)
+             .order_by("t").values_list("t", flat=True).first())
+    if first is None:
+        return None
+    value = MetricPoint.objects.filter(system_id=system_id, name="loop.correlation", t=first).values_list(
+        "value", flat=True).first()
+    return None if value is None else (first, value)
+
+
+def update_alert(system: AISystem, now: datetime) -> tuple[int, int]:
+    """Open or resolve the system's feedback-loop alert from its newest windows: (opened, resolved)."""
+    found = reference_correlation(system.id)
+    ref = None if found is None else found[1]
+    recent = list(MetricPoint.objects.filter(system_id=system.id, name="loop.correlation")
+                  .order_by("-t").values_list("t", "value")[:drift_job.CALM_WINDOWS])
+    groups = [events.system_group(system.slug), events.OVERVIEW_GROUP]
+    with transaction.atomic():
+        alert = Alert.objects.select_for_update().filter(system=system, kind=ALERT_KIND, state=Alert.State.OPEN).first()
+        echo = [(t, v) for t, v in recent if v >= performance.ECHO_CORRELATION and (ref is None or v > ref)]
+        if recent and alert is None and echo and echo[0][0] == recent[0][0]:
+            t, v = echo[0]
+            alert = Alert.objects.create(
+                system=system, kind=ALERT_KIND, subject="correlation", value=v, opened_at=now,
+                message=f"the model's confidence and the outcomes correlate at {v:.2f} in the window from "
+                        f"{t.isoformat()} (reference {'n/a' if ref is None else f'{ref:.2f}'}; past "
+                        f"{performance.ECHO_CORRELATION} the model is likely learning its own echo)",
+            )
+            audit.record(None, "alert.open", system=system, target=ALERT_KIND,
+                         data={"id": alert.public_id, "correlation": v, "reference": ref,
+                               "window_start": t.isoformat()})
+            events.send_on_commit(groups, drift_job.alert_message(system.slug, alert))
+            return 1, 0
+        if alert is not None and len(recent) >= drift_job.CALM_WINDOWS and not echo:
+            alert.state, alert.resolved_at = Alert.State.RESOLVED, now
+            alert.save(update_fields=["state", "resolved_at"])
+            audit.record(None, "alert.resolve", system=system, target=ALERT_KIND,
+                         data={"id": alert.public_id, "calm_windows": [t.isoformat() for t, _ in recent]})
+            events.send_on_commit(groups, drift_job.alert_message(system.slug, alert))
+            return 0, 1
+    return 0, 0
+
+
+# --- the job --------------------------------------------------------------------------------------
+
+
+def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
+    """Compute and store the figures of the system's changed windows, then its feedback-loop alert."""
+    system = AISystem.objects.get(id=system_id)
+    now = now or timezone.now()
+    summary: dict[str, Any] = {"system": system.slug, "windows": 0, "points": 0, "alerts_opened": 0,
+                               "alerts_resolved": 0}
+    with drift_job.advisory_lock(_LOCK_CLASS, system.id):
+        kind, size = drift_job.policy_of(system)
+        name = f"{WATERMARK}.{kind}.{size}"
+        mark = drift_job.read_watermark(system.id, name)
+        if mark is None:  # first run, or a new window policy: start over
+            MetricPoint.objects.filter(system_id=system.id).filter(
+                Q(name__in=_STORED) | Q(name__startswith=WATERMARK)).delete()
+        windows, newest, replace_from = touched_windows(system, None if mark is None else mark - drift_job.OVERLAP, now)
+        ref = reference_correlation(system.id)
+        pushed_from = max(0, len(windows) - drift_job.PUSH_WINDOWS)
+        for i, w in enumerate(windows):
+            values = window_metrics(system.id, w)
+            corr, pairs = values["loop.correlation"], values[PAIRS] or 0
+            if corr is not None and pairs >= MIN_PAIRS and (ref is None or w.start <= ref[0]):
+                ref = (w.start, corr)  # windows come in order: the earliest such window is the reference
+            values["loop.correlation_rise"] = performance.correlation_rise(corr, None if ref is None else ref[1])
+            summary["points"] += store_window(system, w, values, replace_from=replace_from and i == 0,
+                                              push=i >= pushed_from)
+            summary["windows"] += 1
+        if newest is not None:
+            drift_job.write_watermark(system.id, name, max(newest, mark) if mark is not None else newest)
+        summary["alerts_opened"], summary["alerts_resolved"] = update_alert(system, now)
+    return summary
+
+
+def run_all(now: datetime | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {"systems": [], "windows": 0, "points": 0, "failed": []}
+    for sid in AISystem.objects.order_by("id").values_list("id", flat=True):
+        try:
+            s = run_system(sid, now)
+        except Exception:
+            log.exception("performance job failed for system %s", sid)
+            out["failed"].append(sid)
+            continue
+        out["systems"].append(s)
+        out["windows"] += s["windows"]
+        out["points"] += s["points"]
+    return out
