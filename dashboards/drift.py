@@ -124,6 +124,10 @@ _FORMAT_VERSION = 1
 # Default methods and thresholds
 
 
+#: The largest :attr:`DriftResult.severity` (a p-value of 1e-300 is not 1e298 times worse than 0.05).
+SEVERITY_CAP = 10.0
+
+
 @dataclass(frozen=True)
 class Rule:
     """When one method calls drift: ``effect > threshold`` and, if ``p_threshold`` is set,
@@ -1005,6 +1009,20 @@ class DriftResult:
     unseen: int = 0
     effect: float | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def severity(self) -> float | None:
+        """How far past its rule the window is, as one number: drift is ``severity > 1``.
+
+        The smaller of effect ÷ threshold and p-threshold ÷ p-value (the parts the rule has; a
+        threshold of 0 counts any effect), capped at :data:`SEVERITY_CAP`; None without a verdict."""
+        if self.insufficient_data or self.effect is None or math.isnan(self.effect):
+            return None
+        parts = [self.effect / self.threshold if self.threshold > 0 else (SEVERITY_CAP if self.effect > 0 else 0.0)]
+        if self.p_threshold is not None:
+            p = self.p_value
+            parts.append(0.0 if p is None else SEVERITY_CAP if p <= 0 else self.p_threshold / p)
+        return min(SEVERITY_CAP, *parts)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -239,6 +239,8 @@ def result_rows(system_id: int, reference_id: int, w: Window, report: drift.Drif
             threshold=_finite(r.threshold),
             p_value=_finite(r.p_value),
             drifted=None if r.insufficient_data else bool(r.drifted),
+            p_threshold=r.p_threshold,
+            severity=_finite(r.severity),
             primary=r.primary,
             rows=r.n_current,
         )
@@ -256,6 +258,8 @@ def drift_message(slug: str, row: DriftResult) -> dict[str, Any]:
         "threshold": row.threshold,
         "p_value": row.p_value,
         "drifted": row.drifted,
+        "p_threshold": row.p_threshold,
+        "severity": row.severity,
         "window_start": row.window_start.isoformat(),
         "window_end": row.window_end.isoformat(),
     }
@@ -309,7 +313,7 @@ def _recent_verdicts(system_id: int, kind: str, now: datetime) -> dict[str, list
     """Per feature, its last CALM_WINDOWS primary verdicts, newest first (unfinished calm time windows left out)."""
     unfinished = " AND NOT (drifted = false AND window_end > %s)" if kind == "time" else ""
     sql = (
-        "SELECT feature, method, window_start, window_end, drifted, statistic, threshold, p_value "  # noqa: S608
+        "SELECT feature, method, window_start, window_end, drifted, statistic, threshold, p_value, p_threshold "  # noqa: S608
         "FROM (SELECT *, row_number() OVER (PARTITION BY feature ORDER BY window_start DESC) AS rn "
         f'FROM {DriftResult._meta.db_table} WHERE system_id = %s AND "primary" AND drifted IS NOT NULL{unfinished}) t '
         "WHERE rn <= %s ORDER BY feature, window_start DESC"
@@ -355,15 +359,17 @@ def update_alerts(system: AISystem, now: datetime | None = None) -> tuple[int, i
             drifted = [r for r in recent if r[4]]
             alert = open_alerts.get(feature)
             if drifted and alert is None:
-                _, method, start, end, _, statistic, threshold, p_value = drifted[0]
+                _, method, start, end, _, statistic, threshold, p_value, p_threshold = drifted[0]
                 p = "" if p_value is None else f", p = {p_value:.3g}"
+                if p_threshold is not None:
+                    p += f" < {p_threshold:g}"
                 stat = "n/a" if statistic is None else f"{statistic:.4g}"
                 alert = Alert.objects.create(
                     system=system,
                     kind="drift",
                     subject=feature,
                     message=f"{feature} drifted in the window {start.isoformat()} – {end.isoformat()}: "
-                    f"{method} {stat} (threshold {threshold}{p})",
+                    f"{method} {stat} (threshold {threshold:g}{p})",
                     value=statistic,
                     opened_at=now,
                 )

@@ -59,7 +59,10 @@ class DriftResult(models.Model):
     statistic = models.FloatField(null=True)
     threshold = models.FloatField(null=True)
     p_value = models.FloatField(null=True)
+    p_threshold = models.FloatField(null=True)  # the rule also needs p_value below this (None: it doesn't)
     drifted = models.BooleanField(null=True)  # None: too little data for a verdict
+    # How far past its rule (dashboards.drift.DriftResult.severity): drift is > 1; None: no verdict.
+    severity = models.FloatField(null=True)
     primary = models.BooleanField(default=False)  # the method whose verdict counts for the feature
     rows = models.PositiveIntegerField(default=0)
     computed_at = models.DateTimeField(auto_now=True)

@@ -63,6 +63,8 @@ def drift_out(r: DriftResult) -> dict[str, Any]:
         "threshold": r.threshold,
         "p_value": r.p_value,
         "drifted": r.drifted,
+        "p_threshold": r.p_threshold,
+        "severity": r.severity,
         "primary": r.primary,
         "rows": r.rows,
         "computed_at": r.computed_at,

@@ -1,4 +1,4 @@
-"""The overview page: every system, its level and kill state, decisions per minute by route."""
+"""The monitoring pages: the overview (every system) and one page per system; their data for resyncs."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ from datetime import timedelta
 from typing import Any
 
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from dashboards import monitoring
+from dashboards.system_state import system_state
 from oversight import access
 from oversight.access import any_role
 from oversight.errors import ActionError
@@ -67,6 +68,19 @@ def overview(request: HttpRequest) -> HttpResponse:
 def overview_data(request: HttpRequest) -> HttpResponse:
     """What a (re)connecting overview page resynchronises from."""
     return JsonResponse(overview_state())
+
+
+@any_role
+def system_page(request: HttpRequest, slug: str) -> HttpResponse:
+    """One system's monitoring page: rate, confidence, drift heat map, performance, feedback loops, alerts."""
+    system = get_object_or_404(AISystem, slug=slug)
+    return render(request, "dashboards/system.html", {"system": system, "state": system_state(system)})
+
+
+@any_role
+def system_data(request: HttpRequest, slug: str) -> HttpResponse:
+    """What a system page re-reads when a push arrives or its socket reconnects."""
+    return JsonResponse(system_state(get_object_or_404(AISystem, slug=slug)))
 
 
 def _label(value: str) -> str:

@@ -28,6 +28,8 @@ urlpatterns = [
     path("api/v1/", api.urls),
     path("", dash.overview, name="overview"),
     path("overview/data.json", dash.overview_data, name="overview-data"),
+    path("monitor/<slug:slug>/", dash.system_page, name="system-monitor"),
+    path("monitor/<slug:slug>/data.json", dash.system_data, name="system-monitor-data"),
     path("killswitch/", views.killswitch, name="killswitch"),
     path("systems/", views.systems_page, name="systems"),
     path("systems/<slug:slug>/", views.system_edit, name="system-edit"),

@@ -1,0 +1,142 @@
+// One system's monitoring page: plotly charts drawn from the page's state, re-read from the
+// server (data.json) when a push arrives over the WebSocket or the socket reconnects.
+(function () {
+  const cfg = window.OVERSIGHT;
+  let state = JSON.parse(document.getElementById("initial-state").textContent);
+  const colors = {auto: "#2e7d32", human: "#1565c0", fallback: "#8d6e63", killed: "#c62828", breaker_open: "#ef6c00"};
+  const layoutBase = {margin: {l: 48, r: 12, t: 10, b: 40}, legend: {orientation: "h", y: -0.25},
+                      paper_bgcolor: "rgba(0,0,0,0)", plot_bgcolor: "rgba(0,0,0,0)"};
+  const plotCfg = {displayModeBar: false, responsive: true};
+
+  function empty(name, isEmpty) {
+    const p = document.querySelector('[data-empty="' + name + '"]');
+    if (p) p.hidden = !isEmpty;
+  }
+  function draw(id, traces, layout, isEmpty, emptyName) {
+    const div = document.getElementById(id);
+    empty(emptyName || id, isEmpty);
+    div.hidden = isEmpty;
+    if (!isEmpty) Plotly.react(div, traces, Object.assign({}, layoutBase, layout), plotCfg);
+  }
+  function fmt(v) { return v === null || v === undefined ? "n/a" : Number(v).toPrecision(3); }
+
+  function renderRate() {
+    const now = new Date(state.now);
+    const partialStart = new Date(now); partialStart.setSeconds(0, 0);
+    const traces = state.routes.map((route) => {
+      const pts = state.rate.filter((p) => p.name === "decisions." + route);
+      return {type: "bar", name: route, x: pts.map((p) => p.t), y: pts.map((p) => p.value),
+              marker: {color: colors[route] || "#999",
+                       // the current minute is still filling: drawn lighter, not as a drop
+                       opacity: pts.map((p) => (new Date(p.t) >= partialStart ? 0.35 : 1))}};
+    });
+    draw("rate", traces, {barmode: "stack", xaxis: {type: "date"}, yaxis: {title: "per minute"}},
+         !state.rate.some((p) => p.value > 0));
+  }
+
+  function renderConfidence() {
+    const c = state.confidence;
+    const mids = c.edges.slice(0, -1).map((e, i) => (e + c.edges[i + 1]) / 2);
+    const traces = [];
+    if (c.now.length) traces.push({type: "bar", name: "newest " + c.sample + " decisions", x: mids, y: c.now,
+                                   marker: {color: "#1565c0"}, opacity: 0.7});
+    if (c.reference.length) traces.push({type: "scatter", mode: "lines", name: "reference", x: mids, y: c.reference,
+                                         line: {shape: "hvh", color: "#101828", width: 2}});
+    draw("confidence", traces, {xaxis: {title: "confidence", range: [0, 1]}, yaxis: {title: "share"}, bargap: 0.05},
+         !c.now.length);
+  }
+
+  function renderDrift() {
+    const d = state.drift;
+    const isEmpty = !d.features.length;
+    const hover = d.cells.map((row) => row.map((c) => c === null ? "no result" :
+      c.method + " " + fmt(c.statistic) + " (threshold " + fmt(c.threshold) + ")<br>p-value " + fmt(c.p_value) +
+      (c.p_threshold === null ? "" : " (drift below " + fmt(c.p_threshold) + ")") +
+      "<br>" + (c.drifted === null ? "too little data" : c.drifted ? "DRIFT" : "calm") + ", " + c.rows + " rows"));
+    const z = d.cells.map((row) => row.map((c) => (c === null || c.severity === null ? null : c.severity)));
+    draw("heatmap", [{type: "heatmap", x: d.windows, y: d.features, z: z, text: hover, zmin: 0, zmax: 2,
+                      colorscale: [[0, "#e3f3e4"], [0.5, "#fff3c4"], [0.5001, "#f9b27c"], [1, "#c62828"]],
+                      hovertemplate: "%{y}<br>window %{x}<br>%{text}<extra></extra>", xgap: 1, ygap: 1,
+                      colorbar: {title: "severity"}}],
+         {margin: {l: 150, r: 12, t: 10, b: 50}, xaxis: {type: "date"}}, isEmpty, "drift");
+    const lines = d.features.map((f, i) => ({type: "scatter", mode: "lines+markers", name: f, x: d.windows,
+                                              y: z[i], connectgaps: false}));
+    lines.push({type: "scatter", mode: "lines", name: "threshold", x: [d.windows[0], d.windows[d.windows.length - 1]],
+                y: [1, 1], line: {dash: "dash", color: "#c62828"}, hoverinfo: "skip"});
+    const div = document.getElementById("drift-lines");
+    div.hidden = isEmpty;
+    if (!isEmpty) Plotly.react(div, lines, Object.assign({}, layoutBase, {yaxis: {title: "severity (drift > 1)"},
+                                                                       xaxis: {type: "date"}}), plotCfg);
+  }
+
+  function seriesTraces(names, labels) {
+    return names.filter((n) => state.series[n] && state.series[n].length).map((n) => ({
+      type: "scatter", mode: "lines+markers", name: labels[n],
+      x: state.series[n].map((p) => p[0]), y: state.series[n].map((p) => p[1])}));
+  }
+
+  function renderPerformance() {
+    const traces = seriesTraces(["perf.accuracy", "perf.mean_reward", "perf.agreement", "perf.ece"],
+      {"perf.accuracy": "accuracy", "perf.mean_reward": "mean reward", "perf.agreement": "human–model agreement",
+       "perf.ece": "calibration error (ECE)"});
+    draw("performance", traces, {yaxis: {range: [0, 1.05]}, xaxis: {type: "date"}}, !traces.length);
+  }
+
+  function renderLoops() {
+    const traces = seriesTraces(["loop.own_outcome_share", "loop.correlation", "loop.exposure_gini", "loop.homogeneity"],
+      {"loop.own_outcome_share": "outcomes after own decisions", "loop.correlation": "confidence–outcome correlation",
+       "loop.exposure_gini": "exposure concentration (Gini)", "loop.homogeneity": "homogeneity (Jaccard)"});
+    if (traces.length) {
+      const xs = traces.flatMap((t) => t.x).sort();
+      traces.push({type: "scatter", mode: "lines", name: "echo (0.8)", x: [xs[0], xs[xs.length - 1]], y: [0.8, 0.8],
+                   line: {dash: "dash", color: "#c62828"}, hoverinfo: "skip"});
+    }
+    draw("loops", traces, {yaxis: {range: [-1.05, 1.05]}, xaxis: {type: "date"}}, !traces.length);
+  }
+
+  function renderAlerts() {
+    const ul = document.getElementById("alerts");
+    ul.replaceChildren();
+    state.alerts.forEach((a) => {
+      const li = document.createElement("li");
+      const badge = document.createElement("span");
+      badge.className = "badge " + (a.state === "open" ? "bad" : "ok");
+      badge.textContent = a.state;
+      const when = document.createElement("span");
+      when.className = "muted small";
+      when.textContent = " " + new Date(a.opened_at).toLocaleString() + (a.acked_by ? " · acknowledged by " + a.acked_by : "");
+      li.append(badge, " " + a.kind + ": " + a.message, when);   // text only: never parsed as HTML
+      ul.append(li);
+    });
+    empty("alerts", !state.alerts.length);
+  }
+
+  function renderStopped() {
+    const p = document.getElementById("stopped");
+    p.hidden = !state.system.stopped;
+    p.textContent = state.system.stopped ? "Stopped: " + state.system.stopped + " — every decision gets the fallback." : "";
+  }
+
+  function render() {
+    renderStopped(); renderRate(); renderConfidence(); renderDrift(); renderPerformance(); renderLoops(); renderAlerts();
+  }
+
+  let pending = null;
+  function refresh() {   // one re-read for a burst of pushes
+    if (pending) return;
+    pending = setTimeout(() => {
+      pending = null;
+      fetch(cfg.dataUrl, {credentials: "same-origin", headers: {Accept: "application/json"}})
+        .then((r) => (r.ok ? r.json() : Promise.reject(r.status)))
+        .then((s) => { state = s; render(); })
+        .catch(() => {});
+    }, 150);
+  }
+
+  render();
+  let opened = false;
+  window.liveSocket(cfg.socket, {
+    onopen: () => { if (opened) refresh(); opened = true; },   // a reconnect re-reads what it missed
+    onmessage: (m) => { if (m.type !== "hello" && m.type !== "pong") refresh(); },
+  });
+})();
