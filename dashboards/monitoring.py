@@ -97,3 +97,18 @@ def series(since: datetime, name_prefix: str = "decisions.") -> list[dict[str, A
     return [
         {"system": r["system__slug"], "name": r["name"], "t": r["t"].isoformat(), "value": r["value"]} for r in rows
     ]
+
+
+def series_by(since: datetime, bucket: str, name_prefix: str = "decisions.") -> list[dict[str, Any]]:
+    """:func:`series` summed per system, name and ``bucket`` (``minute`` or ``hour``), in SQL."""
+    if bucket == "minute":
+        return series(since, name_prefix)
+    with connection.cursor() as cur:
+        cur.execute(
+            "SELECT s.slug, p.name, date_trunc(%s, p.t) AS b, sum(p.value) "  # noqa: S608
+            f"FROM {MetricPoint._meta.db_table} p JOIN {AISystem._meta.db_table} s ON s.id = p.system_id "
+            "WHERE p.t >= %s AND p.name LIKE %s GROUP BY 1, 2, 3 ORDER BY 3",
+            [bucket, since, name_prefix.replace("%", r"\%").replace("_", r"\_") + "%"],
+        )
+        return [{"system": slug, "name": name, "t": b.isoformat(), "value": float(v)}
+                for slug, name, b, v in cur.fetchall()]

@@ -5,26 +5,58 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, render
 from django.utils import timezone
 
 from dashboards import monitoring
+from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
 from oversight import access
 from oversight.access import any_role
 from oversight.errors import ActionError
 from oversight.models import AISystem, KillSwitch
 
-WINDOW_MIN = 30
+#: The overview's time ranges: how far back the chart goes, and the bar width.
+RANGES: dict[str, tuple[timedelta, str]] = {
+    "15m": (timedelta(minutes=15), "minute"),
+    "1h": (timedelta(hours=1), "minute"),
+    "24h": (timedelta(hours=24), "hour"),
+    "7d": (timedelta(days=7), "hour"),
+}
+DEFAULT_RANGE = "1h"
 
 
-def overview_state() -> dict[str, Any]:
+def _worst_drift() -> dict[int, dict[str, Any]]:
+    """Per system, the most severe primary result of its newest window with results."""
+    table = DriftResult._meta.db_table
+    with connection.cursor() as cur:
+        cur.execute(
+            f"SELECT DISTINCT ON (r.system_id) r.system_id, r.feature, r.severity, r.drifted, r.window_start "  # noqa: S608
+            f"FROM {table} r JOIN (SELECT system_id, max(window_start) AS w FROM {table} WHERE \"primary\" "
+            "GROUP BY system_id) n ON n.system_id = r.system_id AND n.w = r.window_start "
+            "WHERE r.\"primary\" ORDER BY r.system_id, r.severity DESC NULLS LAST, r.feature"
+        )
+        return {sid: {"feature": f, "severity": sev, "drifted": d, "window_start": w.isoformat()}
+                for sid, f, sev, d, w in cur.fetchall()}
+
+
+def _newest_alerts() -> dict[int, dict[str, Any]]:
+    alerts = (Alert.objects.filter(state=Alert.State.OPEN).order_by("system_id", "-opened_at", "-id")
+              .distinct("system_id"))
+    return {a.system_id: {"id": a.public_id, "kind": a.kind, "subject": a.subject, "message": a.message,
+                          "opened_at": a.opened_at.isoformat()} for a in alerts}
+
+
+def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
     now = timezone.now()
+    span, bucket = RANGES.get(range_key, RANGES[DEFAULT_RANGE])
     switches = list(KillSwitch.objects.filter(engaged=True).select_related("system", "changed_by"))
     glob = next((k for k in switches if k.scope == "global"), None)
     sys_kill = {k.system_id: k for k in switches if k.scope == "system"}
     depths = monitoring.queue_depths()
+    worst, newest = _worst_drift(), _newest_alerts()
     recent = monitoring.series(now - timedelta(minutes=10))
     totals: dict[tuple[str, str], float] = {}
     for p in recent:
@@ -45,6 +77,8 @@ def overview_state() -> dict[str, Any]:
             "queue_depth": depth,
             "oldest_age_s": oldest,
             "routes": {r: int(totals.get((s.slug, r), 0)) for r in monitoring.ROUTES},
+            "worst_drift": worst.get(s.id),
+            "alert": newest.get(s.id),
         })
     return {
         "global": {
@@ -54,20 +88,23 @@ def overview_state() -> dict[str, Any]:
         },
         "systems": systems,
         "routes": monitoring.ROUTES,
-        "series": monitoring.series(now - timedelta(minutes=WINDOW_MIN)),
+        "series": monitoring.series_by(now - span, bucket),
+        "range": range_key if range_key in RANGES else DEFAULT_RANGE,
+        "ranges": list(RANGES),
+        "bucket": bucket,
         "now": now.isoformat(),
     }
 
 
 @any_role
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboards/overview.html", {"state": overview_state()})
+    return render(request, "dashboards/overview.html", {"state": overview_state(request.GET.get("range", ""))})
 
 
 @any_role
 def overview_data(request: HttpRequest) -> HttpResponse:
-    """What a (re)connecting overview page resynchronises from."""
-    return JsonResponse(overview_state())
+    """What a (re)connecting overview page resynchronises from (``?range=15m|1h|24h|7d``)."""
+    return JsonResponse(overview_state(request.GET.get("range", "")))
 
 
 @any_role

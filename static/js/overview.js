@@ -52,7 +52,10 @@
     document.getElementById("no-systems").hidden = state.systems.length > 0;
     state.systems.forEach((s) => {
       const tr = el("tr", {"data-system": s.slug});
-      const name = el("td"); name.append(el("strong", {}, s.slug), el("div", {class: "muted small"}, s.name));
+      const name = el("td");
+      const link = el("a", {href: "/monitor/" + encodeURIComponent(s.slug) + "/", class: "system-link"});
+      link.append(el("strong", {}, s.slug));
+      name.append(link, el("div", {class: "muted small"}, s.name));
       tr.append(name, el("td", {}, String(s.level)));
       const st = el("td", {class: "state"});
       const killed = s.killed || state.global.engaged;
@@ -62,6 +65,18 @@
       const age = s.oldest_age_s == null ? "" : " (oldest " + Math.round(s.oldest_age_s) + " s)";
       tr.append(el("td", {class: "queue"}, s.queue_depth + age));
       tr.append(el("td", {class: "routes"}, ["auto", "human", "fallback", "killed"].map((r) => s.routes[r] || 0).join(" · ")));
+      const drift = el("td", {class: "drift"});
+      if (s.worst_drift) {
+        const w = s.worst_drift;
+        drift.append(el("span", {class: "badge " + (w.drifted ? "bad" : w.drifted === false ? "ok" : "muted")},
+                        w.drifted ? "drift" : w.drifted === false ? "calm" : "n/a"),
+                     " " + w.feature + (w.severity == null ? "" : " · " + Number(w.severity).toFixed(2)));
+      } else drift.append(el("span", {class: "muted small"}, "no results"));
+      tr.append(drift);
+      const alert = el("td", {class: "alert"});
+      if (s.alert) alert.append(el("span", {class: "badge bad"}, s.alert.kind), el("div", {class: "small"}, s.alert.message));
+      else alert.append(el("span", {class: "muted small"}, "none"));
+      tr.append(alert);
       if (cfg.isAdmin) {
         const td = el("td");
         td.append(s.killed ? killButton("system", s.slug, false, "Release") : killButton("system", s.slug, true, "Stop " + s.slug));
@@ -79,13 +94,22 @@
       (byRoute[route] = byRoute[route] || {});
       byRoute[route][p.t] = (byRoute[route][p.t] || 0) + p.value;
     });
+    // The bar of the current minute (or hour) is still filling: lighter, so it does not read as a drop.
+    const current = new Date(state.now);
+    if (state.bucket === "hour") current.setMinutes(0, 0, 0); else current.setSeconds(0, 0);
     const traces = state.routes.filter((r) => byRoute[r]).map((r) => {
       const ts = Object.keys(byRoute[r]).sort();
-      return {type: "bar", name: r, x: ts.map((t) => new Date(t)), y: ts.map((t) => byRoute[r][t]), marker: {color: colors[r]}};
+      return {type: "bar", name: r, x: ts.map((t) => new Date(t)), y: ts.map((t) => byRoute[r][t]),
+              marker: {color: colors[r], opacity: ts.map((t) => (new Date(t) >= current ? 0.35 : 1))}};
     });
+    const per = state.bucket === "hour" ? "hour" : "min";
+    document.getElementById("chart-title").textContent = "Decisions per " + (per === "hour" ? "hour" : "minute") + ", by route";
+    const end = new Date(state.now);
+    const spans = {"15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3};
+    const start = new Date(end - (spans[state.range] || 3600e3));
     Plotly.react("chart", traces, {barmode: "stack", margin: {t: 10, r: 10, b: 40, l: 40}, height: 280,
-      xaxis: {type: "date"}, yaxis: {title: {text: "decisions / min"}}, legend: {orientation: "h"}},
-      {displayModeBar: false, responsive: true});
+      xaxis: {type: "date", range: [start, end]}, yaxis: {title: {text: "decisions / " + per}, rangemode: "tozero"},
+      legend: {orientation: "h"}}, {displayModeBar: false, responsive: true});
   }
 
   function render() { renderGlobal(); renderSystems(); renderChart(); }
@@ -94,7 +118,7 @@
   function resync() {
     if (pending) return;
     pending = setTimeout(() => {
-      fetch(cfg.dataUrl, {credentials: "same-origin"}).then((r) => r.ok ? r.json() : null)
+      fetch(cfg.dataUrl + "?range=" + encodeURIComponent(state.range), {credentials: "same-origin"}).then((r) => r.ok ? r.json() : null)
         .then((s) => { pending = null; if (s) { state = s; render(); } })
         .catch(() => { pending = null; });
     }, 50);
@@ -108,6 +132,8 @@
         if (s) { s.killed = m.engaged; s.kill_reason = m.reason; s.kill_by = m.by; }
       }
       renderGlobal(); renderSystems(); resync();
+    } else if (m.type === "metric" && state.bucket !== "minute") {
+      resync();   // pushed points are per minute: hourly bars are re-read
     } else if (m.type === "metric") {
       const i = state.series.findIndex((p) => p.system === m.system && p.name === m.name && p.t === m.t);
       if (i >= 0) state.series[i].value = m.value; else state.series.push(m);
@@ -115,10 +141,17 @@
     } else if (m.type === "queue") {
       const s = state.systems.find((x) => x.slug === m.system);
       if (s) { s.queue_depth = m.depth; s.oldest_age_s = m.oldest_age_s; renderSystems(); }
-    } else if (m.type === "policy" || m.type === "system") {
+    } else if (["policy", "system", "drift", "alert"].includes(m.type)) {
       resync();
     }
   }
+
+  document.querySelectorAll("[data-range]").forEach((b) => b.addEventListener("click", () => {
+    state.range = b.dataset.range;
+    document.querySelectorAll("[data-range]").forEach((x) => x.setAttribute("aria-pressed", String(x === b)));
+    const url = new URL(location.href); url.searchParams.set("range", state.range); history.replaceState(null, "", url);
+    resync();
+  }));
 
   const dialog = document.getElementById("kill-dialog");
   if (dialog) document.getElementById("kill-cancel").addEventListener("click", () => dialog.close());

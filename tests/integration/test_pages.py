@@ -25,6 +25,7 @@ XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 
 PROTECTED = [
     "/", "/review/", "/systems/", "/systems/crit/", "/tokens/", "/audit/", "/overview/data.json",
+    "/monitor/crit/", "/monitor/crit/data.json",
     "/api/v1/docs", "/api/v1/openapi.json",
 ]
 
