@@ -42,6 +42,7 @@ referenced columns in memory (rows streamed in chunks of :data:`CHUNK`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -99,8 +100,31 @@ def policy_of(system: AISystem) -> tuple[str, int]:
     return "time", int(w.get("seconds", 3600))
 
 
-def watermark_name(kind: str, size: int) -> str:
-    return f"{WATERMARK_PREFIX}.{kind}.{size}"
+def watermark_name(kind: str, size: int, thresholds: dict[str, Any] | None = None) -> str:
+    """The watermark of one window policy and one set of thresholds: changing either starts over."""
+    name = f"{WATERMARK_PREFIX}.{kind}.{size}"
+    if thresholds:
+        digest = hashlib.sha256(json.dumps(thresholds, sort_keys=True).encode()).hexdigest()[:12]
+        name += f".{digest}"
+    return name
+
+
+def thresholds(system: AISystem, references: dict[str, drift.Reference]) -> tuple[
+        dict[str, Any], dict[str, Any], list[str]]:
+    """The system's drift thresholds (policy field ``drift``) as ``detect_drift`` takes them. A feature
+    rule naming a method its column type does not have (chi2 for a number) is left out and reported."""
+    policy = system.drift or {}
+    defaults = {k: policy[k] for k in ("numeric", "categorical") if policy.get(k)}
+    overrides: dict[str, Any] = {}
+    ignored: list[str] = []
+    for feature, rule in (policy.get("features") or {}).items():
+        ref = references.get(feature)
+        methods = drift.NUMERIC_METHODS if isinstance(ref, drift.NumericReference) else drift.CATEGORICAL_METHODS
+        if ref is not None and rule.get("method") not in (None, *methods):
+            ignored.append(f"{feature}: {rule['method']} does not apply to a {ref.kind} column")
+            continue
+        overrides[feature] = rule
+    return defaults, overrides, ignored
 
 
 def _finite(x: float | None) -> float | None:
@@ -410,7 +434,10 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
             summary["skipped"] = "no reference"
             return summary
         references = {name: drift.reference_from_dict(s) for name, s in ref.summaries.items()}
-        name = watermark_name(kind, size)
+        defaults, overrides, ignored = thresholds(system, references)
+        if ignored:
+            summary["ignored_overrides"] = ignored
+        name = watermark_name(kind, size, system.drift)
         mark = read_watermark(system.id, name)
         full = mark is None
         summary["full"] = full
@@ -440,7 +467,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
         pushed_from = max(0, len(windows) - PUSH_WINDOWS)
         for i, w in enumerate(windows):
             columns, _ = read_columns(window_rows(system.id, w), references)
-            report = drift.detect_drift(references, columns)
+            report = drift.detect_drift(references, columns, defaults=defaults, overrides=overrides)
             summary["results"] += store_window(
                 system, ref.id, w, report, replace_from=replace_from and i == 0, push=i >= pushed_from
             )

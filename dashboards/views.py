@@ -5,17 +5,24 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
+from django import forms
+from django.conf import settings
+from django.contrib import messages
 from django.db import connection
-from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import get_object_or_404, render
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest, JsonResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
-from dashboards import monitoring
+from dashboards import monitoring, references
+from dashboards.forms import FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
 from oversight import access
-from oversight.access import any_role
+from oversight.access import any_role, role_required
 from oversight.errors import ActionError
+from oversight.formfields import error_sentences, sentence
 from oversight.models import AISystem, KillSwitch
 
 #: The overview's time ranges: how far back the chart goes, and the bar width.
@@ -107,11 +114,67 @@ def overview_data(request: HttpRequest) -> HttpResponse:
     return JsonResponse(overview_state(request.GET.get("range", "")))
 
 
+def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUploadForm | None = None,
+                 window: FromDecisionsForm | None = None, status: int = 200) -> HttpResponse:
+    ref = references.current(system.id)
+    return render(request, "dashboards/system.html", {
+        "system": system, "state": system_state(system),
+        "reference": references.describe(ref) if ref is not None else None,
+        "upload_form": upload or ReferenceUploadForm(prefix="ref"),
+        "window_form": window or FromDecisionsForm(prefix="window"),
+        "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
+    }, status=status)
+
+
 @any_role
 def system_page(request: HttpRequest, slug: str) -> HttpResponse:
-    """One system's monitoring page: rate, confidence, drift heat map, performance, feedback loops, alerts."""
+    """One system's monitoring page: rate, confidence, drift heat map, performance, feedback loops,
+    alerts, and its reference (admins replace it here)."""
+    return _system_page(request, get_object_or_404(AISystem, slug=slug))
+
+
+@role_required(access.ADMIN)
+@require_POST
+def system_reference(request: HttpRequest, slug: str) -> HttpResponse:
+    """A new reference from an uploaded file (``op=upload``) or a past window of decisions
+    (``op=decisions``). The page's script sends the upload with ``Accept: application/json`` to show
+    its progress, and gets JSON back; without the script the form posts and the page answers."""
     system = get_object_or_404(AISystem, slug=slug)
-    return render(request, "dashboards/system.html", {"system": system, "state": system_state(system)})
+    op = request.POST.get("op")
+    if op not in ("upload", "decisions"):
+        return HttpResponseBadRequest("op must be upload or decisions")
+    upload = ReferenceUploadForm(request.POST, request.FILES, prefix="ref") if op == "upload" else None
+    window = FromDecisionsForm(request.POST, prefix="window") if op == "decisions" else None
+    form: forms.Form = upload or window  # type: ignore[assignment]
+    if form.is_valid():
+        try:
+            if upload is not None:
+                f = upload.cleaned_data["file"]
+                fmt = upload.format_of(f.name)
+                assert fmt is not None
+                ref = references.store_upload(system, f.read(), fmt, request.user, categorical=upload.columns(),
+                                              note=upload.cleaned_data["note"])
+            else:
+                assert window is not None
+                data = window.cleaned_data
+                ref = references.reference_from_decisions(system, data["since"], data["until"], request.user,
+                                                          note=data["note"])
+        except ActionError as exc:
+            form.add_error("file" if upload is not None else None, sentence(exc.message))
+        else:
+            text = f"reference stored: {ref.rows:,} rows, {len(ref.columns)} columns"
+            url = reverse("system-monitor", args=[system.slug]) + "#reference"
+            if _wants_json(request):
+                return JsonResponse({"ok": True, "message": text, "redirect": url}, status=201)
+            messages.success(request, text)
+            return redirect(url)
+    if _wants_json(request):
+        return JsonResponse({"ok": False, "errors": error_sentences(form)}, status=422)
+    return _system_page(request, system, upload, window, status=422)
+
+
+def _wants_json(request: HttpRequest) -> bool:
+    return "application/json" in request.headers.get("Accept", "")
 
 
 @any_role

@@ -28,6 +28,7 @@ POLICY_FIELDS = (
     "review_expiry_s",
     "fallback",
     "window",
+    "drift",
 )
 
 

@@ -42,7 +42,7 @@ class PolicyForm(forms.Form):
     # Fields passed to the schema (the rest, like the reason, go to the action as they are).
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
-        "review_expiry_s", "fallback",
+        "review_expiry_s", "fallback", "drift",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -53,6 +53,11 @@ class PolicyForm(forms.Form):
     review_sla_s = numeric_field("Review SLA (s)", "review_sla_s", integer=True)
     review_expiry_s = numeric_field("Fallback after (s, 0 = wait for a person)", "review_expiry_s", integer=True)
     fallback = JSONTextField(label="Fallback output (JSON)", required=False)
+    drift = JSONTextField(
+        label="Drift thresholds (JSON)", required=False, rows=2,
+        help_text='e.g. {"numeric": {"method": "wasserstein", "threshold": 0.1}, '
+                  '"features": {"tempo": {"threshold": 0.3}}}; {} for the defaults',
+    )
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 
     checked: BaseModel | None = None
@@ -84,6 +89,10 @@ class PolicyForm(forms.Form):
         return self.given()
 
 
+def _plain(value: Any) -> Any:
+    return value.model_dump(mode="json") if isinstance(value, BaseModel) else value
+
+
 class SystemCreateForm(PolicyForm):
     """A new system: its slug and first policy (SystemIn, as ``POST /api/v1/systems``)."""
 
@@ -99,7 +108,7 @@ class SystemCreateForm(PolicyForm):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # A new system starts from the API's defaults.
         initial = {
-            name: f.get_default(call_default_factory=True)
+            name: _plain(f.get_default(call_default_factory=True))
             for name, f in SystemIn.model_fields.items() if not f.is_required()
         }
         kwargs["initial"] = {**initial, **(kwargs.get("initial") or {})}

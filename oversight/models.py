@@ -35,6 +35,8 @@ class AISystem(models.Model):
     fallback = models.JSONField(default=dict, blank=True)
     # Monitoring windows (API.md): {"kind": "time", "seconds": 3600} or {"kind": "count", "size": 5000}.
     window = models.JSONField(default=default_window)
+    # Drift thresholds (API.md): {"numeric": {...}, "categorical": {...}, "features": {name: {...}}}.
+    drift = models.JSONField(default=dict, blank=True)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -58,6 +60,7 @@ class AISystem(models.Model):
             "review_expiry_s": self.review_expiry_s,
             "fallback": self.fallback,
             "window": self.window,
+            "drift": self.drift,
         }
 
 

@@ -14,10 +14,12 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    SerializerFunctionWrapHandler,
     StringConstraints,
     ValidationError,
     ValidationInfo,
     field_validator,
+    model_serializer,
     model_validator,
 )
 from pydantic_core import InitErrorDetails, PydanticCustomError
@@ -236,6 +238,51 @@ class CountWindow(Nested):
 
 Window = Annotated[TimeWindow | CountWindow, Field(discriminator="kind")]
 
+# The drift methods (dashboards.drift.NUMERIC_METHODS / CATEGORICAL_METHODS; a unit test keeps them equal).
+NumericMethod = Literal["psi", "ks", "wasserstein", "jensenshannon"]
+CategoricalMethod = Literal["chi2", "jensenshannon"]
+
+
+class _DriftRule(BaseModel):
+    """Which method decides drift and at what level (any part left out keeps the default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    threshold: float | None = Field(default=None, ge=0, le=1e6)
+    p_threshold: float | None = Field(default=None, gt=0, le=1)
+    min_rows: int | None = Field(default=None, ge=2, le=10_000_000)
+
+
+class NumericDriftRule(_DriftRule):
+    method: NumericMethod | None = None
+
+
+class CategoricalDriftRule(_DriftRule):
+    method: CategoricalMethod | None = None
+
+
+class FeatureDriftRule(_DriftRule):
+    method: NumericMethod | CategoricalMethod | None = None
+
+
+class DriftPolicy(BaseModel):
+    """A system's drift thresholds: per column type, and per feature (``features``)."""
+
+    model_config = ConfigDict(extra="forbid")
+    numeric: NumericDriftRule | None = None
+    categorical: CategoricalDriftRule | None = None
+    features: dict[str, FeatureDriftRule] = Field(default_factory=dict, max_length=1000)
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        """Stored and shown without the parts left out (None: the default applies)."""
+        return _drop_none(handler(self))
+
+
+def _drop_none(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop_none(v) for k, v in value.items() if v is not None}
+    return value
+
 
 class SystemIn(In):
     slug: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
@@ -248,6 +295,7 @@ class SystemIn(In):
     review_expiry_s: Seconds = Field(default=0, ge=0, le=30 * 86400)
     fallback: Any = Field(default_factory=dict)
     window: Window = Field(default_factory=lambda: TimeWindow(kind="time", seconds=3600))
+    drift: DriftPolicy = Field(default_factory=DriftPolicy)
 
     @field_validator("fallback")
     @classmethod
@@ -271,6 +319,7 @@ class SystemPatch(In):
     review_expiry_s: Seconds | None = Field(default=None, ge=0, le=30 * 86400)
     fallback: Any = None
     window: Window | None = None
+    drift: DriftPolicy | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -300,6 +349,7 @@ class SystemOut(BaseModel):
     review_expiry_s: int
     fallback: Any
     window: dict[str, Any]
+    drift: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None

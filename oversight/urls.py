@@ -30,6 +30,7 @@ urlpatterns = [
     path("overview/data.json", dash.overview_data, name="overview-data"),
     path("monitor/<slug:slug>/", dash.system_page, name="system-monitor"),
     path("monitor/<slug:slug>/data.json", dash.system_data, name="system-monitor-data"),
+    path("monitor/<slug:slug>/reference/", dash.system_reference, name="system-reference"),
     path("killswitch/", views.killswitch, name="killswitch"),
     path("systems/", views.systems_page, name="systems"),
     path("systems/<slug:slug>/", views.system_edit, name="system-edit"),

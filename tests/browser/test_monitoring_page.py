@@ -113,3 +113,23 @@ def test_the_page_fits_a_phone_and_every_role_may_read_it(login_as, live_world):
     nobody = login_as(live_world.nobody, "/")
     assert nobody.goto("/monitor/sup/").status == 403
     assert nobody.goto("/monitor/nope/").status in (403, 404)
+
+
+def test_an_admin_uploads_a_reference_with_progress_and_a_bad_file_is_explained_in_place(login_as, live_world):
+    page = login_as(live_world.admin, "/monitor/sup/")
+    errors = console_errors(page)
+    expect(page.get_by_text("No reference yet")).to_be_visible()
+    page.evaluate("window.__notReloaded = true")
+    file_input = page.get_by_label("Reference file (CSV with a header row, or JSON lines)")
+    file_input.set_input_files({"name": "bad.csv", "mimeType": "text/csv", "buffer": b"tempo\n120\nfast\n"})
+    page.get_by_role("button", name="Upload as the reference").click()
+    expect(page.locator("#upload-status")).to_contain_text("Line 3, column 'tempo'")
+    assert page.evaluate("window.__notReloaded") is True  # explained in place, nothing lost
+
+    rows = "\n".join(f"{100 + i % 80},{'jazz' if i % 3 else 'rock'}" for i in range(20000))
+    file_input.set_input_files({"name": "ref.csv", "mimeType": "text/csv", "buffer": f"tempo,genre\n{rows}\n".encode()})
+    page.get_by_role("button", name="Upload as the reference").click()
+    expect(page.locator("#reference")).to_contain_text("20000 rows from an upload")
+    expect(page.get_by_role("status").filter(has_text="reference stored")).to_have_count(0)  # a fresh page
+    expect(page.locator("#reference table")).to_contain_text("genre")
+    assert not [e for e in errors if "422" not in e], errors  # the refused upload's 422 is expected

@@ -9,6 +9,7 @@ from django.utils import timezone
 
 from dashboards.models import Alert, DriftResult, MetricPoint
 from tests.conftest import World
+from tests.integration.test_pages import post
 
 XSS = "<script>alert(1)</script>"
 
@@ -86,3 +87,77 @@ def test_every_role_reads_the_monitoring_pages_and_nobody_else(world):
     from django.test import Client
 
     assert Client().get("/monitor/sup/")["Location"].startswith("/login/")
+
+
+def upload(c, name: str, content: bytes, json_reply: bool = False, **extra):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    data = {"op": "upload", "ref-file": SimpleUploadedFile(name, content), **extra}
+    headers = {"HTTP_ACCEPT": "application/json"} if json_reply else {}
+    return post(c, "/monitor/sup/reference/", data, **headers)
+
+
+def test_an_admin_uploads_a_reference_from_the_page(world):
+    from dashboards.models import Reference
+
+    c = world.person(world.admin)
+    r = upload(c, "ref.csv", b"tempo,genre\n120,jazz\n95,rock\n", **{"ref-categorical": "", "ref-note": "feb"})
+    assert r.status_code == 302
+    assert r["Location"] == "/monitor/sup/#reference"
+    ref = Reference.objects.get()
+    assert (ref.rows, ref.columns, ref.note, ref.created_by) == (2, ["tempo", "genre"], "feb", world.admin)
+    page = c.get("/monitor/sup/").content.decode()
+    assert "2 rows from an upload" in page
+    assert "reference stored: 2 rows, 2 columns" in page  # the message after the redirect
+    r = upload(c, "ref.jsonl", b'{"tempo": 1}\n{"tempo": 2}\n', json_reply=True)  # the page's script
+    assert r.status_code == 201
+    assert r.json() == {"ok": True, "message": "reference stored: 2 rows, 1 columns",
+                        "redirect": "/monitor/sup/#reference"}
+
+
+def test_a_bad_upload_names_the_problem_and_changes_nothing(world):
+    from dashboards.models import Reference
+
+    c = world.person(world.admin)
+    r = upload(c, "ref.csv", b"tempo\n120\nfast\n")
+    assert r.status_code == 422
+    assert "Line 3, column &#x27;tempo&#x27;" in r.content.decode()
+    r = upload(c, "ref.xlsx", b"tempo\n1\n", json_reply=True)
+    assert r.status_code == 422
+    assert "neither CSV nor JSON lines" in r.json()["errors"][0]
+    r = upload(c, "ref.csv", b"", json_reply=True)
+    assert r.status_code == 422
+    assert r.json()["errors"] == ["The file is empty: nothing to summarise."]
+    r = upload(c, "ref.csv", "tempo\n\xe9\n".encode("latin-1"), json_reply=True)
+    assert r.status_code == 422
+    assert "UTF-8" in r.json()["errors"][0]
+    assert not Reference.objects.exists()
+
+
+def test_a_past_window_of_decisions_becomes_the_reference(world):
+    from dashboards.models import Reference
+    from tests.integration.test_drift_job import post as post_batch
+
+    post_batch(world.client_for("sup"), "sup", [
+        {"subject": f"u{i}", "features": {"tempo": 100 + i}, "prediction": {"output": "a", "confidence": 0.9},
+         "occurred_at": f"2024-01-01T00:{i:02d}:00+00:00"} for i in range(10)])
+    c = world.person(world.admin)
+    bad = post(c, "/monitor/sup/reference/", {"op": "decisions", "window-since": "2024-01-01T01:00",
+                                              "window-until": "2024-01-01T00:00"})
+    assert bad.status_code == 422
+    assert "Until must be after From." in bad.content.decode()
+    r = post(c, "/monitor/sup/reference/", {"op": "decisions", "window-since": "2024-01-01T00:00",
+                                            "window-until": "2024-01-01T00:05"})
+    assert r.status_code == 302
+    assert Reference.objects.get().rows == 5
+
+
+def test_only_admins_change_the_reference(world):
+    for user in (world.operator, world.editor, world.nobody):
+        r = upload(world.person(user), "ref.csv", b"tempo\n1\n")
+        assert r.status_code == 403
+        assert "upload-form" not in world.person(user).get("/monitor/sup/").content.decode()
+    c = world.person(world.admin)
+    assert c.get("/monitor/sup/reference/").status_code == 405
+    assert post(c, "/monitor/sup/reference/", {"op": "drop"}).status_code == 400
+    assert c.post("/monitor/sup/reference/", {"op": "upload"}).status_code == 403  # no CSRF token
