@@ -125,7 +125,7 @@ _FORMAT_VERSION = 1
 
 
 #: The largest :attr:`DriftResult.severity` (a p-value of 1e-300 is not 1e298 times worse than 0.05).
-SEVERITY_CAP = 10.0
+SEVERITY_CAP = 100.0
 
 
 @dataclass(frozen=True)

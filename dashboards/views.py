@@ -19,7 +19,7 @@ from dashboards import monitoring, references
 from dashboards.forms import FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
-from oversight import access
+from oversight import access, demo
 from oversight.access import any_role, role_required
 from oversight.errors import ActionError
 from oversight.formfields import error_sentences, sentence
@@ -105,7 +105,10 @@ def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
 
 @any_role
 def overview(request: HttpRequest) -> HttpResponse:
-    return render(request, "dashboards/overview.html", {"state": overview_state(request.GET.get("range", ""))})
+    context: dict[str, Any] = {"state": overview_state(request.GET.get("range", ""))}
+    if demo.is_demo() and access.ADMIN in access.roles_of(request.user):
+        context["demo"] = {"scenarios": demo.SCENARIOS, "current": demo.scenario()}
+    return render(request, "dashboards/overview.html", context)
 
 
 @any_role

@@ -1,4 +1,5 @@
-"""The demo world: three people (one per role), three systems (one per level), their keys."""
+"""The demo world: three people (one per role), three systems (one per level), their keys; and the
+demo's scenario (normal traffic, the March-2020 shift, a feedback loop) that the simulator follows."""
 
 from __future__ import annotations
 
@@ -6,18 +7,23 @@ import json
 import secrets
 from typing import Any
 
+import redis
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from oversight import access, actions, embedded
+from oversight import access, actions, audit, embedded
+from oversight.errors import ActionError
 from oversight.models import AISystem
 
 DEMO_SYSTEMS: list[dict[str, Any]] = [
     {"slug": "loan-approvals", "name": "Loan approvals (critical)", "level": 1, "confidence_threshold": 0.9,
      "audit_sample_rate": 0.0, "review_sla_s": 600, "fallback": {"decision": "refer-to-branch"}},
+    # Two-minute windows: a shift shows within a monitoring tick or two, not an hour later.
     {"slug": "nightly-recs", "name": "Nightly music recommendations", "level": 2, "confidence_threshold": 0.6,
-     "audit_sample_rate": 0.05, "review_sla_s": 900, "fallback": {"items": ["editorial-calm-1", "editorial-calm-2"]}},
+     "audit_sample_rate": 0.05, "review_sla_s": 900, "fallback": {"items": ["editorial-calm-1", "editorial-calm-2"]},
+     "window": {"kind": "time", "seconds": 120}},
     {"slug": "spam-filter", "name": "Comment spam filter (autonomous)", "level": 3, "confidence_threshold": 0.5,
      "audit_sample_rate": 0.02, "review_sla_s": 3600, "fallback": {"label": "hold"}},
 ]
@@ -63,3 +69,45 @@ def seed() -> dict[str, Any]:
     path.write_text(json.dumps(store, indent=2))
     path.chmod(0o600)
     return store
+
+
+# --- the demo's scenario ------------------------------------------------------------------------
+
+#: What the simulator's listeners do: as usual; as in March 2020 (routines change overnight: no
+#: commute, no gym, at home all day, calmer music); or a recommender feeding on its own clicks.
+SCENARIOS = {
+    "normal": "Normal traffic",
+    "march-2020": "March 2020: routines change overnight",
+    "feedback-loop": "Feedback loop: recommendations feed on their own clicks",
+}
+
+
+def _scenario_key() -> str:
+    return f"{settings.REDIS_PREFIX}:demo:scenario"
+
+
+def _redis() -> Any:
+    return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+
+
+def is_demo() -> bool:
+    """True where ``make demo`` (or ``seed_demo``) set up the demo world."""
+    return _secrets_file().exists()
+
+
+def scenario() -> str:
+    """The scenario the simulator follows now ("normal" when none was chosen or Redis is away)."""
+    try:
+        value = _redis().get(_scenario_key())
+    except Exception:  # the demo's control is best-effort; the simulator carries on as it was
+        return "normal"
+    name = value.decode() if value else "normal"
+    return name if name in SCENARIOS else "normal"
+
+
+def set_scenario(actor: Any, name: str) -> None:
+    """Switch the simulator's scenario (audited). Raises ActionError for an unknown one."""
+    if name not in SCENARIOS:
+        raise ActionError("invalid", f"unknown scenario {name!r}: one of {', '.join(SCENARIOS)}", "scenario")
+    _redis().set(_scenario_key(), name)
+    audit.record(actor, "demo.scenario", target=name, reason=SCENARIOS[name])

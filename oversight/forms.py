@@ -17,6 +17,7 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.utils.http import url_has_allowed_host_and_scheme
 from pydantic import BaseModel, ValidationError
 
+from oversight import demo
 from oversight.formfields import (
     LEVELS_LONG,
     LEVELS_SHORT,
@@ -137,6 +138,16 @@ class PolicyEditForm(PolicyForm):
     def changes(self) -> dict[str, Any]:
         assert self.checked is not None
         return self.checked.model_dump(exclude_unset=True, exclude={"reason"})
+
+
+# --- the demo ------------------------------------------------------------------------------
+
+
+class DemoScenarioForm(forms.Form):
+    """Which scenario the demo's simulated listeners follow (oversight.demo.SCENARIOS)."""
+
+    scenario = forms.ChoiceField(choices=list(demo.SCENARIOS.items()),
+                                 error_messages={"invalid_choice": "Pick one of the demo's scenarios."})
 
 
 # --- kill switches ------------------------------------------------------------------------

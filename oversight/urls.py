@@ -32,6 +32,7 @@ urlpatterns = [
     path("monitor/<slug:slug>/data.json", dash.system_data, name="system-monitor-data"),
     path("monitor/<slug:slug>/reference/", dash.system_reference, name="system-reference"),
     path("killswitch/", views.killswitch, name="killswitch"),
+    path("demo/scenario/", views.demo_scenario, name="demo-scenario"),
     path("systems/", views.systems_page, name="systems"),
     path("systems/<slug:slug>/", views.system_edit, name="system-edit"),
     path("tokens/", views.tokens_page, name="tokens"),

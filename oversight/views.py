@@ -10,12 +10,13 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from oversight import access, actions
+from oversight import access, actions, demo
 from oversight.access import any_role, person_of, role_required
 from oversight.errors import ActionError
 from oversight.formfields import add_action_error, error_sentences
 from oversight.forms import (
     ApiKeyForm,
+    DemoScenarioForm,
     KillSwitchForm,
     PolicyEditForm,
     SystemCreateForm,
@@ -24,6 +25,29 @@ from oversight.forms import (
     pop_secret,
 )
 from oversight.models import AISystem, ApiKey, AuditEvent, PersonalToken
+
+# --- the demo's scenario ------------------------------------------------------------------
+
+
+@require_POST
+@role_required(access.ADMIN)
+def demo_scenario(request: HttpRequest) -> HttpResponse:
+    """The overview's demo buttons: switch what the simulated listeners do."""
+    form = DemoScenarioForm(request.POST)
+    if not demo.is_demo():
+        messages.error(request, "this is not the demo: there is no simulator to switch")
+    elif form.is_valid():
+        try:
+            demo.set_scenario(request.user, form.cleaned_data["scenario"])
+        except (ActionError, OSError) as exc:
+            messages.error(request, f"could not switch the scenario: {exc}")
+        else:
+            messages.success(request, f"demo scenario: {demo.SCENARIOS[form.cleaned_data['scenario']]}")
+    else:
+        for text in error_sentences(form):
+            messages.error(request, text)
+    return redirect("overview")
+
 
 # --- kill switches ----------------------------------------------------------------------
 

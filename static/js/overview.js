@@ -107,9 +107,9 @@
     const end = new Date(state.now);
     const spans = {"15m": 15 * 60e3, "1h": 3600e3, "24h": 24 * 3600e3, "7d": 7 * 24 * 3600e3};
     const start = new Date(end - (spans[state.range] || 3600e3));
-    Plotly.react("chart", traces, {barmode: "stack", margin: {t: 10, r: 10, b: 40, l: 40}, height: 280,
+    Plotly.react("chart", traces, {barmode: "stack", margin: {t: 10, r: 10, b: 60, l: 40}, height: 300,
       xaxis: {type: "date", range: [start, end]}, yaxis: {title: {text: "decisions / " + per}, rangemode: "tozero"},
-      legend: {orientation: "h"}}, {displayModeBar: false, responsive: true});
+      legend: {orientation: "h", y: -0.3}}, {displayModeBar: false, responsive: true});
   }
 
   function render() { renderGlobal(); renderSystems(); renderChart(); }

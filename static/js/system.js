@@ -58,14 +58,17 @@
                       colorscale: [[0, "#e3f3e4"], [0.5, "#fff3c4"], [0.5001, "#f9b27c"], [1, "#c62828"]],
                       hovertemplate: "%{y}<br>window %{x}<br>%{text}<extra></extra>", xgap: 1, ygap: 1,
                       colorbar: {title: "severity"}}],
-         {margin: {l: 150, r: 12, t: 10, b: 50}, xaxis: {type: "date"}}, isEmpty, "drift");
+         {margin: {l: Math.min(150, Math.round(window.innerWidth / 4)), r: 12, t: 10, b: 50}, xaxis: {type: "date"},
+          yaxis: {automargin: true}}, isEmpty, "drift");
+    // Log scale: 0 (no effect at all) cannot be drawn on it, so it sits at the axis' floor of 0.01.
     const lines = d.features.map((f, i) => ({type: "scatter", mode: "lines+markers", name: f, x: d.windows,
-                                              y: z[i], connectgaps: false}));
+                                              y: z[i].map((v) => (v === null ? null : Math.max(v, 0.01))),
+                                              connectgaps: false}));
     lines.push({type: "scatter", mode: "lines", name: "threshold", x: [d.windows[0], d.windows[d.windows.length - 1]],
                 y: [1, 1], line: {dash: "dash", color: "#c62828"}, hoverinfo: "skip"});
     const div = document.getElementById("drift-lines");
     div.hidden = isEmpty;
-    if (!isEmpty) Plotly.react(div, lines, Object.assign({}, layoutBase, {yaxis: {title: "severity (drift > 1)"},
+    if (!isEmpty) Plotly.react(div, lines, Object.assign({}, layoutBase, {yaxis: {title: "severity (drift > 1)", type: "log"},
                                                                        xaxis: {type: "date"}}), plotCfg);
   }
 

@@ -38,3 +38,110 @@ def test_simulator_sends_decisions_through_the_public_api(tworld, live_server_ur
     assert set(counts) <= {"released", "pending_review"}
     assert Decision.objects.count() == sum(counts.values())
     assert Decision.objects.filter(system__slug="crit", status="pending_review").exists()
+
+
+# --- the demo's scenarios ----------------------------------------------------------------------
+
+
+def _sample(scenario: str, n: int = 3000, seed: int = 1) -> dict[str, list]:
+    import random
+
+    rng = random.Random(seed)
+    cols: dict[str, list] = {"hour": [], "activity": [], "tempo": [], "genre": [], "prediction.confidence": []}
+    for _ in range(n):
+        features, _, _, confidence = simulator.nightly_row(rng, scenario)
+        for k, v in features.items():
+            cols[k].append(v)
+        cols["prediction.confidence"].append(confidence)
+    return cols
+
+
+def test_march_2020_moves_what_the_drift_job_watches_and_normal_traffic_does_not():
+    import numpy as np
+
+    from dashboards import drift
+
+    base = _sample("normal", seed=1)
+    refs = drift.build_references({k: np.asarray(v, dtype=object if k in ("activity", "genre") else float)
+                                   for k, v in base.items()}, categorical=["activity", "genre"])
+
+    def drifted(scenario: str) -> set[str]:
+        window = _sample(scenario, n=500, seed=2)
+        report = drift.detect_drift(refs, {k: np.asarray(v, dtype=object if k in ("activity", "genre") else float)
+                                           for k, v in window.items()})
+        return {f.feature for f in report.features.values() if f.drifted}
+
+    assert drifted("normal") == set()
+    assert drifted("march-2020") >= {"hour", "activity", "prediction.confidence"}
+    assert "commute" not in _sample("march-2020", n=500)["activity"]
+
+
+def test_a_feedback_loop_makes_rewards_follow_the_model_and_narrows_what_is_shown():
+    import random
+
+    import numpy as np
+
+    from dashboards import performance
+
+    rng = random.Random(3)
+    conf = [rng.betavariate(5, 2) for _ in range(4000)]
+    normal = [(c, simulator.nightly_outcome(rng, "normal", "released", c)) for c in conf]
+    loop = [(c, simulator.nightly_outcome(rng, "feedback-loop", "released", c)) for c in conf]
+    corr = {name: performance.prediction_outcome_correlation(np.array([c for c, r in pairs if r is not None]),
+                                                              np.array([r for _, r in pairs if r is not None]))
+            for name, pairs in (("normal", normal), ("loop", loop))}
+    assert corr["normal"] < 0.3
+    assert corr["loop"] > performance.ECHO_CORRELATION
+    assert simulator.nightly_outcome(rng, "feedback-loop", "pending_review", 0.9) is None  # only its own releases
+
+    def gini(scenario: str) -> float:
+        counts: dict[str, int] = {}
+        for _ in range(2000):
+            for item in simulator.nightly_row(rng, scenario)[2]["items"]:
+                counts[item] = counts.get(item, 0) + 1
+        return performance.exposure_gini(np.array(list(counts.values()) + [0] * (500 - len(counts))))
+
+    assert gini("feedback-loop") > gini("normal")
+
+
+def test_the_scenario_is_switched_by_the_command_and_by_an_admins_button(world, tmp_path, monkeypatch, capsys):
+    from oversight.models import AuditEvent
+    from tests.integration.test_pages import post
+
+    monkeypatch.setattr(embedded, "VAR_DIR", tmp_path)
+    call_command("demo_scenario", "normal")
+    assert demo.scenario() == "normal"
+    call_command("demo_scenario", "march-2020")
+    assert demo.scenario() == "march-2020"
+    call_command("demo_scenario")
+    assert capsys.readouterr().out.strip().endswith("march-2020")
+
+    admin = world.person(world.admin)
+    r = post(admin, "/demo/scenario/", {"scenario": "feedback-loop"}, follow=True)
+    assert "this is not the demo" in r.content.decode()  # no demo seeded here: nothing switched
+    assert demo.scenario() == "march-2020"
+    (tmp_path / "demo.json").write_text("{}")  # now it is the demo
+    assert 'value="march-2020" aria-pressed="true"' in admin.get("/").content.decode()
+    r = post(admin, "/demo/scenario/", {"scenario": "feedback-loop"}, follow=True)
+    assert "demo scenario: Feedback loop" in r.content.decode()
+    assert demo.scenario() == "feedback-loop"
+    assert AuditEvent.objects.filter(action="demo.scenario", target="feedback-loop", actor=world.admin).exists()
+    assert post(admin, "/demo/scenario/", {"scenario": "chaos"}, follow=True).status_code == 200
+    assert demo.scenario() == "feedback-loop"
+    assert post(world.person(world.operator), "/demo/scenario/", {"scenario": "normal"}).status_code == 403
+    assert "demo-title" not in world.person(world.operator).get("/").content.decode()
+    call_command("demo_scenario", "normal")
+
+
+def test_the_demo_recommender_gets_a_reference_of_normal_listening(world):
+    from dashboards.models import Reference
+
+    actions_system = {"slug": "nightly-recs", "name": "recs", "level": 2}
+    from oversight import actions
+
+    actions.create_system(None, actions_system)
+    call_command("seed_demo_reference", "--rows", "500")
+    ref = Reference.objects.get()
+    assert (ref.rows, ref.columns) == (500, ["hour", "activity", "tempo", "genre", "prediction.confidence"])
+    call_command("seed_demo_reference")  # has one: kept
+    assert Reference.objects.count() == 1

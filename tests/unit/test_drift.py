@@ -707,3 +707,19 @@ def test_gapminder_known_shift_large_windows(
     # resampled window falls either side of 0.2 there. From 1992 on, everything that moved.
     assert all(flagged[y] >= MOVERS - {"pop"} for y in (1977, 1982, 1987)), flagged
     assert all(flagged[y] == MOVERS for y in YEARS if y >= 1992), flagged
+
+
+@settings(max_examples=40, deadline=None)
+@given(shift=st.floats(-1.0, 1.0), n=st.integers(50, 3000), seed=st.integers(0, 2**31 - 1))
+def test_severity_above_1_is_exactly_the_verdict(shift, n, seed):
+    rng = np.random.default_rng(seed)
+    refs = drift.build_references({"x": rng.normal(size=2000), "c": rng.choice(["a", "b", "c"], 2000)})
+    window = {"x": rng.normal(shift, 1.0, n), "c": rng.choice(["a", "b", "c"], n, p=[0.5, 0.3, 0.2])}
+    for feature in drift.detect_drift(refs, window).features.values():
+        for r in feature.results.values():
+            if r.insufficient_data:
+                assert r.severity is None
+            else:
+                assert r.severity is not None
+                assert 0 <= r.severity <= drift.SEVERITY_CAP
+                assert (r.severity > 1) == r.drifted, (r.method, r.severity, r.effect, r.threshold, r.p_value)

@@ -24,6 +24,7 @@ class Command(BaseCommand):
     def handle(self, *args: Any, **opts: Any) -> None:
         call_command("migrate", interactive=False, verbosity=0)
         store = demo.seed()
+        call_command("seed_demo_reference")  # the recommender's "before March 2020" (dashboards app)
         base = Path(settings.BASE_DIR)
         env = {
             **os.environ,

@@ -21,6 +21,7 @@ class Command(BaseCommand):
             raise CommandError("no demo API keys: run `python manage.py seed_demo` first")
         self.stdout.write(f"simulating {opts['rate']}/s decisions against {opts['url']} for {', '.join(keys)}")
         try:
-            simulator.run(opts["url"], keys, opts["rate"], opts["duration"], log=self.stdout.write)
+            simulator.run(opts["url"], keys, opts["rate"], opts["duration"], log=self.stdout.write,
+                          scenario=demo.scenario)
         except KeyboardInterrupt:
             self.stdout.write("simulator stopped")
