@@ -23,7 +23,9 @@ stored): ``perf.outcomes`` (outcomes in the window), ``perf.accuracy``, ``perf.m
   reject, before release or on audit; expiry is not a person), the model's output against the
   output the decision holds afterwards;
 * exposure and homogeneity: the items of each output shown in the window (its ``items`` list, the
-  output itself when it is a list, else the whole output as one item); homogeneity over at most
+  output itself when it is a list, else the whole output as one item); exposure over the catalogue
+  of items shown in the window or in the :data:`CATALOGUE_WINDOWS` windows' time before it (an
+  item no longer shown counts 0); homogeneity over at most
   :data:`HOMOGENEITY_SUBJECTS` subjects, a fixed sample (by the hash of the subject);
 * the reference correlation is the system's first window with at least :data:`MIN_PAIRS` outcome
   pairs: the period before a model retrained on outcomes could be echoing itself.
@@ -62,6 +64,8 @@ _STORED = (*NAMES, PAIRS)
 WATERMARK = "_perf.watermark"
 #: Outcome pairs a window needs before its correlation can be the system's reference.
 MIN_PAIRS = 30
+#: Exposure is measured over the items shown in this many windows' time before a window, too.
+CATALOGUE_WINDOWS = 5
 #: Subjects sampled per window for homogeneity.
 HOMOGENEITY_SUBJECTS = 2000
 ALERT_KIND = "feedback_loop"
@@ -109,15 +113,27 @@ def _sql_of(decisions: QuerySet[Decision]) -> tuple[str, tuple[Any, ...]]:
     return sql, tuple(params)
 
 
-def _exposure(decisions: QuerySet[Decision]) -> list[int]:
+def _item_counts(decisions: QuerySet[Decision]) -> dict[str, int]:
     inner, params = _sql_of(decisions.filter(output__isnull=False))
     with connection.cursor() as cur:
         cur.execute(
-            f"SELECT count(*) FROM ({inner}) d CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) "  # noqa: S608
-            "GROUP BY e.item::text",
+            f"SELECT e.item::text, count(*) FROM ({inner}) d "  # noqa: S608
+            f"CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) GROUP BY 1",
             params,
         )
-        return [int(n) for (n,) in cur.fetchall()]
+        return {item: int(n) for item, n in cur.fetchall()}
+
+
+def _exposure(system_id: int, w: Window, decisions: QuerySet[Decision]) -> list[int]:
+    """How often each item was shown in the window, over the catalogue the system has been showing:
+    items shown in the :data:`CATALOGUE_WINDOWS` windows' time before it and not in this one count
+    0 (a recommender narrowing to a few tracks concentrates its exposure, even if it shows those
+    few evenly)."""
+    counts = _item_counts(decisions)
+    span = max(w.end - w.start, timedelta(minutes=1)) * CATALOGUE_WINDOWS
+    before = Decision.objects.filter(system_id=system_id, occurred_at__gte=w.start - span, occurred_at__lt=w.start)
+    earlier = _item_counts(before)
+    return [*counts.values(), *[0 for item in earlier if item not in counts]]
 
 
 def _received(decisions: QuerySet[Decision]) -> list[list[str]]:
@@ -161,7 +177,8 @@ def window_metrics(system_id: int, w: Window) -> dict[str, float | None]:
         "loop.own_outcome_share": performance.own_outcome_share(np.asarray(followed, dtype=bool)),
         "loop.correlation": performance.prediction_outcome_correlation(conf, val),
         PAIRS: float(len(conf)),
-        "loop.exposure_gini": performance.exposure_gini(np.asarray(_exposure(decisions), dtype=np.int64)),
+        "loop.exposure_gini": performance.exposure_gini(np.asarray(_exposure(system_id, w, decisions),
+                                                                   dtype=np.int64)),
         "loop.homogeneity": performance.homogeneity(_received(decisions)),
     }
 

@@ -90,8 +90,17 @@ def test_exposure_concentration_and_homogeneity_come_from_what_was_shown(world):
     first, second = figures(world.autonomous, T0), figures(world.autonomous, T0 + HOUR)
     assert first["loop.exposure_gini"] == pytest.approx(0.0)
     assert first["loop.homogeneity"] == pytest.approx(1.0)
-    assert second["loop.exposure_gini"] == pytest.approx(performance.exposure_gini(np.array([4, 1, 1, 1, 1])))
+    # t1 and t2, shown the hour before and no longer, count 0 in the catalogue
+    assert second["loop.exposure_gini"] == pytest.approx(performance.exposure_gini(np.array([4, 1, 1, 1, 1, 0, 0])))
     assert second["loop.homogeneity"] == pytest.approx(1 / 3)  # {hit, own_i} vs {hit, own_j}
+
+
+def test_a_recommender_narrowing_to_a_few_items_concentrates_exposure(world):
+    decide(world, "auto", [row(i, T0, {"items": [f"t{i % 10}"]}, 0.9) for i in range(40)])  # 10 items evenly
+    decide(world, "auto", [row(i, T0 + HOUR, {"items": [f"t{i % 2}"]}, 0.9) for i in range(40)])  # 2 of them
+    performance_job.run_system(world.autonomous.id)
+    assert figures(world.autonomous, T0)["loop.exposure_gini"] == pytest.approx(0.0)
+    assert figures(world.autonomous, T0 + HOUR)["loop.exposure_gini"] == pytest.approx(0.8)
 
 
 def test_agreement_counts_what_people_kept_of_the_model(world):
