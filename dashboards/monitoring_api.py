@@ -19,8 +19,9 @@ from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Router
 
+from dashboards import alerts
 from dashboards.models import Alert, DriftResult, MetricPoint
-from oversight import access, audit, events
+from oversight import access, audit
 from oversight.jsonapi import ApiError, auth, json_response, require_person, system_for
 from oversight.models import AISystem
 
@@ -223,23 +224,4 @@ def list_alerts(
 def ack_alert(request: HttpRequest, alert_id: str) -> HttpResponse:
     """Acknowledge an alert (admin). Again is fine: the first person and time are kept."""
     who = require_person(request, access.ADMIN)
-    raw = alert_id.removeprefix("alr_")
-    if not raw.isdigit() or len(raw) > 18:
-        raise ApiError(404, "not_found", f"no alert {alert_id!r}")
-    with transaction.atomic():
-        alert = Alert.objects.select_for_update(of=("self",)).select_related("system").filter(pk=int(raw)).first()
-        if alert is None:
-            raise ApiError(404, "not_found", f"no alert {alert_id!r}")
-        if alert.acked_at is None:
-            alert.acked_by = who.user
-            alert.acked_at = timezone.now()
-            alert.save(update_fields=["acked_by", "acked_at"])
-            audit.record(who.user, "alert.ack", system=alert.system, target=alert.subject,
-                         data={"id": alert.public_id, "kind": alert.kind})
-            body = alert_out(alert)
-            events.send_on_commit(
-                [events.system_group(alert.system.slug), events.OVERVIEW_GROUP],
-                {"type": "alert", **{k: v.isoformat() if isinstance(v, datetime) else v for k, v in body.items()}},
-            )
-    alert = Alert.objects.select_related("system", "acked_by").get(pk=alert.pk)
-    return json_response(alert_out(alert))
+    return json_response(alert_out(alerts.acknowledge(who.user, alert_id)))  # ActionError: the API's 404

@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from dashboards import monitoring, references
+from dashboards import alerts, monitoring, references
 from dashboards.forms import FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
@@ -174,6 +174,21 @@ def system_reference(request: HttpRequest, slug: str) -> HttpResponse:
     if _wants_json(request):
         return JsonResponse({"ok": False, "errors": error_sentences(form)}, status=422)
     return _system_page(request, system, upload, window, status=422)
+
+
+@role_required(access.ADMIN)
+@require_POST
+def alert_ack(request: HttpRequest, slug: str, alert_id: str) -> HttpResponse:
+    """The system page's Acknowledge button (admins)."""
+    system = get_object_or_404(AISystem, slug=slug)
+    try:
+        alert = alerts.acknowledge(request.user, alert_id)
+    except ActionError as exc:
+        messages.error(request, exc.message)
+    else:
+        who = alert.acked_by.get_username() if alert.acked_by else "someone"
+        messages.success(request, f"alert {alert.public_id} acknowledged ({who})")
+    return redirect(reverse("system-monitor", args=[system.slug]) + "#alerts")
 
 
 def _wants_json(request: HttpRequest) -> bool:

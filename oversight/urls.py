@@ -31,6 +31,7 @@ urlpatterns = [
     path("monitor/<slug:slug>/", dash.system_page, name="system-monitor"),
     path("monitor/<slug:slug>/data.json", dash.system_data, name="system-monitor-data"),
     path("monitor/<slug:slug>/reference/", dash.system_reference, name="system-reference"),
+    path("monitor/<slug:slug>/alerts/<str:alert_id>/ack/", dash.alert_ack, name="alert-ack"),
     path("killswitch/", views.killswitch, name="killswitch"),
     path("demo/scenario/", views.demo_scenario, name="demo-scenario"),
     path("systems/", views.systems_page, name="systems"),

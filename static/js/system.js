@@ -109,6 +109,18 @@
       when.className = "muted small";
       when.textContent = " " + new Date(a.opened_at).toLocaleString() + (a.acked_by ? " · acknowledged by " + a.acked_by : "");
       li.append(badge, " " + a.kind + ": " + a.message, when);   // text only: never parsed as HTML
+      if (cfg.ackUrl && !a.acked_by) {
+        const form = document.createElement("form");
+        form.method = "post"; form.className = "inline";
+        form.action = cfg.ackUrl.replace("ALERT", encodeURIComponent(a.id));
+        const token = document.createElement("input");
+        token.type = "hidden"; token.name = "csrfmiddlewaretoken"; token.value = cfg.csrf;
+        const button = document.createElement("button");
+        button.type = "submit"; button.className = "small"; button.textContent = "Acknowledge";
+        button.setAttribute("aria-label", "Acknowledge alert " + a.id);
+        form.append(token, button);
+        li.append(" ", form);
+      }
       ul.append(li);
     });
     empty("alerts", !state.alerts.length);

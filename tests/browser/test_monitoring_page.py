@@ -133,3 +133,19 @@ def test_an_admin_uploads_a_reference_with_progress_and_a_bad_file_is_explained_
     expect(page.get_by_role("status").filter(has_text="reference stored")).to_have_count(0)  # a fresh page
     expect(page.locator("#reference table")).to_contain_text("genre")
     assert not [e for e in errors if "422" not in e], errors  # the refused upload's 422 is expected
+
+
+def test_an_admin_acknowledges_an_alert_with_one_click(login_as, live_world):
+    from dashboards.models import Alert
+
+    Alert.objects.create(system=live_world.supervised, kind="drift", subject="tempo", message="tempo drifted",
+                         opened_at=timezone.now())
+    operator = login_as(live_world.operator, "/monitor/sup/")
+    expect(operator.locator("#alerts li")).to_contain_text("tempo drifted")
+    expect(operator.get_by_role("button", name="Acknowledge")).to_have_count(0)  # admins only
+    page = login_as(live_world.admin, "/monitor/sup/")
+    errors = console_errors(page)
+    page.get_by_role("button", name="Acknowledge").click()
+    expect(page.locator("#alerts li")).to_contain_text("acknowledged by admin")
+    expect(page.get_by_role("button", name="Acknowledge")).to_have_count(0)
+    assert not errors, errors

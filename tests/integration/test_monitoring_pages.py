@@ -161,3 +161,26 @@ def test_only_admins_change_the_reference(world):
     assert c.get("/monitor/sup/reference/").status_code == 405
     assert post(c, "/monitor/sup/reference/", {"op": "drop"}).status_code == 400
     assert c.post("/monitor/sup/reference/", {"op": "upload"}).status_code == 403  # no CSRF token
+
+
+def test_an_admin_acknowledges_an_alert_on_the_system_page(world):
+    from oversight.models import AuditEvent
+
+    alert = Alert.objects.create(system=world.supervised, kind="drift", subject="tempo", message="tempo drifted",
+                                 opened_at=timezone.now())
+    url = f"/monitor/sup/alerts/{alert.public_id}/ack/"
+    assert post(world.person(world.operator), url).status_code == 403
+    admin = world.person(world.admin)
+    r = post(admin, url, follow=True)
+    assert r.redirect_chain[-1][0] == "/monitor/sup/#alerts"
+    assert f"alert {alert.public_id} acknowledged (admin)" in r.content.decode()
+    alert.refresh_from_db()
+    assert alert.acked_by == world.admin
+    assert AuditEvent.objects.filter(action="alert.ack", actor=world.admin).count() == 1
+    again = post(admin, url, follow=True)  # the first acknowledgement is kept, not audited twice
+    assert again.status_code == 200
+    assert AuditEvent.objects.filter(action="alert.ack").count() == 1
+    missing = post(admin, "/monitor/sup/alerts/alr_999999/ack/", follow=True)
+    assert "no alert &#x27;alr_999999&#x27;" in missing.content.decode()
+    data = admin.get("/monitor/sup/data.json").json()
+    assert data["alerts"][0]["acked_by"] == "admin"
