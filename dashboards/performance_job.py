@@ -5,8 +5,8 @@ statistics themselves are ``dashboards.performance`` (numpy, no database); this 
 window's rows, stores the figures as metric series and opens or resolves the feedback-loop alert.
 
 **Windows** are the drift job's (``dashboards.drift_job``): the system's policy, time or count,
-over the decisions' ``occurred_at``. A window is (re)computed when one of its decisions, one of
-their outcomes or one of their review resolutions arrived after the system's watermark (minus the
+over the decisions' ``occurred_at``. A window is (re)computed when one of its decisions or one of
+their outcomes (a person's review resolution is one) arrived after the system's watermark (minus the
 drift job's overlap). Each window's figures replace its earlier ones in one transaction, so a run
 that dies half-way leaves whole windows and running it twice stores the same values.
 
@@ -19,9 +19,10 @@ stored): ``perf.outcomes`` (outcomes in the window), ``perf.accuracy``, ``perf.m
   (``prediction.output``, not a person's or the fallback), rewards taken as they are; the
   outcome value for calibration and correlation is 1/0 (label matched) or the reward;
 * an outcome *followed a released decision* when its decision's status is ``released``;
-* human–model agreement: decisions of the window that a person resolved (approve, modify or
-  reject, before release or on audit; expiry is not a person), the model's output against the
-  output the decision holds afterwards;
+* human–model agreement: the window's outcomes marked ``human`` (a person's resolution of a review,
+  before release or on audit, stores the output they released, kept or wrote as the label;
+  expiry is not a person), against the model's own output; every other figure uses the client's
+  outcomes only;
 * exposure and homogeneity: the items of each output shown in the window (its ``items`` list, the
   output itself when it is a list, else the whole output as one item); exposure over the catalogue
   of items shown in the window or in the :data:`CATALOGUE_WINDOWS` windows' time before it (an
@@ -89,7 +90,7 @@ def _outcome_rows(decisions: QuerySet[Decision]) -> tuple[list[Any], list[Any], 
     confidence: list[float] = []
     value: list[float] = []
     followed: list[bool] = []
-    rows = Outcome.objects.filter(decision__in=decisions.values("id")).values_list(
+    rows = Outcome.objects.filter(decision__in=decisions.values("id"), source=Outcome.Source.CLIENT).values_list(
         "label", "reward", "decision__prediction__output", "decision__confidence", "decision__status"
     )
     for label, reward, model_output, conf, status in rows.iterator(chunk_size=drift_job.CHUNK):
@@ -149,12 +150,9 @@ def _received(decisions: QuerySet[Decision]) -> list[list[str]]:
 
 
 def _agreement(decisions: QuerySet[Decision]) -> float | None:
-    from reviewqueue.models import ReviewItem
-
-    resolved = ReviewItem.objects.filter(
-        decision__in=decisions.values("id"), status=ReviewItem.Status.RESOLVED,
-        action__in=[ReviewItem.Action.APPROVE, ReviewItem.Action.MODIFY, ReviewItem.Action.REJECT],
-    ).values_list("decision__prediction__output", "decision__output")
+    """People's resolutions (outcomes marked human) against the model's own output."""
+    resolved = Outcome.objects.filter(decision__in=decisions.values("id"), source=Outcome.Source.HUMAN).values_list(
+        "decision__prediction__output", "label")
     model, human = [], []
     for m, h in resolved.iterator(chunk_size=drift_job.CHUNK):
         model.append(m)
@@ -188,9 +186,7 @@ def window_metrics(system_id: int, w: Window) -> dict[str, float | None]:
 
 def _changed_sql(system_id: int, since: datetime | None) -> tuple[str, list[Any]]:
     """``(occurred_at, id, at)`` of every decision of the system that changed since ``since``: the
-    decision itself arrived, an outcome of it did, or a person resolved its review."""
-    from reviewqueue.models import ReviewItem
-
+    decision itself arrived, or an outcome of it did (a person's resolution is one)."""
     params: list[Any] = []
     parts = []
     for sql, changed_at in (
@@ -198,9 +194,6 @@ def _changed_sql(system_id: int, since: datetime | None) -> tuple[str, list[Any]
          "d.created_at"),
         ("SELECT d.occurred_at, d.id, o.created_at AS at FROM oversight_outcome o JOIN oversight_decision d "
          "ON d.id = o.decision_id WHERE d.system_id = %s", "o.created_at"),
-        (f"SELECT d.occurred_at, d.id, r.resolved_at AS at FROM {ReviewItem._meta.db_table} r "  # noqa: S608
-         "JOIN oversight_decision d ON d.id = r.decision_id WHERE r.system_id = %s AND r.resolved_at IS NOT NULL",
-         "r.resolved_at"),
     ):
         parts.append(sql if since is None else f"{sql} AND {changed_at} > %s")
         params += [system_id] if since is None else [system_id, since]

@@ -130,6 +130,7 @@ def post_outcome(request: HttpRequest, decision_id: str, payload: OutcomeIn) -> 
     return 201, {
         "id": outcome.id,
         "decision": decision.public_id,
+        "source": outcome.source,
         "label": outcome.label,
         "reward": outcome.reward,
         "observed_at": outcome.observed_at,

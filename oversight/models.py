@@ -180,7 +180,15 @@ class Decision(models.Model):
 
 
 class Outcome(models.Model):
+    """What happened after a decision: a client's label or reward, or a person's resolution (``human``:
+    the output a person released, kept or wrote, as the label)."""
+
+    class Source(models.TextChoices):
+        CLIENT = "client"
+        HUMAN = "human"
+
     decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="outcomes")
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CLIENT)
     label = models.JSONField(null=True)
     reward = models.FloatField(null=True)
     observed_at = models.DateTimeField()

@@ -217,6 +217,7 @@ class OutcomeIn(In):
 class OutcomeOut(BaseModel):
     id: int
     decision: str
+    source: str
     label: Any
     reward: float | None
     observed_at: datetime

@@ -19,7 +19,7 @@ from uuid_utils.compat import uuid7
 from oversight import audit, events, transitions
 from oversight.config import SystemEntry
 from oversight.errors import ActionError
-from oversight.models import AISystem, Decision
+from oversight.models import AISystem, Decision, Outcome
 from reviewqueue.models import ReviewItem
 
 LEASE_S = 300
@@ -191,6 +191,8 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> R
     else:
         transitions.override(decision, output if action == ReviewItem.Action.MODIFY else None, by=who, note=note,
                              review=review)
+    # A person's resolution is an outcome too (marked human): what they released, kept or wrote.
+    Outcome.objects.create(decision=decision, source=Outcome.Source.HUMAN, label=decision.output, observed_at=now)
     audit.record(user, f"review.{action}", system=system, target=decision.public_id, reason=note,
                  data={"item": item.public_id, "kind": item.kind})
     events.send_on_commit(

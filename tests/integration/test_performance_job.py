@@ -109,8 +109,13 @@ def test_agreement_counts_what_people_kept_of_the_model(world):
     for action in ("approve", "approve", "approve", "reject"):
         item = claim(op).json()["id"]
         assert resolve(op, item, action=action).status_code == 200
+    # each resolution is an outcome marked human: what the person released (the fallback for a reject)
+    human = Outcome.objects.filter(source="human").order_by("created_at")
+    assert [o.label for o in human] == [{"decision": "approve"}] * 3 + [{"decision": "refer"}]
     performance_job.run_system(world.critical.id)
-    assert figures(world.critical, T0)["perf.agreement"] == pytest.approx(0.75)
+    got = figures(world.critical, T0)
+    assert got["perf.agreement"] == pytest.approx(0.75)
+    assert "perf.outcomes" not in got  # people's resolutions are not the client's outcomes
 
 
 def test_a_late_outcome_recomputes_only_its_window_and_a_second_run_changes_nothing(world):
