@@ -16,7 +16,8 @@ Plain functions; the Celery task (``dashboards.tasks.compute_drift``) only calls
   their earlier rows replaced.
 
 **Which windows** are (re)computed: those holding a decision whose ``created_at`` is after the
-system's watermark minus :data:`OVERLAP`. The watermark is the largest ``created_at`` the job has
+system's watermark minus :data:`OVERLAP` (after the watermark itself once a run has started
+OVERLAP past it: :func:`read_from`). The watermark is the largest ``created_at`` the job has
 processed, kept as a ``MetricPoint`` named ``_drift.watermark.<kind>.<size>`` (value: epoch seconds)
 and advanced only after every window is stored. The overlap covers decisions committed after the
 job read (``created_at`` is set before the INSERT commits): a window seen twice is recomputed to
@@ -301,11 +302,10 @@ def store_window(
         else:
             stored.filter(window_start=w.start).delete()
         DriftResult.objects.bulk_create(rows)
-        if push:
+        if push:  # one message per window (a batch): each send costs a round trip to the channel layer
             groups = [events.system_group(system.slug), events.OVERVIEW_GROUP]
-            for row in rows:
-                if row.primary:
-                    events.send_on_commit(groups, drift_message(system.slug, row))
+            events.send_on_commit(groups, {"type": "batch", "messages": [
+                drift_message(system.slug, row) for row in rows if row.primary]})
     return len(rows)
 
 
@@ -316,6 +316,26 @@ def read_watermark(system_id: int, name: str) -> datetime | None:
 
 def write_watermark(system_id: int, name: str, at: datetime) -> None:
     MetricPoint.objects.update_or_create(system_id=system_id, name=name, t=EPOCH, defaults={"value": at.timestamp()})
+
+
+def read_from(system_id: int, name: str, mark: datetime | None) -> datetime | None:
+    """Where a run reads from: decisions (or outcomes) created after this (None: from the start).
+
+    Normally the watermark less :data:`OVERLAP`, for rows whose transaction committed after the last
+    run read (``created_at`` is set before the commit). Once a run has started at least OVERLAP
+    after the watermark, every such row had committed before it read, so that run saw them: from
+    then on the watermark itself, and a tick with nothing new recomputes nothing."""
+    if mark is None:
+        return None
+    ran = read_watermark(system_id, f"{name}.ran")
+    return mark if ran is not None and ran >= mark + OVERLAP else mark - OVERLAP
+
+
+def finish_run(system_id: int, name: str, mark: datetime | None, newest: datetime | None, started: datetime) -> None:
+    """Advance the watermark to the newest row read, and note when this run started reading."""
+    if newest is not None:
+        write_watermark(system_id, name, max(newest, mark) if mark is not None else newest)
+    write_watermark(system_id, f"{name}.ran", started)
 
 
 @contextmanager
@@ -429,6 +449,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
     summary: dict[str, Any] = {"system": system.slug, "window": policy,
                                "windows": 0, "results": 0, "alerts_opened": 0, "alerts_resolved": 0}
     with advisory_lock(_LOCK_CLASS, system.id):
+        started = timezone.now()  # before anything is read (not ``now``, which tests may move)
         ref = newest_reference(system.id)
         if ref is None:
             summary["skipped"] = "no reference"
@@ -445,7 +466,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
             with transaction.atomic():
                 DriftResult.objects.filter(system_id=system.id).delete()
                 MetricPoint.objects.filter(system_id=system.id, name__startswith=WATERMARK_PREFIX).delete()
-        since = None if mark is None else mark - OVERLAP
+        since = read_from(system.id, name, mark)
         replace_from = False
         if kind == "time":
             windows, newest = _time_windows(system.id, size, since, now)
@@ -472,8 +493,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
                 system, ref.id, w, report, replace_from=replace_from and i == 0, push=i >= pushed_from
             )
             summary["windows"] += 1
-        if newest is not None:
-            write_watermark(system.id, name, max(newest, mark) if mark is not None else newest)
+        finish_run(system.id, name, mark, newest, started)
         summary["alerts_opened"], summary["alerts_resolved"] = update_alerts(system, now)
     return summary
 

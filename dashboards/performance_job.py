@@ -311,11 +311,12 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
     with drift_job.advisory_lock(_LOCK_CLASS, system.id):
         kind, size = drift_job.policy_of(system)
         name = f"{WATERMARK}.{kind}.{size}"
+        started = timezone.now()
         mark = drift_job.read_watermark(system.id, name)
         if mark is None:  # first run, or a new window policy: start over
             MetricPoint.objects.filter(system_id=system.id).filter(
                 Q(name__in=_STORED) | Q(name__startswith=WATERMARK)).delete()
-        windows, newest, replace_from = touched_windows(system, None if mark is None else mark - drift_job.OVERLAP, now)
+        windows, newest, replace_from = touched_windows(system, drift_job.read_from(system.id, name, mark), now)
         ref = reference_correlation(system.id)
         pushed_from = max(0, len(windows) - drift_job.PUSH_WINDOWS)
         for i, w in enumerate(windows):
@@ -327,8 +328,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
             summary["points"] += store_window(system, w, values, replace_from=replace_from and i == 0,
                                               push=i >= pushed_from)
             summary["windows"] += 1
-        if newest is not None:
-            drift_job.write_watermark(system.id, name, max(newest, mark) if mark is not None else newest)
+        drift_job.finish_run(system.id, name, mark, newest, started)
         summary["alerts_opened"], summary["alerts_resolved"] = update_alert(system, now)
     return summary
 

@@ -67,6 +67,11 @@ def items(
     ]
 
 
+def unbatch(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A pushed message as the page sees it: a batch is its messages, one by one."""
+    return list(message["messages"]) if message.get("type") == "batch" else [message]
+
+
 def post(client: Any, slug: str, batch: list[dict[str, Any]]) -> None:
     for i in range(0, len(batch), 1000):
         r = client.post(f"/api/v1/systems/{slug}/decisions/batch", {"items": batch[i : i + 1000]},
@@ -210,6 +215,7 @@ def test_alert_opens_once_and_resolves_after_calm_windows(world, django_capture_
     window(4, 0.0)
     assert Alert.objects.filter(system=world.supervised).count() == 1  # nothing new
 
+    pushed = [(g, m) for g, batch in pushed for m in unbatch(batch)]
     kinds = [m["type"] for _, m in pushed]
     assert kinds.count("alert") == 2
     drift_msgs = [m for _, m in pushed if m["type"] == "drift"]
@@ -348,7 +354,7 @@ async def _run_and_listen(group: str, system_id: int, timeout: float) -> tuple[d
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            messages.append((await asyncio.wait_for(layer.receive(channel), timeout=left))["message"])
+            messages += unbatch((await asyncio.wait_for(layer.receive(channel), timeout=left))["message"])
         return result, messages
     finally:
         await layer.group_discard(group, channel)
