@@ -188,7 +188,7 @@ class Outcome(models.Model):
         HUMAN = "human"
 
     decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="outcomes")
-    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CLIENT)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.CLIENT, db_default=Source.CLIENT)
     label = models.JSONField(null=True)
     reward = models.FloatField(null=True)
     observed_at = models.DateTimeField()

@@ -207,10 +207,16 @@ MONITORING_INTERVAL_S = env_float("OVERSIGHT_MONITORING_INTERVAL_S", 10.0)
 DRIFT_INTERVAL_S = env_float("OVERSIGHT_DRIFT_INTERVAL_S", 60.0)
 EXPIRY_INTERVAL_S = env_float("OVERSIGHT_EXPIRY_INTERVAL_S", 30.0)  # how often pending decisions may expire
 CELERY_BEAT_SCHEDULE = {
-    "route-counts": {"task": "dashboards.tasks.compute_route_counts", "schedule": MONITORING_INTERVAL_S},
-    "drift": {"task": "dashboards.tasks.compute_drift", "schedule": DRIFT_INTERVAL_S},
-    "performance": {"task": "dashboards.tasks.compute_performance", "schedule": DRIFT_INTERVAL_S},
-    "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S},
+    # A tick still queued when the next one is due is dropped (expires): a slow first run (a backfill)
+    # does not leave a pile of ticks behind it; the next one covers what they would have.
+    "route-counts": {"task": "dashboards.tasks.compute_route_counts", "schedule": MONITORING_INTERVAL_S,
+                     "options": {"expires": MONITORING_INTERVAL_S}},
+    "drift": {"task": "dashboards.tasks.compute_drift", "schedule": DRIFT_INTERVAL_S,
+              "options": {"expires": DRIFT_INTERVAL_S}},
+    "performance": {"task": "dashboards.tasks.compute_performance", "schedule": DRIFT_INTERVAL_S,
+                    "options": {"expires": DRIFT_INTERVAL_S}},
+    "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
+                      "options": {"expires": EXPIRY_INTERVAL_S}},
 }
 
 LOGGING = {
