@@ -39,6 +39,9 @@ window's primary results (``{"type": "drift", ...}``).
 
 Only one run per system at a time (a PostgreSQL advisory lock); reading a window keeps only its
 referenced columns in memory (rows streamed in chunks of :data:`CHUNK`).
+
+Over ~400 lines on purpose: windows, storage, watermark and alerts are the steps of one job
+whose rules (idempotency, no half-written window) hold only together.
 """
 
 from __future__ import annotations

@@ -47,6 +47,9 @@ compact JSON text.
 
 Summaries are ``dashboards.drift`` references (``to_dict()``); the row and audit event
 (``reference.upload`` / ``reference.window``) are written in one transaction.
+
+Over ~400 lines on purpose: the CSV and JSON-lines readers share one set of rules and error
+messages (what counts as missing, when a column is numeric, which line is named), kept in one place.
 """
 
 from __future__ import annotations
