@@ -22,6 +22,18 @@ class MetricPoint(models.Model):
         indexes: ClassVar = [models.Index(fields=["name", "t"], name="metric_name_t")]
 
 
+class WindowItems(models.Model):
+    """How often each output item was shown in one monitoring window (the performance job's): the
+    catalogue later windows measure their exposure against, without reading old decisions again."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
+    t = models.DateTimeField()  # the window's start
+    counts = models.JSONField(default=dict)
+
+    class Meta:
+        constraints: ClassVar = [models.UniqueConstraint(fields=["system", "t"], name="window_items_unique")]
+
+
 class Reference(models.Model):
     """What a system's drift is measured against: per-feature summaries made once when stored.
 

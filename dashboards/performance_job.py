@@ -38,6 +38,7 @@ stored): ``perf.outcomes`` (outcomes in the window), ``perf.accuracy``, ``perf.m
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +50,7 @@ from django.utils import timezone
 
 from dashboards import drift_job, performance
 from dashboards.drift_job import Window
-from dashboards.models import Alert, MetricPoint
+from dashboards.models import Alert, MetricPoint, WindowItems
 from oversight import audit, events
 from oversight.models import AISystem, Decision, Outcome
 
@@ -114,39 +115,34 @@ def _sql_of(decisions: QuerySet[Decision]) -> tuple[str, tuple[Any, ...]]:
     return sql, tuple(params)
 
 
-def _item_counts(decisions: QuerySet[Decision]) -> dict[str, int]:
+def _shown(decisions: QuerySet[Decision]) -> tuple[dict[str, int], list[list[str]]]:
+    """One read of the window's outputs: how often each item was shown, and the items each of at
+    most :data:`HOMOGENEITY_SUBJECTS` subjects received (a fixed sample: by the md5 of the subject)."""
     inner, params = _sql_of(decisions.filter(output__isnull=False))
+    counts: dict[str, int] = {}
+    received: dict[str, list[str]] = {}
     with connection.cursor() as cur:
         cur.execute(
-            f"SELECT e.item::text, count(*) FROM ({inner}) d "  # noqa: S608
-            f"CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) GROUP BY 1",
+            f"SELECT d.subject, e.item::text, count(*) FROM ({inner}) d "  # noqa: S608
+            f"CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) GROUP BY 1, 2",
             params,
         )
-        return {item: int(n) for item, n in cur.fetchall()}
+        while rows := cur.fetchmany(drift_job.CHUNK):
+            for subject, item, n in rows:
+                counts[item] = counts.get(item, 0) + int(n)
+                received.setdefault(subject, []).append(item)
+    sample = sorted(received, key=lambda s: hashlib.md5(s.encode()).hexdigest())[:HOMOGENEITY_SUBJECTS]  # noqa: S324
+    return counts, [received[s] for s in sample]
 
 
-def _exposure(system_id: int, w: Window, decisions: QuerySet[Decision]) -> list[int]:
-    """How often each item was shown in the window, over the catalogue the system has been showing:
-    items shown in the :data:`CATALOGUE_WINDOWS` windows' time before it and not in this one count
-    0 (a recommender narrowing to a few tracks concentrates its exposure, even if it shows those
-    few evenly)."""
-    counts = _item_counts(decisions)
+def _catalogue(system_id: int, w: Window) -> set[str]:
+    """Items shown in the :data:`CATALOGUE_WINDOWS` windows' time before ``w`` (stored per window)."""
     span = max(w.end - w.start, timedelta(minutes=1)) * CATALOGUE_WINDOWS
-    before = Decision.objects.filter(system_id=system_id, occurred_at__gte=w.start - span, occurred_at__lt=w.start)
-    earlier = _item_counts(before)
-    return [*counts.values(), *[0 for item in earlier if item not in counts]]
-
-
-def _received(decisions: QuerySet[Decision]) -> list[list[str]]:
-    inner, params = _sql_of(decisions.filter(output__isnull=False))
-    with connection.cursor() as cur:
-        cur.execute(
-            f"SELECT array_agg(DISTINCT e.item::text) FROM ({inner}) d "  # noqa: S608
-            f"CROSS JOIN LATERAL jsonb_array_elements({_ITEMS}) e(item) "
-            "GROUP BY d.subject ORDER BY md5(d.subject) LIMIT %s",
-            (*params, HOMOGENEITY_SUBJECTS),
-        )
-        return [list(items) for (items,) in cur.fetchall()]
+    items: set[str] = set()
+    for counts in WindowItems.objects.filter(system_id=system_id, t__gte=w.start - span, t__lt=w.start).values_list(
+            "counts", flat=True):
+        items.update(counts)
+    return items
 
 
 def _agreement(decisions: QuerySet[Decision]) -> float | None:
@@ -160,12 +156,18 @@ def _agreement(decisions: QuerySet[Decision]) -> float | None:
     return performance.agreement(model, human)
 
 
-def window_metrics(system_id: int, w: Window) -> dict[str, float | None]:
-    """Every figure of one window (None: too little data)."""
+def window_metrics(system_id: int, w: Window) -> tuple[dict[str, float | None], dict[str, int]]:
+    """Every figure of one window (None: too little data), and how often each item was shown in it.
+
+    Exposure is measured over the catalogue the system has been showing: items shown in the
+    :data:`CATALOGUE_WINDOWS` windows' time before it and not in this one count 0 (a recommender
+    narrowing to a few tracks concentrates its exposure, even if it shows those few evenly)."""
     decisions = drift_job.window_rows(system_id, w)
     predicted, labels, confidence, value, followed = _outcome_rows(decisions)
     conf, val = np.asarray(confidence, dtype=np.float64), np.asarray(value, dtype=np.float64)
     rewards_only = len(labels) == 0 and len(val) > 0
+    counts, received = _shown(decisions)
+    exposure = [*counts.values(), *[0 for item in _catalogue(system_id, w) if item not in counts]]
     return {
         "perf.outcomes": float(len(followed)) if followed else None,
         "perf.accuracy": performance.accuracy(predicted, labels),
@@ -175,10 +177,9 @@ def window_metrics(system_id: int, w: Window) -> dict[str, float | None]:
         "loop.own_outcome_share": performance.own_outcome_share(np.asarray(followed, dtype=bool)),
         "loop.correlation": performance.prediction_outcome_correlation(conf, val),
         PAIRS: float(len(conf)),
-        "loop.exposure_gini": performance.exposure_gini(np.asarray(_exposure(system_id, w, decisions),
-                                                                   dtype=np.int64)),
-        "loop.homogeneity": performance.homogeneity(_received(decisions)),
-    }
+        "loop.exposure_gini": performance.exposure_gini(np.asarray(exposure, dtype=np.int64)),
+        "loop.homogeneity": performance.homogeneity(received),
+    }, counts
 
 
 # --- which windows ----------------------------------------------------------------------------------
@@ -241,15 +242,19 @@ def metrics_message(slug: str, w: Window, values: dict[str, float | None]) -> di
             "values": {k: v for k, v in values.items() if k in NAMES}}
 
 
-def store_window(system: AISystem, w: Window, values: dict[str, float | None], *, replace_from: bool,
-                 push: bool) -> int:
-    """Replace the window's stored figures (with ``replace_from``, every later window's too) in one transaction."""
+def store_window(system: AISystem, w: Window, values: dict[str, float | None], items: dict[str, int], *,
+                 replace_from: bool, push: bool) -> int:
+    """Replace the window's stored figures and item counts (with ``replace_from``, every later window's
+    too) in one transaction."""
     points = [MetricPoint(system_id=system.id, name=k, t=w.start, value=v)
               for k, v in values.items() if k in _STORED and v is not None]
     with transaction.atomic():
         stored = MetricPoint.objects.filter(system_id=system.id, name__in=_STORED)
-        (stored.filter(t__gte=w.start) if replace_from else stored.filter(t=w.start)).delete()
+        shown = WindowItems.objects.filter(system_id=system.id)
+        for qs in (stored, shown):
+            (qs.filter(t__gte=w.start) if replace_from else qs.filter(t=w.start)).delete()
         MetricPoint.objects.bulk_create(points)
+        WindowItems.objects.create(system_id=system.id, t=w.start, counts=items)
         if push:
             events.send_on_commit([events.system_group(system.slug)], metrics_message(system.slug, w, values))
     return len(points)
@@ -316,16 +321,17 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
         if mark is None:  # first run, or a new window policy: start over
             MetricPoint.objects.filter(system_id=system.id).filter(
                 Q(name__in=_STORED) | Q(name__startswith=WATERMARK)).delete()
+            WindowItems.objects.filter(system_id=system.id).delete()
         windows, newest, replace_from = touched_windows(system, drift_job.read_from(system.id, name, mark), now)
         ref = reference_correlation(system.id)
         pushed_from = max(0, len(windows) - drift_job.PUSH_WINDOWS)
         for i, w in enumerate(windows):
-            values = window_metrics(system.id, w)
+            values, items = window_metrics(system.id, w)
             corr, pairs = values["loop.correlation"], values[PAIRS] or 0
             if corr is not None and pairs >= MIN_PAIRS and (ref is None or w.start <= ref[0]):
                 ref = (w.start, corr)  # windows come in order: the earliest such window is the reference
             values["loop.correlation_rise"] = performance.correlation_rise(corr, None if ref is None else ref[1])
-            summary["points"] += store_window(system, w, values, replace_from=replace_from and i == 0,
+            summary["points"] += store_window(system, w, values, items, replace_from=replace_from and i == 0,
                                               push=i >= pushed_from)
             summary["windows"] += 1
         drift_job.finish_run(system.id, name, mark, newest, started)
