@@ -52,7 +52,7 @@ import logging
 import math
 import uuid
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -501,18 +501,24 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
     return summary
 
 
-def run_all(now: datetime | None = None) -> dict[str, Any]:
-    """:func:`run_system` for every system; one system's failure is logged and does not stop the others."""
-    out: dict[str, Any] = {"systems": [], "windows": 0, "results": 0, "alerts_opened": 0, "alerts_resolved": 0,
-                           "failed": []}
+def for_every_system(job: str, run: Callable[[int], dict[str, Any]], totals: tuple[str, ...]) -> dict[str, Any]:
+    """``run`` for every system, its summaries and the ``totals`` summed; one system's failure is
+    logged and listed in ``failed`` and does not stop the others."""
+    out: dict[str, Any] = {"systems": [], **dict.fromkeys(totals, 0), "failed": []}
     for sid in AISystem.objects.order_by("id").values_list("id", flat=True):
         try:
-            s = run_system(sid, now)
+            summary = run(sid)
         except Exception:
-            log.exception("drift job failed for system %s", sid)
+            log.exception("%s job failed for system %s", job, sid)
             out["failed"].append(sid)
             continue
-        out["systems"].append(s)
-        for k in ("windows", "results", "alerts_opened", "alerts_resolved"):
-            out[k] += s[k]
+        out["systems"].append(summary)
+        for k in totals:
+            out[k] += summary[k]
     return out
+
+
+def run_all(now: datetime | None = None) -> dict[str, Any]:
+    """:func:`run_system` for every system."""
+    return for_every_system("drift", lambda sid: run_system(sid, now),
+                            ("windows", "results", "alerts_opened", "alerts_resolved"))

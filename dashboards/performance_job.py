@@ -340,15 +340,6 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
 
 
 def run_all(now: datetime | None = None) -> dict[str, Any]:
-    out: dict[str, Any] = {"systems": [], "windows": 0, "points": 0, "failed": []}
-    for sid in AISystem.objects.order_by("id").values_list("id", flat=True):
-        try:
-            s = run_system(sid, now)
-        except Exception:
-            log.exception("performance job failed for system %s", sid)
-            out["failed"].append(sid)
-            continue
-        out["systems"].append(s)
-        out["windows"] += s["windows"]
-        out["points"] += s["points"]
-    return out
+    """:func:`run_system` for every system."""
+    return drift_job.for_every_system("performance", lambda sid: run_system(sid, now),
+                                      ("windows", "points", "alerts_opened", "alerts_resolved"))
