@@ -18,6 +18,16 @@
     div.hidden = isEmpty;
     if (!isEmpty) Plotly.react(div, traces, Object.assign({}, layoutBase, layout), plotCfg);
   }
+  // A date axis around the points; one point alone gets a window's width on each side (plotly would
+  // otherwise zoom into a millisecond).
+  function dateAxis(xs) {
+    const ts = xs.filter((x) => x !== null && x !== undefined).map((x) => new Date(x).getTime());
+    if (!ts.length) return {type: "date"};
+    const lo = Math.min(...ts), hi = Math.max(...ts);
+    if (lo !== hi) return {type: "date"};
+    const w = 1000 * (state.system.window.seconds || 3600);
+    return {type: "date", range: [new Date(lo - w), new Date(hi + w)]};
+  }
   function fmt(v) { return v === null || v === undefined ? "n/a" : Number(v).toPrecision(3); }
 
   function renderRate() {
@@ -58,7 +68,7 @@
                       colorscale: [[0, "#e3f3e4"], [0.5, "#fff3c4"], [0.5001, "#f9b27c"], [1, "#c62828"]],
                       hovertemplate: "%{y}<br>window %{x}<br>%{text}<extra></extra>", xgap: 1, ygap: 1,
                       colorbar: {title: "severity"}}],
-         {margin: {l: Math.min(150, Math.round(window.innerWidth / 4)), r: 12, t: 10, b: 50}, xaxis: {type: "date"},
+         {margin: {l: Math.min(150, Math.round(window.innerWidth / 4)), r: 12, t: 10, b: 50}, xaxis: dateAxis(d.windows),
           yaxis: {automargin: true}}, isEmpty, "drift");
     // Log scale: 0 (no effect at all) cannot be drawn on it, so it sits at the axis' floor of 0.01.
     const lines = d.features.map((f, i) => ({type: "scatter", mode: "lines+markers", name: f, x: d.windows,
@@ -69,7 +79,7 @@
     const div = document.getElementById("drift-lines");
     div.hidden = isEmpty;
     if (!isEmpty) Plotly.react(div, lines, Object.assign({}, layoutBase, {yaxis: {title: "severity (drift > 1)", type: "log"},
-                                                                       xaxis: {type: "date"}}), plotCfg);
+                                                                       xaxis: dateAxis(d.windows)}), plotCfg);
   }
 
   function seriesTraces(names, labels) {
@@ -82,7 +92,8 @@
     const traces = seriesTraces(["perf.accuracy", "perf.mean_reward", "perf.agreement", "perf.ece"],
       {"perf.accuracy": "accuracy", "perf.mean_reward": "mean reward", "perf.agreement": "human–model agreement",
        "perf.ece": "calibration error (ECE)"});
-    draw("performance", traces, {yaxis: {range: [0, 1.05]}, xaxis: {type: "date"}}, !traces.length);
+    draw("performance", traces, {yaxis: {range: [0, 1.05]}, xaxis: dateAxis(traces.flatMap((t) => t.x))},
+         !traces.length);
   }
 
   function renderLoops() {
@@ -94,7 +105,8 @@
       traces.push({type: "scatter", mode: "lines", name: "echo (0.8)", x: [xs[0], xs[xs.length - 1]], y: [0.8, 0.8],
                    line: {dash: "dash", color: "#c62828"}, hoverinfo: "skip"});
     }
-    draw("loops", traces, {yaxis: {range: [-1.05, 1.05]}, xaxis: {type: "date"}}, !traces.length);
+    draw("loops", traces, {yaxis: {range: [-1.05, 1.05]}, xaxis: dateAxis(traces.flatMap((t) => t.x))},
+         !traces.length);
   }
 
   function renderAlerts() {
