@@ -56,16 +56,16 @@
       const link = el("a", {href: "/monitor/" + encodeURIComponent(s.slug) + "/", class: "system-link"});
       link.append(el("strong", {}, s.slug));
       name.append(link, el("div", {class: "muted small"}, s.name));
-      tr.append(name, el("td", {}, String(s.level)));
-      const st = el("td", {class: "state"});
+      tr.append(name, el("td", {"data-label": "Level"}, String(s.level)));
+      const st = el("td", {class: "state", "data-label": "State"});
       const killed = s.killed || state.global.engaged;
       st.append(el("span", {class: "badge " + (killed ? "bad" : "ok")}, killed ? "KILLED" : "running"));
       if (s.killed) st.append(el("div", {class: "muted small"}, s.kill_reason + (s.kill_by ? " — " + s.kill_by : "")));
       tr.append(st);
       const age = s.oldest_age_s == null ? "" : " (oldest " + Math.round(s.oldest_age_s) + " s)";
-      tr.append(el("td", {class: "queue"}, s.queue_depth + age));
-      tr.append(el("td", {class: "routes"}, ["auto", "human", "fallback", "killed"].map((r) => s.routes[r] || 0).join(" · ")));
-      const drift = el("td", {class: "drift"});
+      tr.append(el("td", {class: "queue", "data-label": "Queue"}, s.queue_depth + age));
+      tr.append(el("td", {class: "routes", "data-label": "Last 10 min (auto · human · fallback · killed)"}, ["auto", "human", "fallback", "killed"].map((r) => s.routes[r] || 0).join(" · ")));
+      const drift = el("td", {class: "drift", "data-label": "Worst drift"});
       if (s.worst_drift) {
         const w = s.worst_drift;
         drift.append(el("span", {class: "badge " + (w.drifted ? "bad" : w.drifted === false ? "ok" : "muted")},
@@ -73,7 +73,7 @@
                      " " + w.feature + (w.severity == null ? "" : " · " + Number(w.severity).toFixed(2)));
       } else drift.append(el("span", {class: "muted small"}, "no results"));
       tr.append(drift);
-      const alert = el("td", {class: "alert"});
+      const alert = el("td", {class: "alert", "data-label": "Newest open alert"});
       if (s.alert) alert.append(el("span", {class: "badge bad"}, s.alert.kind), el("div", {class: "small"}, s.alert.message));
       else alert.append(el("span", {class: "muted small"}, "none"));
       tr.append(alert);
