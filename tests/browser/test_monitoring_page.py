@@ -109,6 +109,11 @@ def test_the_page_fits_a_phone_and_every_role_may_read_it(login_as, live_world):
         page.reload()
         expect(page.locator("#live")).to_have_text("live")
         assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.goto("/")  # the overview: one tile per system, nothing sideways
+        expect(page.locator('#systems tr[data-system="sup"] td.drift')).to_be_visible()
+        label = page.evaluate("getComputedStyle(document.querySelector('#systems td.drift'), '::before').content")
+        assert "Worst drift" in label  # each cell says what it is, as the hidden header did
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
         assert not errors, errors
     nobody = login_as(live_world.nobody, "/")
     assert nobody.goto("/monitor/sup/").status == 403
