@@ -36,14 +36,17 @@ DEFAULT_RANGE = "1h"
 
 
 def _worst_drift() -> dict[int, dict[str, Any]]:
-    """Per system, the most severe primary result of its newest window with results."""
+    """Per system, the most severe primary result of its newest window with results: per system one
+    walk down the (system, window_start) index, not a scan of every stored result (the overview
+    re-reads this on every push)."""
     table = DriftResult._meta.db_table
     with connection.cursor() as cur:
         cur.execute(
-            f"SELECT DISTINCT ON (r.system_id) r.system_id, r.feature, r.severity, r.drifted, r.window_start "  # noqa: S608
-            f"FROM {table} r JOIN (SELECT system_id, max(window_start) AS w FROM {table} WHERE \"primary\" "
-            "GROUP BY system_id) n ON n.system_id = r.system_id AND n.w = r.window_start "
-            "WHERE r.\"primary\" ORDER BY r.system_id, r.severity DESC NULLS LAST, r.feature"
+            "SELECT s.id, r.feature, r.severity, r.drifted, r.window_start "  # noqa: S608
+            f"FROM {AISystem._meta.db_table} s CROSS JOIN LATERAL (SELECT * FROM {table} d "
+            f"WHERE d.system_id = s.id AND d.\"primary\" AND d.window_start = (SELECT max(window_start) "
+            f"FROM {table} m WHERE m.system_id = s.id AND m.\"primary\") "
+            "ORDER BY d.severity DESC NULLS LAST, d.feature LIMIT 1) r"
         )
         return {sid: {"feature": f, "severity": sev, "drifted": d, "window_start": w.isoformat()}
                 for sid, f, sev, d, w in cur.fetchall()}

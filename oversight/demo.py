@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from functools import cache
 from typing import Any
 
 import redis
@@ -86,7 +87,9 @@ def _scenario_key() -> str:
     return f"{settings.REDIS_PREFIX}:demo:scenario"
 
 
+@cache
 def _redis() -> Any:
+    """One client per process (the simulator asks every 2 s)."""
     return redis.Redis.from_url(settings.REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
 
 

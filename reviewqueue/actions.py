@@ -117,7 +117,8 @@ def expire_due(now: datetime | None = None) -> int:
 @transaction.atomic(durable=True)
 def _expire_chunk(now: datetime) -> int:
     due = (
-        ReviewItem.objects.filter(_claimable(now), kind=ReviewItem.Kind.GATE, system__review_expiry_s__gt=0)
+        ReviewItem.objects.filter(_claimable(now), kind=ReviewItem.Kind.GATE, system__review_expiry_s__gt=0,
+                                  decision__status=Decision.Status.PENDING_REVIEW)
         .alias(expires_at=F("created_at") + ExpressionWrapper(
             F("system__review_expiry_s") * timedelta(seconds=1), output_field=DurationField()))
         .filter(expires_at__lt=now)
@@ -126,8 +127,11 @@ def _expire_chunk(now: datetime) -> int:
         .order_by("created_at")[:EXPIRE_CHUNK]
     )
     items = list(due)
+    expired = []
     for item in items:
         decision = transitions.lock(item.decision_id)
+        if decision.status != Decision.Status.PENDING_REVIEW:
+            continue  # changed since it was selected: leave it, do not fail the chunk
         waited = item.system.review_expiry_s
         review = {"action": ReviewItem.Action.EXPIRE, "note": "", "by": EXPIRED_BY, "at": now.isoformat(),
                   "kind": item.kind}
@@ -138,10 +142,11 @@ def _expire_chunk(now: datetime) -> int:
         audit.record(None, "review.expire", system=item.system, target=decision.public_id,
                      reason=f"no person resolved it within {waited} s",
                      data={"item": item.public_id, "kind": item.kind})
-    for slug in {item.system.slug for item in items}:
+        expired.append(item)
+    for slug in {item.system.slug for item in expired}:
         events.send_on_commit([events.system_group(slug)], {"type": "review", "action": "expire",
-                                                            "count": sum(i.system.slug == slug for i in items)})
-    return len(items)
+                                                            "count": sum(i.system.slug == slug for i in expired)})
+    return len(expired)
 
 
 def resolve(

@@ -79,3 +79,13 @@ def test_the_beat_task_expires_through_the_same_action(world):
     ReviewItem.objects.update(created_at=timezone.now() - timedelta(seconds=5))
     assert expire_pending() == 1
     assert Decision.objects.get().status == "fallback"
+
+
+def test_a_decision_no_longer_pending_is_left_alone_and_the_rest_still_expire(world):
+    expiring(world, 60)
+    first = submit(world, "crit", decision_body(0.9))
+    second = submit(world, "crit", decision_body(0.8, subject="user-2"))
+    Decision.objects.filter(subject="user-1").update(status="released")  # changed by other means (a shell fix)
+    assert actions.expire_due(timezone.now() + timedelta(seconds=61)) == 1
+    assert seen_by_client(world, "crit", first["id"])["status"] == "released"
+    assert seen_by_client(world, "crit", second["id"])["status"] == "fallback"
