@@ -8,6 +8,7 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from oversight import gate
 
@@ -209,14 +210,20 @@ class AuditEvent(models.Model):
     target = models.CharField(max_length=200, blank=True, default="")
     reason = models.TextField(blank=True, default="")
     data = models.JSONField(default=dict)
-    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    # Set by oversight.audit.record under the chain lock, so it is known before hashing.
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    # The hash chain (oversight/audit.py): hash = sha256(prev_hash + canonical content).
+    prev_hash = models.CharField(max_length=64, default="")
+    hash = models.CharField(max_length=64, default="")
 
     class Meta:
         ordering: ClassVar = ["-created_at", "-id"]
 
     def save(self, *args: Any, **kwargs: Any) -> None:
-        if self.pk is not None:
+        if not self._state.adding:
             raise ValueError("audit events are append-only")
+        if not self.hash:
+            raise ValueError("audit events are written through oversight.audit.record (the hash chain)")
         super().save(*args, **kwargs)
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
