@@ -13,7 +13,7 @@ events chain in the order their transactions commit.
 import hashlib
 from datetime import UTC
 
-import orjson
+import json
 from django.db import migrations, models
 from django.utils import timezone
 
@@ -40,7 +40,7 @@ def _event_hash(prev_hash, row):
     created = row["created_at"].astimezone(UTC).isoformat(timespec="microseconds")
     content = [row["id"], created, row["actor_id"], row["actor_label"], row["action"],
                row["system_id"], row["target"], row["reason"], row["data"]]
-    body = orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    body = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
     return hashlib.sha256(prev_hash.encode("ascii") + body).hexdigest()
 
 
