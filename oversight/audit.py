@@ -19,12 +19,13 @@ import hashlib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any, NamedTuple
 
 from django.contrib.auth.models import AnonymousUser, User
 from django.db import connection, transaction
+from django.db.models import QuerySet
 from django.utils import timezone
 
 from oversight.models import AISystem, AuditEvent
@@ -212,3 +213,49 @@ def describe(event: AuditEvent) -> Details:
         verb = "opened" if action.endswith("open") else "resolved"
         return Details(f"alert {verb} on {target}", _table(data_dict))
     return Details(target, _table(data))
+
+
+# --- reading: the page's filters and the CSV export ----------------------------------------------------
+
+
+def events(*, actor: str = "", action: str = "", system: str = "", since: datetime | None = None,
+           until: datetime | None = None) -> QuerySet[AuditEvent]:
+    """Events newest first (chain order). ``until`` to the minute includes that whole minute."""
+    qs = AuditEvent.objects.select_related("system").order_by("-id")
+    if actor:
+        qs = qs.filter(actor_label__iexact=actor)
+    if action:
+        qs = qs.filter(action=action)
+    if system:
+        qs = qs.filter(system__slug=system)
+    if since is not None:
+        qs = qs.filter(created_at__gte=since)
+    if until is not None:
+        if until.second == 0 and until.microsecond == 0:
+            qs = qs.filter(created_at__lt=until + timedelta(minutes=1))
+        else:
+            qs = qs.filter(created_at__lte=until)
+    return qs
+
+
+def actions_present() -> list[str]:
+    return list(AuditEvent.objects.order_by("action").values_list("action", flat=True).distinct())
+
+
+CSV_HEADER = ["id", "created_at_utc", "actor", "action", "system", "target", "reason", "details", "data",
+              "prev_hash", "hash"]
+
+
+def spreadsheet_safe(cell: str) -> str:
+    """A cell a spreadsheet will not run as a formula (=, +, -, @, tab or CR first get a quote)."""
+    return "'" + cell if cell[:1] in ("=", "+", "-", "@", "\t", "\r") else cell
+
+
+def csv_row(event: AuditEvent) -> list[str]:
+    said = describe(event)
+    details = "; ".join([said.sentence, *(f"{k}: {v}" for k, v in said.rows)] if said.sentence else
+                        [f"{k}: {v}" for k, v in said.rows])
+    cells = [str(event.id), event.created_at.astimezone(UTC).isoformat(timespec="microseconds"), event.actor_label,
+             event.action, event.system.slug if event.system else "", event.target, event.reason, details,
+             json.dumps(event.data, sort_keys=True, ensure_ascii=False), event.prev_hash, event.hash]
+    return [spreadsheet_safe(c) for c in cells]

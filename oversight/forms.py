@@ -225,3 +225,47 @@ def pop_secret(session: SessionBase, kind: str, where: str) -> str | None:
         return None
     del session[SECRET_SESSION_KEY]
     return str(held["secret"])
+
+
+# --- the audit log's filters --------------------------------------------------------------
+
+LOCAL_INPUT_FORMATS = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d"]
+
+
+def _local_time_field(label: str) -> forms.DateTimeField:
+    return forms.DateTimeField(
+        label=label, required=False, input_formats=LOCAL_INPUT_FORMATS,
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M"),
+        error_messages={"invalid": "Give a date and time, e.g. 2026-12-03 14:30."},
+    )
+
+
+class AuditFilterForm(forms.Form):
+    """The audit page's filters (GET). Times are read in the server's TIME_ZONE."""
+
+    actor = forms.CharField(label="Who (username or “system”)", required=False, max_length=200)
+    action = forms.ChoiceField(label="What", required=False)
+    system = forms.ChoiceField(label="System", required=False)
+    since = _local_time_field("From")
+    until = _local_time_field("To")
+
+    def __init__(self, *args: Any, actions: list[str], systems: list[str], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        for name, values, anything in (("action", actions, "any action"), ("system", systems, "any system")):
+            field = self.fields[name]
+            assert isinstance(field, forms.ChoiceField)
+            field.choices = [("", anything), *((v, v) for v in values)]
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        since, until = cleaned.get("since"), cleaned.get("until")
+        if since and until and since > until:
+            self.add_error("until", "“To” is before “From”: nothing could match.")
+        return cleaned
+
+    def filters(self) -> dict[str, Any]:
+        """The valid filters, for ``oversight.audit.events``; a field with an error filters nothing."""
+        if not self.is_bound:
+            return {}
+        self.is_valid()
+        return {k: v for k, v in self.cleaned_data.items() if v not in (None, "")}
