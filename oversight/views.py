@@ -97,9 +97,9 @@ def systems_page(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"system {system.slug} created (policy version 1)")
             return redirect("system-edit", slug=system.slug)
-    stops = stopstate.current().by_slug
-    systems = [(s, stops.get(s.slug)) for s in AISystem.objects.all()]
-    return render(request, "oversight/systems.html", {"systems": systems, "form": form}, status=_status(form))
+    return render(
+        request, "oversight/systems.html", {"systems": AISystem.objects.all(), "form": form}, status=_status(form),
+    )
 
 
 @role_required(access.ADMIN)
