@@ -14,7 +14,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from oversight import access, actions, audit, demo
+from oversight import access, actions, audit, demo, stopstate
 from oversight.access import any_role, person_of, role_required
 from oversight.errors import ActionError
 from oversight.formfields import add_action_error, error_sentences
@@ -97,9 +97,9 @@ def systems_page(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"system {system.slug} created (policy version 1)")
             return redirect("system-edit", slug=system.slug)
-    return render(
-        request, "oversight/systems.html", {"systems": AISystem.objects.all(), "form": form}, status=_status(form),
-    )
+    stops = stopstate.current().by_slug
+    systems = [(s, stops.get(s.slug)) for s in AISystem.objects.all()]
+    return render(request, "oversight/systems.html", {"systems": systems, "form": form}, status=_status(form))
 
 
 @role_required(access.ADMIN)
