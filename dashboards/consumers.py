@@ -7,7 +7,7 @@ from typing import Any
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
 
-from oversight import access, events
+from oversight import access, events, stopstate
 from oversight.models import AISystem
 
 FORBIDDEN = 4403
@@ -39,6 +39,10 @@ class _RoleConsumer(AsyncJsonWebsocketConsumer):
             self.groups_joined.append(name)
         await self.accept()
         await self.send_json({"type": "hello", "groups": names})
+        await self.after_hello()
+
+    async def after_hello(self) -> None:
+        """What a page needs right after (re)connecting, before any push."""
 
     async def disconnect(self, code: int) -> None:
         for name in getattr(self, "groups_joined", []):
@@ -62,3 +66,14 @@ class SystemConsumer(_RoleConsumer):
         slug = self.scope["url_route"]["kwargs"]["system"]
         exists = await database_sync_to_async(AISystem.objects.filter(slug=slug).exists)()
         return [events.system_group(slug)] if exists else None
+
+
+class StatusConsumer(_RoleConsumer):
+    """Every logged-in page: what is stopped, now (on connect, so a reconnect resynchronises) and on
+    every change."""
+
+    async def group_names(self) -> list[str] | None:
+        return [events.STATUS_GROUP]
+
+    async def after_hello(self) -> None:
+        await self.send_json(events.status_message(await database_sync_to_async(stopstate.current)()))

@@ -19,11 +19,11 @@ from dashboards import alerts, monitoring, references
 from dashboards.forms import FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
-from oversight import access, demo
+from oversight import access, demo, stopstate
 from oversight.access import any_role, role_required
 from oversight.errors import ActionError
 from oversight.formfields import error_sentences, sentence
-from oversight.models import AISystem, KillSwitch
+from oversight.models import AISystem
 
 #: The overview's time ranges: how far back the chart goes, and the bar width.
 RANGES: dict[str, tuple[timedelta, str]] = {
@@ -62,9 +62,8 @@ def _newest_alerts() -> dict[int, dict[str, Any]]:
 def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
     now = timezone.now()
     span, bucket = RANGES.get(range_key, RANGES[DEFAULT_RANGE])
-    switches = list(KillSwitch.objects.filter(engaged=True).select_related("system", "changed_by"))
-    glob = next((k for k in switches if k.scope == "global"), None)
-    sys_kill = {k.system_id: k for k in switches if k.scope == "system"}
+    stops = stopstate.current()  # what is stopped: the one selector the banner and every page use
+    glob = stops.everything
     depths = monitoring.queue_depths()
     worst, newest = _worst_drift(), _newest_alerts()
     recent = monitoring.series(now - timedelta(minutes=10))
@@ -74,7 +73,8 @@ def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
         totals[key] = totals.get(key, 0.0) + p["value"]
     systems = []
     for s in AISystem.objects.all():
-        k = sys_kill.get(s.id)
+        stop = stops.by_slug.get(s.slug)
+        k = stop.killed if stop is not None else None
         depth, oldest = depths.get(s.id, (0, None))
         systems.append({
             "slug": s.slug,
@@ -83,7 +83,8 @@ def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
             "threshold": s.confidence_threshold,
             "killed": k is not None,
             "kill_reason": k.reason if k else "",
-            "kill_by": k.changed_by.get_username() if k and k.changed_by else "",
+            "kill_by": k.by if k else "",
+            "models_killed": {m: f.reason for m, f in stop.models_killed.items()} if stop is not None else {},
             "queue_depth": depth,
             "oldest_age_s": oldest,
             "routes": {r: int(totals.get((s.slug, r), 0)) for r in monitoring.ROUTES},
@@ -94,7 +95,7 @@ def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
         "global": {
             "engaged": glob is not None,
             "reason": glob.reason if glob else "",
-            "by": glob.changed_by.get_username() if glob and glob.changed_by else "",
+            "by": glob.by if glob else "",
         },
         "systems": systems,
         "routes": monitoring.ROUTES,

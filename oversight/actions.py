@@ -142,6 +142,7 @@ def set_killswitch(
         "at": timezone.now().isoformat(),
     })
     return switch
+    events.send_status_on_commit()  # the banner of every open page
 
 
 @transaction.atomic(durable=True)

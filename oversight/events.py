@@ -9,9 +9,12 @@ from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
 from django.db import transaction
 
+from oversight import stopstate
+
 log = logging.getLogger(__name__)
 
 OVERVIEW_GROUP = "overview"
+STATUS_GROUP = "status"  # every logged-in page: what is stopped (the banner)
 
 
 def system_group(slug: str) -> str:
@@ -32,3 +35,20 @@ def send_now(groups: list[str], message: dict[str, Any]) -> None:
 
 def send_on_commit(groups: list[str], message: dict[str, Any]) -> None:
     transaction.on_commit(lambda: send_now(groups, message))
+
+
+def status_message(state: stopstate.StopState) -> dict[str, Any]:
+    """What the banner of every page shows: the whole stop state (not a delta), with its epoch so a
+    page ignores a push older than what it already shows."""
+    return {
+        "type": "status",
+        "epoch": state.epoch,
+        "global": state.everything.as_dict() if state.everything else None,
+        "systems": [s.as_dict() for s in state.systems if s.killed_reason is not None or s.models_killed],
+        "stopped": state.stopped,
+    }
+
+
+def send_status_on_commit() -> None:
+    """After a change to what is stopped commits: the state as of then, to every page."""
+    transaction.on_commit(lambda: send_now([STATUS_GROUP], status_message(stopstate.current())))

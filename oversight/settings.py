@@ -102,6 +102,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "oversight.access.context_processor",
+                "oversight.stopstate.context_processor",
             ],
         },
     },

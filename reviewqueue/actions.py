@@ -149,6 +149,29 @@ def _expire_chunk(now: datetime) -> int:
     return len(expired)
 
 
+def blocked_actions(item: ReviewItem) -> dict[str, str]:
+    """The actions on ``item`` the rules refuse right now, each with why: the page disables them,
+    ``resolve`` refuses them.
+
+    Approving a queued (gate) decision releases the model's output, so it is refused while the
+    system is stopped or every model behind the decision is (``transitions.approved_output``, the
+    one rule, asked here); reject and modify always work, and confirming an after-the-fact audit
+    releases nothing new."""
+    if item.status == ReviewItem.Status.RESOLVED:
+        return {}
+    return _refused(item.kind, item.decision)
+
+
+def _refused(kind: str, decision: Decision) -> dict[str, str]:
+    if kind != ReviewItem.Kind.GATE:
+        return {}
+    try:
+        transitions.approved_output(decision)
+    except ActionError as exc:
+        return {ReviewItem.Action.APPROVE: exc.message}
+    return {}
+
+
 def resolve(
     user: User, item_id: Any, action: str, note: str = "", output: Any = None, output_given: bool = False
 ) -> ReviewItem:
@@ -181,6 +204,8 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> R
             _raise_taken(item)
         raise ActionError("conflict", "claim this item before resolving it")
     decision = transitions.lock(item.decision_id)
+    if why := _refused(item.kind, decision).get(action):
+        raise ActionError("conflict", why, "action")
     system = item.system
     who = user.get_username()
     review = {"action": action, "note": note, "by": who, "at": now.isoformat(), "kind": item.kind}

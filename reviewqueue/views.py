@@ -8,15 +8,15 @@ import uuid
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Q
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from oversight import access
+from oversight import access, stopstate
 from oversight.access import person_of, role_required
 from oversight.errors import ActionError
-from oversight.formfields import MISSING, add_action_error
+from oversight.formfields import MISSING, add_action_error, sentence
 from oversight.models import AISystem
 from reviewqueue import actions
 from reviewqueue.forms import ReviewForm
@@ -46,9 +46,10 @@ def queue(request: HttpRequest) -> HttpResponse:
         .select_related("decision", "system")
         .order_by("-resolved_at")[:10]
     )
+    stopped = stopstate.current().stopped
     return render(request, "reviewqueue/queue.html", {
-        "page": page, "system": system, "systems": AISystem.objects.all(), "recent": recent,
-        "now": timezone.now(),
+        "page": page, "rows": [(it, stopped.get(it.system.slug)) for it in page], "system": system,
+        "systems": AISystem.objects.all(), "recent": recent, "now": timezone.now(),
     })
 
 
@@ -74,12 +75,19 @@ def _item_or_404(uid: uuid.UUID) -> ReviewItem:
     return obj
 
 
+def _blocked(obj: ReviewItem) -> dict[str, str]:
+    """What the page disables, with the sentence shown next to each action."""
+    return {action: sentence(why) for action, why in actions.blocked_actions(obj).items()}
+
+
 def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200) -> HttpResponse:
     d = obj.decision
+    stopstate.page_is_about(request, obj.system.slug)  # the banner shows this system's stopped models too
     return render(request, "reviewqueue/item.html", {
         "item": obj,
         "d": d,
         "form": form,
+        "blocked": _blocked(obj),
         "mine": obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk,
         "pretty": {
             "context": json.dumps(d.context, indent=2, ensure_ascii=False),
@@ -98,6 +106,8 @@ def _blank_form(obj: ReviewItem) -> ReviewForm:
 @operator_only
 def item(request: HttpRequest, item_id: str) -> HttpResponse:
     obj = _item_or_404(_uuid(item_id))
+    if request.GET.get("part") == "blocked":  # the open page asks again when what is stopped changes
+        return JsonResponse({"blocked": _blocked(obj)})
     return _item_page(request, obj, _blank_form(obj))
 
 

@@ -2,7 +2,8 @@
 // so the page can resynchronise from stored history.
 window.liveSocket = function (path, handlers) {
   let delay = 500;
-  const badge = document.getElementById("live");
+  // The page's own socket shows its state in #live; a page-wide one (the stop banner's) says badge: false.
+  const badge = handlers.badge === false ? null : document.getElementById("live");
   function setBadge(text, cls) { if (badge) { badge.textContent = text; badge.className = "badge " + cls; } }
   function open() {
     const proto = location.protocol === "https:" ? "wss://" : "ws://";
