@@ -205,7 +205,7 @@ def describe(event: AuditEvent) -> Details:
         what = action.removeprefix("review.")
         item = str(data_dict.get("item", ""))
         kind = data_dict.get("kind")
-        sentence = f"{what} decision {target}" + (f" ({kind} review)" if kind else "")
+        sentence = f"review item resolved: {what}" + (f" ({kind})" if kind and kind != "review" else "")
         return Details(sentence, [], decision=target, review_item=item)
     if action.endswith(".create") and data_dict:
         return Details(f"created {target}" if target else "created", _table(data_dict))

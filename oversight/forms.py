@@ -243,7 +243,8 @@ def _local_time_field(label: str) -> forms.DateTimeField:
 class AuditFilterForm(forms.Form):
     """The audit page's filters (GET). Times are read in the server's TIME_ZONE."""
 
-    actor = forms.CharField(label="Who (username or “system”)", required=False, max_length=200)
+    actor = forms.CharField(label="Who", required=False, max_length=200,
+                            widget=forms.TextInput(attrs={"placeholder": "username, or “system”"}))
     action = forms.ChoiceField(label="What", required=False)
     system = forms.ChoiceField(label="System", required=False)
     since = _local_time_field("From")

@@ -143,8 +143,12 @@ def test_concurrent_writers_chain_in_commit_order(tworld):
     assert report.intact, report.message
     assert report.count == before + writers * (each + 3)
     # A rolled-back writer leaves a gap in the ids but no break in the chain.
-    with pytest.raises(RuntimeError), transaction.atomic():
-        audit.record(None, "load.rollback")
-        raise RuntimeError("changed my mind")
+    def rolled_back() -> None:
+        with transaction.atomic():
+            audit.record(None, "load.rollback")
+            raise RuntimeError("changed my mind")
+
+    with pytest.raises(RuntimeError):
+        rolled_back()
     audit.record(None, "load.after")
     assert audit.verify_log().intact

@@ -51,7 +51,8 @@ def test_details_are_sentences_and_user_text_is_escaped(world: World) -> None:
     html = r.content.decode()
     assert "policy version 2: level: 2 → 1, confidence_threshold: 0.6 → 0.7" in html
     assert "engaged the system kill switch for crit" in html
-    assert "{&#x27;" not in html and "{'" not in html  # no Python dict dumps
+    assert "{&#x27;" not in html
+    assert "{'" not in html
     assert "<script>alert(" not in html
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; noisy" in html
     assert 'href="/monitor/sup/"' in html
@@ -124,8 +125,10 @@ def test_the_csv_has_the_filtered_rows_with_hashes_and_no_formulas(world: World)
     row = dict(zip(table[0], table[1], strict=True))
     assert row["action"] == "review.approve"
     assert row["reason"] == "'=HYPERLINK(\"http://evil\")"
-    assert row["details"].startswith("approve decision dec_0123456789abcdef")
-    assert re.fullmatch(r"[0-9a-f]{64}", row["hash"]) and re.fullmatch(r"[0-9a-f]{64}", row["prev_hash"])
+    assert row["details"] == "review item resolved: approve"
+    assert row["target"] == "dec_0123456789abcdef"
+    assert re.fullmatch(r"[0-9a-f]{64}", row["hash"])
+    assert re.fullmatch(r"[0-9a-f]{64}", row["prev_hash"])
     everything = list(csv.reader(io.StringIO(b"".join(c.get("/audit/export.csv").streaming_content).decode())))
     assert len(everything) == 1 + 9
     assert all(not cell.startswith(("=", "+", "-", "@")) for line in everything for cell in line)

@@ -116,8 +116,9 @@ def test_details_are_sentences_and_small_tables():
     assert ("fallback", "decision: refer") in created.rows
     assert ("window", "kind: time; seconds: 3600") in created.rows
     assert ("drift", "none") in created.rows
-    review = audit.describe(AuditEvent(action="review.approve", target="dec_1", data={"item": "rev_2", "kind": "audit"}))
-    assert (review.sentence, review.decision, review.review_item) == ("approve decision dec_1 (audit review)",
+    review = audit.describe(AuditEvent(action="review.approve", target="dec_1",
+                                       data={"item": "rev_2", "kind": "audit"}))
+    assert (review.sentence, review.decision, review.review_item) == ("review item resolved: approve (audit)",
                                                                       "dec_1", "rev_2")
     for said in (created, switch, review, audit.describe(AuditEvent(action="x.y", data={"a": [{"b": None}]}))):
         text = said.sentence + repr([v for _, v in said.rows])
