@@ -32,7 +32,16 @@ def compute_performance(system_id: int | None = None) -> dict[str, Any]:
     return performance_job.run_system(system_id) if system_id is not None else performance_job.run_all()
 
 
+@shared_task(name="dashboards.tasks.evaluate_breakers", ignore_result=False)
+def evaluate_breakers() -> dict[str, Any]:
+    """Every system's circuit breaker against its newest windows (see dashboards.breaker_job)."""
+    from dashboards import breaker_job
+
+    return breaker_job.run_all()
+
+
 @shared_task(name="dashboards.tasks.run_monitoring", ignore_result=False, track_started=True)
 def run_monitoring(system_id: int) -> dict[str, Any]:
-    """Every monitoring job of one system, now (``POST …/monitoring/run``)."""
-    return {"drift": compute_drift(system_id), "performance": compute_performance(system_id)}
+    """Every monitoring job of one system, now (``POST …/monitoring/run``), then the breakers."""
+    return {"drift": compute_drift(system_id), "performance": compute_performance(system_id),
+            "breakers": evaluate_breakers()}

@@ -29,6 +29,7 @@ POLICY_FIELDS = (
     "fallback",
     "window",
     "drift",
+    "breaker",
 )
 
 
@@ -141,8 +142,8 @@ def set_killswitch(
         "by": user.get_username() if user else "system",
         "at": timezone.now().isoformat(),
     })
-    return switch
     events.send_status_on_commit()  # the banner of every open page
+    return switch
 
 
 @transaction.atomic(durable=True)

@@ -1,10 +1,11 @@
 """The JSON API's endpoints for client services and admins (API.md): decisions, outcomes,
-systems and policies, kill switches. Each one authenticates, asks ``oversight.access``, calls one
+systems and policies, kill switches, circuit breakers. Each one authenticates, asks ``oversight.access``, calls one
 domain action and answers; the machinery (parser, renderer, errors, auth) is ``oversight.jsonapi``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from django.conf import settings
@@ -13,7 +14,7 @@ from ninja import Router
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import access, actions, config, decisions
+from oversight import access, actions, breaker_actions, breakers, config, decisions
 from oversight.jsonapi import (
     ApiError,
     api,
@@ -26,10 +27,13 @@ from oversight.jsonapi import (
     system_for,
     validation_message,
 )
-from oversight.models import AISystem, KillSwitch
+from oversight.models import AISystem, Breaker, KillSwitch
 from oversight.schemas import (
     BatchIn,
     BatchOut,
+    BreakerIn,
+    BreakerOut,
+    BreakersOut,
     DecisionIn,
     DecisionOut,
     ErrorOut,
@@ -154,15 +158,27 @@ def _switch_state(k: KillSwitch) -> dict[str, Any]:
     }
 
 
-def system_out(s: AISystem, switches: list[KillSwitch], snap: config.Snapshot) -> dict[str, Any]:
+def _breaker_state(b: Breaker) -> dict[str, Any]:
+    return {
+        "model": b.model, "state": b.state, "reason": b.reason, "manual": b.manual,
+        "awaiting_person": b.awaiting_person, "changed_by": b.changed_by.get_username() if b.changed_by else None,
+        "changed_at": b.changed_at,
+    }
+
+
+def system_out(s: AISystem, switches: list[KillSwitch], snap: config.Snapshot,
+               breakers_of: dict[int, list[Breaker]] | None = None) -> dict[str, Any]:
     entry = snap.systems_by_id.get(s.id)
     reason = entry.kills.stop_reason if entry is not None else None
+    if breakers_of is None:
+        breakers_of = _breakers(s.id)
     return {
         **s.policy_dict(),
         "policy_version": s.policy_version,
         "killed": reason is not None,
         "kill_reason": reason,
         "killswitches": [_switch_state(k) for k in switches if k.system_id == s.id],
+        "breakers": [_breaker_state(b) for b in breakers_of.get(s.id, [])],
     }
 
 
@@ -170,11 +186,19 @@ def _switches() -> list[KillSwitch]:
     return list(KillSwitch.objects.select_related("system", "changed_by"))
 
 
+def _breakers(system_id: int | None = None) -> dict[int, list[Breaker]]:
+    qs = Breaker.objects.select_related("changed_by").order_by("system_id", "model")
+    out: dict[int, list[Breaker]] = {}
+    for b in qs.filter(system_id=system_id) if system_id is not None else qs:
+        out.setdefault(b.system_id, []).append(b)
+    return out
+
+
 @systems.get("/systems", response=list[SystemOut])
 def list_systems(request: HttpRequest) -> list[dict[str, Any]]:
     require_person(request)
-    switches, snap = _switches(), snapshot(request)  # one epoch read for the whole list
-    return [system_out(s, switches, snap) for s in AISystem.objects.all()]
+    switches, snap, tripped = _switches(), snapshot(request), _breakers()  # one epoch read for the whole list
+    return [system_out(s, switches, snap, tripped) for s in AISystem.objects.all()]
 
 
 @systems.get("/systems/{system}", response=SystemOut)
@@ -217,6 +241,32 @@ def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> dict[str, An
         who.user, payload.scope, payload.engaged, payload.reason, payload.system, payload.model
     )
     return _switch_state(KillSwitch.objects.select_related("system", "changed_by").get(pk=switch.pk))
+
+
+@systems.get("/systems/{system}/breakers", response=BreakersOut)
+def list_breakers(request: HttpRequest, system: str) -> dict[str, Any]:
+    """The system's breakers (its own and its models') and their timeline: anyone with a role, and
+    the system's own key."""
+    entry = system_for(request, system)
+    s = AISystem.objects.get(id=entry.id)
+    return {
+        "system": s.slug,
+        "policy": dataclasses.asdict(breakers.Policy.from_json(s.breaker)),
+        "breakers": [_breaker_state(b) for b in _breakers(s.id).get(s.id, [])],
+        "events": [
+            {"model": e.model, "from_state": e.from_state, "to_state": e.to_state, "reason": e.reason,
+             "metric": e.metric, "value": e.value, "threshold": e.threshold, "by": e.actor_label, "at": e.at}
+            for e in breaker_actions.timeline(s)
+        ],
+    }
+
+
+@systems.post("/systems/{system}/breakers", response=BreakerOut)
+def set_breaker(request: HttpRequest, system: str, payload: BreakerIn) -> dict[str, Any]:
+    """An admin opens or closes a breaker by hand, with a reason."""
+    who = require_person(request, access.ADMIN)
+    b = breaker_actions.set_by_hand(who.user, system, payload.state, payload.reason, payload.model)
+    return _breaker_state(Breaker.objects.select_related("changed_by").get(pk=b.pk))
 
 
 api.add_router("", client)

@@ -22,8 +22,9 @@ from django.db import connection, transaction
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from oversight.gate import KillState, Policy
-from oversight.models import AISystem, ApiKey, KillSwitch
+from oversight import breakers
+from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
+from oversight.models import AISystem, ApiKey, Breaker, KillSwitch
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ class SystemEntry:
     policy: Policy
     kills: KillState
     review_sla_s: int = 900
+    breaker: BreakerState = CLOSED_BREAKER
 
 
 @dataclass(frozen=True)
@@ -151,9 +153,21 @@ def load_snapshot() -> Snapshot:
                 sys_reason[k["system_id"]] = _reason(k["reason"])
             elif k["scope"] == KillSwitch.Scope.MODEL and k["system_id"]:
                 model_reasons.setdefault(k["system_id"], {})[k["model"]] = _reason(k["reason"])
+        tripped: dict[int, tuple[str, str]] = {}  # system -> (state, reason) of its own breaker
+        models_open: dict[int, dict[str, str]] = {}
+        for b in Breaker.objects.exclude(state=Breaker.State.CLOSED).values("system_id", "model", "state", "reason"):
+            if not b["model"]:
+                tripped[b["system_id"]] = (b["state"], b["reason"])
+            elif b["state"] == Breaker.State.OPEN:
+                models_open.setdefault(b["system_id"], {})[b["model"]] = b["reason"]
         by_slug: dict[str, SystemEntry] = {}
         by_id: dict[int, SystemEntry] = {}
         for s in AISystem.objects.all():
+            state, why = tripped.get(s.id, (breakers.CLOSED, ""))
+            breaker = CLOSED_BREAKER
+            if state != breakers.CLOSED or s.id in models_open:
+                breaker = BreakerState(state, why, breakers.Policy.from_json(s.breaker).canary_share,
+                                       models_open.get(s.id, {}))
             entry = SystemEntry(
                 id=s.id,
                 slug=s.slug,
@@ -167,6 +181,7 @@ def load_snapshot() -> Snapshot:
                 ),
                 kills=KillState(global_reason, sys_reason.get(s.id), model_reasons.get(s.id, {})),
                 review_sla_s=s.review_sla_s,
+                breaker=breaker,
             )
             by_slug[s.slug] = entry
             by_id[s.id] = entry

@@ -64,7 +64,10 @@ def build(
     decision_id: uuid.UUID | None = None,
 ) -> Decision:
     """Gate one decision: the row, not yet stored. ``raw`` is the body as sent (for its digest)."""
-    verdict = gate.decide(system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw)
+    verdict = gate.decide(
+        system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw,
+        system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0,
+    )
     return Decision(
         id=decision_id or uuid7(),
         system_id=system.id,

@@ -43,7 +43,7 @@ class PolicyForm(forms.Form):
     # Fields passed to the schema (the rest, like the reason, go to the action as they are).
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
-        "review_expiry_s", "fallback", "drift",
+        "review_expiry_s", "fallback", "drift", "breaker",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -58,6 +58,10 @@ class PolicyForm(forms.Form):
         label="Drift thresholds (JSON)", required=False, rows=2,
         help_text='e.g. {"numeric": {"method": "wasserstein", "threshold": 0.1}, '
                   '"features": {"tempo": {"threshold": 0.3}}}; {} for the defaults',
+    )
+    breaker = JSONTextField(
+        label="Circuit-breaker thresholds (JSON)", required=False, rows=2,
+        help_text='e.g. {"min_accuracy": 0.9, "max_drifted_share": 0.3, "canary_share": 0.05}; {} for the defaults',
     )
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 

@@ -38,6 +38,7 @@ class Route(TextChoices):
 
 RELEASED, PENDING_REVIEW, FALLBACK = Status.RELEASED, Status.PENDING_REVIEW, Status.FALLBACK
 ROUTE_AUTO, ROUTE_HUMAN, ROUTE_FALLBACK, ROUTE_KILLED = Route.AUTO, Route.HUMAN, Route.FALLBACK, Route.KILLED
+ROUTE_BREAKER_OPEN = Route.BREAKER_OPEN
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +71,19 @@ class KillState:
         if self.system_reason is not None:
             return f"system kill switch engaged: {self.system_reason}"
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerState:
+    """A system's circuit breaker as the gate sees it (the rules: ``oversight.breakers``)."""
+
+    state: str = "closed"  # closed | open | half_open
+    reason: str = ""
+    canary_share: float = 0.05
+    models: Mapping[str, str] = field(default_factory=dict)  # model -> why its breaker is open
+
+
+CLOSED_BREAKER = BreakerState()
 
 
 @dataclass(slots=True)  # made per decision: plain slots, cheaper than frozen
@@ -119,44 +133,64 @@ def _fallback(policy: Policy, route: str, reasons: list[str], prediction: Predic
     )
 
 
-def drop_killed(prediction: Prediction, kills: KillState) -> tuple[Prediction | None, list[str]]:
-    """Leave killed models out of the ensemble. None when nothing is left to answer with."""
-    if not kills.models:
-        return prediction, []
+def drop_killed(prediction: Prediction, kills: KillState, breaker: BreakerState = CLOSED_BREAKER
+                ) -> tuple[Prediction | None, list[str], str]:
+    """Leave stopped models (kill switch, open breaker) out of the ensemble. The prediction left
+    (None when nothing is left to answer with), the reasons, and the route if nothing is left."""
+    stopped = {m: f"kill switch engaged ({r})" for m, r in kills.models.items()}
+    for m, r in breaker.models.items():
+        stopped.setdefault(m, f"circuit breaker open ({r})")
+    if not stopped:
+        return prediction, [], ""
     reasons: list[str] = []
     if prediction.votes:
-        alive = [v for v in prediction.votes if v.model not in kills.models]
-        dropped = sorted({v.model for v in prediction.votes if v.model in kills.models})
-        if prediction.model in kills.models and prediction.model not in dropped:
+        alive = [v for v in prediction.votes if v.model not in stopped]
+        dropped = sorted({v.model for v in prediction.votes if v.model in stopped})
+        if prediction.model in stopped and prediction.model not in dropped:
             # The combined answer came from a stopped model: it cannot stand, whatever the votes say.
             dropped.append(prediction.model)
         for name in dropped:
-            reasons.append(f"model {name} left out: kill switch engaged ({kills.models[name]})")
+            reasons.append(f"model {name} left out: {stopped[name]}")
         if not dropped:
-            return prediction, []
+            return prediction, [], ""
         if not alive:
-            return None, reasons
+            return None, reasons, ROUTE_KILLED if any(m in kills.models for m in dropped) else ROUTE_BREAKER_OPEN
         best = max(alive, key=lambda v: v.confidence if v.confidence is not None else -1.0)
         reasons.append(f"answer taken from model {best.model}, the most confident vote left")
-        return Prediction(output=best.output, confidence=best.confidence, model=best.model, votes=alive), reasons
-    if prediction.model and prediction.model in kills.models:
-        return None, [f"model {prediction.model} is stopped: kill switch engaged ({kills.models[prediction.model]})"]
-    return prediction, []
+        return Prediction(output=best.output, confidence=best.confidence, model=best.model, votes=alive), reasons, ""
+    if prediction.model and prediction.model in stopped:
+        name = prediction.model
+        return None, [f"model {name} is stopped: {stopped[name]}"], (
+            ROUTE_KILLED if name in kills.models else ROUTE_BREAKER_OPEN)
+    return prediction, [], ""
 
 
-def decide(policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float) -> Verdict:
-    """Apply the gate. ``audit_draw`` is a uniform number in [0, 1) (random in production)."""
+def decide(
+    policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float,
+    breaker: BreakerState = CLOSED_BREAKER, canary_draw: float = 0.0,
+) -> Verdict:
+    """Apply the gate. ``audit_draw`` and ``canary_draw`` are uniform numbers in [0, 1) (random in
+    production): the first picks the audit sample, the second a half-open breaker's canary share."""
     stopped = kills.stopped
     if stopped is not None:
         return _fallback(policy, ROUTE_KILLED, [stopped], prediction)
-    if prediction is None:
-        return _fallback(policy, ROUTE_FALLBACK, ["no prediction was sent and the system has no hosted model"], None)
-
     reasons: list[str] = []
-    live, kill_reasons = drop_killed(prediction, kills)
+    if breaker.state == "open":
+        return _fallback(policy, ROUTE_BREAKER_OPEN, [f"circuit breaker open: {breaker.reason}"], prediction)
+    if breaker.state == "half_open":
+        share = f"{breaker.canary_share:.0%}"
+        if canary_draw >= breaker.canary_share:
+            return _fallback(policy, ROUTE_BREAKER_OPEN, [
+                f"circuit breaker half-open: outside the {share} canary share ({breaker.reason})"], prediction)
+        reasons.append(f"circuit breaker half-open: in the {share} canary share")
+    if prediction is None:
+        return _fallback(policy, ROUTE_FALLBACK,
+                         [*reasons, "no prediction was sent and the system has no hosted model"], None)
+
+    live, kill_reasons, stop_route = drop_killed(prediction, kills, breaker)
     reasons.extend(kill_reasons)
     if live is None:
-        return _fallback(policy, ROUTE_KILLED, reasons, prediction)
+        return _fallback(policy, stop_route, reasons, prediction)
 
     conf = live.confidence
     if policy.level == CRITICAL:

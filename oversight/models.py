@@ -38,6 +38,8 @@ class AISystem(models.Model):
     window = models.JSONField(default=default_window)
     # Drift thresholds (API.md): {"numeric": {...}, "categorical": {...}, "features": {name: {...}}}.
     drift = models.JSONField(default=dict, blank=True)
+    # Circuit-breaker thresholds (oversight.breakers.Policy; anything left out: its default).
+    breaker = models.JSONField(default=dict, blank=True)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -62,6 +64,7 @@ class AISystem(models.Model):
             "fallback": self.fallback,
             "window": self.window,
             "drift": self.drift,
+            "breaker": self.breaker,
         }
 
 
@@ -228,3 +231,47 @@ class AuditEvent(models.Model):
 
     def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
         raise ValueError("audit events are append-only")
+
+
+class Breaker(models.Model):
+    """A circuit breaker of a system (``model`` empty) or of one of its models: its state now.
+
+    The rules are in ``oversight.breakers``; changes go through ``oversight.breaker_actions``.
+    """
+
+    class State(models.TextChoices):
+        CLOSED = "closed"
+        OPEN = "open"
+        HALF_OPEN = "half_open", "half-open"
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="breakers")
+    model = models.CharField(max_length=200, blank=True, default="")
+    state = models.CharField(max_length=10, choices=State.choices, default=State.CLOSED)
+    reason = models.TextField(blank=True, default="")
+    manual = models.BooleanField(default=False)  # opened by a person: only a person closes it
+    awaiting_person = models.BooleanField(default=False)  # level 1: recovered, a person must close it
+    changed_at = models.DateTimeField(null=True, blank=True)
+    changed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        constraints: ClassVar = [models.UniqueConstraint(fields=["system", "model"], name="breaker_unique")]
+
+
+class BreakerEvent(models.Model):
+    """One transition of a breaker: its timeline on the system's page."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="breaker_events")
+    model = models.CharField(max_length=200, blank=True, default="")
+    from_state = models.CharField(max_length=10)
+    to_state = models.CharField(max_length=10)
+    reason = models.TextField()
+    metric = models.CharField(max_length=64, blank=True, default="")
+    value = models.FloatField(null=True, blank=True)
+    threshold = models.FloatField(null=True, blank=True)
+    actor_label = models.CharField(max_length=200)  # a person, or "breaker" for the evaluation job
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering: ClassVar = ["-at", "-id"]
+        indexes: ClassVar = [models.Index(fields=["system", "-at"], name="breaker_event_system_at")]

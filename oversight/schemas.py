@@ -279,6 +279,27 @@ class DriftPolicy(BaseModel):
         return _drop_none(handler(self))
 
 
+class BreakerPolicy(BaseModel):
+    """A system's circuit-breaker thresholds (oversight.breakers.Policy; anything left out: its default)."""
+
+    model_config = ConfigDict(extra="forbid")
+    enabled: bool | None = None
+    min_accuracy: float | None = Field(default=None, ge=0, le=1)
+    min_mean_reward: float | None = Field(default=None, ge=0, le=1)
+    max_drifted_share: float | None = Field(default=None, ge=0, le=1)
+    max_error_rate: float | None = Field(default=None, ge=0, le=1)
+    max_deadline_miss_rate: float | None = Field(default=None, ge=0, le=1)
+    feedback_loop: bool | None = None
+    min_outcomes: int | None = Field(default=None, ge=1, le=1_000_000)
+    canary_share: float | None = Field(default=None, gt=0, le=1)
+    cooldown_s: int | None = Field(default=None, ge=0, le=30 * 86400)
+    recover_margin: float | None = Field(default=None, ge=0, le=1)
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _drop_none(handler(self))
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -297,6 +318,7 @@ class SystemIn(In):
     fallback: Any = Field(default_factory=dict)
     window: Window = Field(default_factory=lambda: TimeWindow(kind="time", seconds=3600))
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
+    breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
 
     @field_validator("fallback")
     @classmethod
@@ -321,6 +343,7 @@ class SystemPatch(In):
     fallback: Any = None
     window: Window | None = None
     drift: DriftPolicy | None = None
+    breaker: BreakerPolicy | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -339,6 +362,41 @@ class KillSwitchState(BaseModel):
     changed_at: datetime
 
 
+class BreakerOut(BaseModel):
+    model: str  # empty: the system's own breaker
+    state: Literal["closed", "open", "half_open"]
+    reason: str
+    manual: bool
+    awaiting_person: bool
+    changed_by: str | None
+    changed_at: datetime | None
+
+
+class BreakerEventOut(BaseModel):
+    model: str
+    from_state: str
+    to_state: str
+    reason: str
+    metric: str
+    value: float | None
+    threshold: float | None
+    by: str
+    at: datetime
+
+
+class BreakersOut(BaseModel):
+    system: str
+    policy: dict[str, Any]  # the thresholds in force, defaults filled in
+    breakers: list[BreakerOut]
+    events: list[BreakerEventOut]
+
+
+class BreakerIn(In):
+    model: str = Field(default="", max_length=200)
+    state: Literal["open", "closed"]
+    reason: str = Field(default="", max_length=2000)
+
+
 class SystemOut(BaseModel):
     slug: str
     name: str
@@ -351,10 +409,12 @@ class SystemOut(BaseModel):
     fallback: Any
     window: dict[str, Any]
     drift: dict[str, Any]
+    breaker: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None
     killswitches: list[KillSwitchState]
+    breakers: list[BreakerOut]
 
 
 class KillSwitchIn(In):

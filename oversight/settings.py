@@ -207,6 +207,7 @@ CELERY_RESULT_EXPIRES = 3600
 MONITORING_INTERVAL_S = env_float("OVERSIGHT_MONITORING_INTERVAL_S", 10.0)
 DRIFT_INTERVAL_S = env_float("OVERSIGHT_DRIFT_INTERVAL_S", 60.0)
 EXPIRY_INTERVAL_S = env_float("OVERSIGHT_EXPIRY_INTERVAL_S", 30.0)  # how often pending decisions may expire
+BREAKER_INTERVAL_S = env_float("OVERSIGHT_BREAKER_INTERVAL_S", 15.0)  # how often breakers are evaluated
 CELERY_BEAT_SCHEDULE = {
     # A tick still queued when the next one is due is dropped (expires): a slow first run (a backfill)
     # does not leave a pile of ticks behind it; the next one covers what they would have.
@@ -216,6 +217,9 @@ CELERY_BEAT_SCHEDULE = {
               "options": {"expires": DRIFT_INTERVAL_S}},
     "performance": {"task": "dashboards.tasks.compute_performance", "schedule": DRIFT_INTERVAL_S,
                     "options": {"expires": DRIFT_INTERVAL_S}},
+    # After the monitoring jobs and between them: an open breaker's cool-down ends on time.
+    "breakers": {"task": "dashboards.tasks.evaluate_breakers", "schedule": BREAKER_INTERVAL_S,
+                 "options": {"expires": BREAKER_INTERVAL_S}},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
                       "options": {"expires": EXPIRY_INTERVAL_S}},
 }

@@ -59,7 +59,7 @@ def approved_output(d: Decision) -> Any:
     sent = d.prediction or {}
     votes = tuple(gate.Vote(v.get("model", ""), v.get("output"), v.get("confidence")) for v in sent.get("votes") or ())
     prediction = gate.Prediction(sent.get("output"), sent.get("confidence"), sent.get("model") or "", votes)
-    live, _ = gate.drop_killed(prediction, kills)
+    live, _, _ = gate.drop_killed(prediction, kills)
     if live is None:
         raise ActionError(
             "conflict",

@@ -97,6 +97,8 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "get_job":           (A, F, F, F, 200, 200, 200),
     "list_alerts":       (A, F, F, F, 200, 200, 200),
     "ack_alert":         (A, F, F, F, F, F, 200),
+    "list_breakers":     (A, 200, N, F, 200, 200, 200),
+    "set_breaker":       (A, F, F, F, F, F, 200),
 }
 
 
@@ -128,6 +130,8 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "get_job": ("get", "/api/v1/jobs/6f1c2a7e-0d1b-4c5e-9a3f-2b8d7e6c5a41", None),  # queued: not run yet
         "list_alerts": ("get", "/api/v1/alerts", None),
         "ack_alert": ("post", f"/api/v1/alerts/{s.alert_id}/ack", None),
+        "list_breakers": ("get", "/api/v1/systems/sup/breakers", None),
+        "set_breaker": ("post", "/api/v1/systems/sup/breakers", {"state": "open", "reason": "test"}),
     }
     method, url, data = requests[endpoint]
     if isinstance(data, bytes):  # a raw upload

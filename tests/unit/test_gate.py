@@ -249,4 +249,4 @@ def test_fmt_never_makes_different_numbers_look_equal():
 
 def test_drop_killed_keeps_the_prediction_when_nothing_is_killed():
     prediction = Prediction(OUTPUT, 0.5, MODEL, (Vote(MODEL, OUTPUT, 0.5),))
-    assert gate.drop_killed(prediction, KillState()) == (prediction, [])
+    assert gate.drop_killed(prediction, KillState()) == (prediction, [], "")

@@ -1,0 +1,82 @@
+"""The breaker evaluation of a monitoring tick: every system's newest windows, in three queries.
+
+Reads what the drift and performance jobs stored (metric points, drift results, the open
+feedback-loop alerts), asks ``oversight.breakers.step`` what each system's breaker should do,
+and stores the changes through ``oversight.breaker_actions`` (one transaction each). A tick that
+changes nothing writes nothing.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import datetime
+from typing import Any
+
+from django.db import connection
+from django.utils import timezone
+
+from dashboards.models import Alert
+from dashboards.performance_job import ALERT_KIND as FEEDBACK_LOOP
+from oversight import breaker_actions, breakers
+from oversight.models import AISystem, Breaker
+
+WINDOWS = 3  # the newest windows read per system and series
+DRIFT_SHARE = "drift.drifted_share"
+
+_METRICS_SQL = """
+SELECT s.id, n.name, m.t, m.value
+FROM unnest(%s::bigint[]) AS s(id)
+CROSS JOIN unnest(%s::text[]) AS n(name)
+CROSS JOIN LATERAL (
+    SELECT t, value FROM dashboards_metricpoint
+    WHERE system_id = s.id AND name = n.name ORDER BY t DESC LIMIT %s
+) m
+"""
+
+# Per window, the share of features whose primary method says "drifted" (of those with a verdict).
+_DRIFT_SQL = """
+SELECT s.id, w.window_start, w.share
+FROM unnest(%s::bigint[]) AS s(id)
+CROSS JOIN LATERAL (
+    SELECT d.window_start, avg(CASE WHEN d.drifted THEN 1.0 ELSE 0.0 END) AS share
+    FROM dashboards_driftresult d
+    WHERE d.system_id = s.id AND d."primary" AND d.drifted IS NOT NULL AND d.window_start IN (
+        SELECT DISTINCT window_start FROM dashboards_driftresult
+        WHERE system_id = s.id ORDER BY window_start DESC LIMIT %s)
+    GROUP BY d.window_start
+) w
+"""
+
+
+def readings(system_ids: list[int]) -> dict[int, list[breakers.Reading]]:
+    """Each system's newest windows with the figures its breaker watches."""
+    by: dict[int, dict[datetime, dict[str, float | None]]] = defaultdict(lambda: defaultdict(dict))
+    with connection.cursor() as cur:
+        cur.execute(_METRICS_SQL, [system_ids, [s for s in breakers.SERIES if s != DRIFT_SHARE], WINDOWS])
+        for sid, name, t, value in cur.fetchall():
+            by[sid][t][name] = value
+        cur.execute(_DRIFT_SQL, [system_ids, WINDOWS])
+        for sid, t, share in cur.fetchall():
+            by[sid][t][DRIFT_SHARE] = float(share)
+    return {sid: [breakers.Reading(t, values) for t, values in windows.items()] for sid, windows in by.items()}
+
+
+def run_all(now: datetime | None = None) -> dict[str, Any]:
+    """Evaluate every system's breaker once; returns what changed."""
+    started = time.perf_counter()
+    now = now or timezone.now()
+    systems = list(AISystem.objects.values_list("id", "level", "breaker"))
+    ids = [s[0] for s in systems]
+    stored = {b.system_id: b for b in Breaker.objects.filter(model="")}
+    alerts = dict(Alert.objects.filter(kind=FEEDBACK_LOOP, state=Alert.State.OPEN).values_list("system_id", "message"))
+    read = readings(ids) if ids else {}
+    changes: list[dict[str, Any]] = []
+    for sid, level, policy_json in systems:
+        b = stored.get(sid)
+        view = breakers.Breaker(b.state, b.changed_at, b.manual, b.awaiting_person) if b else breakers.Breaker()
+        change = breakers.step(view, breakers.Policy.from_json(policy_json), read.get(sid, []), now, level,
+                               alerts.get(sid))
+        if change is not None and breaker_actions.apply(sid, change, expected=view.state, now=now) is not None:
+            changes.append({"system_id": sid, "from": view.state, "to": change.to, "reason": change.reason})
+    return {"systems": len(systems), "changes": changes, "ms": round((time.perf_counter() - started) * 1000, 1)}

@@ -1,0 +1,96 @@
+"""Writes to circuit breakers: a transition the evaluation calls for, or a person's hand.
+
+Each write owns its transaction: the breaker's row, its timeline event and the audit event, a
+config-epoch bump (so the very next decision of every process sees it, as for kill switches),
+and a live push on commit. The rules themselves are in ``oversight.breakers``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.contrib.auth.models import AnonymousUser
+from django.contrib.auth.models import User as Person
+from django.db import transaction
+from django.utils import timezone
+
+from oversight import audit, breakers, config, events
+from oversight.errors import ActionError
+from oversight.models import AISystem, Breaker, BreakerEvent
+
+User = Person | AnonymousUser | None
+JOB = "breaker"  # the actor label of the evaluation job
+
+
+def message(system: AISystem, b: Breaker, by: str) -> dict[str, Any]:
+    """The live push (API.md's ``breaker`` message)."""
+    return {
+        "type": "breaker", "system": system.slug, "model": b.model, "state": b.state,
+        "label": breakers.LABELS.get(b.state, b.state), "reason": b.reason, "manual": b.manual,
+        "awaiting_person": b.awaiting_person, "by": by,
+        "at": (b.changed_at or timezone.now()).isoformat(),
+    }
+
+
+def _write(system: AISystem, b: Breaker, to: str, reason: str, *, actor: User, manual: bool,
+           awaiting_person: bool, finding: breakers.Finding | None, now: datetime) -> Breaker:
+    user = actor if actor is not None and actor.is_authenticated else None
+    by = user.get_username() if user is not None else JOB
+    before = b.state
+    b.state, b.reason, b.manual, b.awaiting_person = to, reason, manual, awaiting_person
+    b.changed_at, b.changed_by = now, user
+    b.save()
+    BreakerEvent.objects.create(
+        system=system, model=b.model, from_state=before, to_state=to, reason=reason,
+        metric=finding.metric if finding else "", value=finding.value if finding else None,
+        threshold=finding.threshold if finding else None, actor_label=by, at=now,
+    )
+    target = f"breaker:{system.slug}" + (f"/{b.model}" if b.model else "")
+    audit.record(user, f"breaker.{to}", system=system, target=target, reason=reason, actor_label=by,
+                 data={"from": before, "to": to, "model": b.model, "manual": manual,
+                       "metric": finding.metric if finding else "",
+                       "value": finding.value if finding else None,
+                       "threshold": finding.threshold if finding else None})
+    config.bump_epoch()
+    events.send_on_commit([events.OVERVIEW_GROUP, events.system_group(system.slug)], message(system, b, by))
+    return b
+
+
+@transaction.atomic(durable=True)
+def apply(system_id: int, change: breakers.Change, *, expected: str, now: datetime | None = None) -> Breaker | None:
+    """Store what the evaluation decided, if the breaker is still in the state it was read in
+    (a person may have moved it meanwhile: then nothing happens)."""
+    system = AISystem.objects.filter(id=system_id).first()
+    if system is None:
+        return None
+    b, _ = Breaker.objects.select_for_update().get_or_create(system=system, model="")
+    if b.state != expected:
+        return None
+    return _write(system, b, change.to, change.reason, actor=None, manual=False,
+                  awaiting_person=change.awaiting_person, finding=change.finding, now=now or timezone.now())
+
+
+@transaction.atomic(durable=True)
+def set_by_hand(actor: User, slug: str, state: str, reason: str, model: str = "") -> Breaker:
+    """An admin opens or closes a breaker (the system's, or one model's) with a reason. A breaker
+    opened by hand stays open until a person closes it."""
+    reason, model = reason.strip(), model.strip()
+    if state not in (breakers.OPEN, breakers.CLOSED):
+        raise ActionError("invalid", "state must be 'open' or 'closed'", "state")
+    if not reason:
+        raise ActionError("invalid", f"say why: a reason is required to {'open' if state == 'open' else 'close'} "
+                                     "a breaker by hand", "reason")
+    system = AISystem.objects.filter(slug=slug).first()
+    if system is None:
+        raise ActionError("not_found", f"no system {slug!r}", "system")
+    b, _ = Breaker.objects.select_for_update().get_or_create(system=system, model=model)
+    if b.state == state and (state == breakers.CLOSED or b.manual):
+        raise ActionError("conflict", f"the breaker is already {breakers.LABELS[state]}", "state")
+    return _write(system, b, state, reason, actor=actor, manual=state == breakers.OPEN, awaiting_person=False,
+                  finding=None, now=timezone.now())
+
+
+def timeline(system: AISystem, limit: int = 200) -> list[BreakerEvent]:
+    """The system's breaker transitions, newest first."""
+    return list(BreakerEvent.objects.filter(system=system)[:limit])
