@@ -54,3 +54,13 @@ class FromDecisionsForm(forms.Form):
         if since and until and until <= since:
             self.add_error("until", "Until must be after From.")
         return cleaned
+
+
+class BreakerForm(forms.Form):
+    """An admin opens or closes a breaker by hand (``oversight.breaker_actions.set_by_hand``)."""
+
+    state = forms.ChoiceField(label="Set the breaker", choices=[("open", "Open: every decision gets the fallback"),
+                                                                 ("closed", "Closed: decisions go through the gate")])
+    model = forms.CharField(label="Model (optional: empty for the whole system)", required=False, max_length=200)
+    reason = forms.CharField(label="Reason", max_length=2000,
+                             error_messages={"required": "Say why: a reason is required to move a breaker by hand."})

@@ -9,6 +9,7 @@ decisions), whatever the number of stored decisions.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import timedelta
 from typing import Any
 
@@ -18,8 +19,8 @@ from django.utils import timezone
 
 from dashboards import drift, drift_job, monitoring, performance_job
 from dashboards.models import Alert, DriftResult, MetricPoint
-from oversight import config
-from oversight.models import AISystem, Decision
+from oversight import breakers, config
+from oversight.models import AISystem, Breaker, BreakerEvent, Decision
 
 WINDOWS_SHOWN = 48  # the newest windows on the heat map and the series
 RATE_MINUTES = 60
@@ -96,6 +97,27 @@ def _alerts(system: AISystem) -> list[dict[str, Any]]:
     ]
 
 
+BREAKER_EVENTS_SHOWN = 100
+
+
+def _breakers(system: AISystem) -> dict[str, Any]:
+    """The system's breakers now, their newest transitions (the timeline) and the thresholds."""
+    states = [
+        {"model": b.model, "state": b.state, "label": b.get_state_display(), "reason": b.reason, "manual": b.manual,
+         "awaiting_person": b.awaiting_person, "at": b.changed_at.isoformat() if b.changed_at else None,
+         "by": b.changed_by.get_username() if b.changed_by else ("breaker" if b.changed_at else None)}
+        for b in Breaker.objects.filter(system=system).select_related("changed_by").order_by("model")
+    ]
+    events = [
+        {"model": e.model, "from": e.from_state, "to": e.to_state, "reason": e.reason, "by": e.actor_label,
+         "at": e.at.isoformat()}
+        for e in BreakerEvent.objects.filter(system=system)[:BREAKER_EVENTS_SHOWN]
+    ]
+    events.reverse()
+    return {"states": states, "events": events,
+            "policy": dataclasses.asdict(breakers.Policy.from_json(system.breaker))}
+
+
 def system_state(system: AISystem) -> dict[str, Any]:
     now = timezone.now()
     entry = config.cache.current().systems_by_id.get(system.id)
@@ -113,4 +135,5 @@ def system_state(system: AISystem) -> dict[str, Any]:
         "drift": _drift(system),
         "series": _series(system),
         "alerts": _alerts(system),
+        "breakers": _breakers(system),
     }

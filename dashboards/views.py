@@ -16,10 +16,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboards import alerts, monitoring, references
-from dashboards.forms import FromDecisionsForm, ReferenceUploadForm
+from dashboards.forms import BreakerForm, FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
-from oversight import access, demo, stopstate
+from oversight import access, breaker_actions, demo, stopstate
 from oversight.access import any_role, role_required
 from oversight.errors import ActionError
 from oversight.formfields import error_sentences, sentence
@@ -122,13 +122,15 @@ def overview_data(request: HttpRequest) -> HttpResponse:
 
 
 def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUploadForm | None = None,
-                 window: FromDecisionsForm | None = None, status: int = 200) -> HttpResponse:
+                 window: FromDecisionsForm | None = None, status: int = 200,
+                 breaker: BreakerForm | None = None) -> HttpResponse:
     ref = references.current(system.id)
     return render(request, "dashboards/system.html", {
         "system": system, "state": system_state(system),
         "reference": references.describe(ref) if ref is not None else None,
         "upload_form": upload or ReferenceUploadForm(prefix="ref"),
         "window_form": window or FromDecisionsForm(prefix="window"),
+        "breaker_form": breaker or BreakerForm(prefix="breaker"),
         "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     }, status=status)
 
@@ -193,6 +195,25 @@ def alert_ack(request: HttpRequest, slug: str, alert_id: str) -> HttpResponse:
         who = alert.acked_by.get_username() if alert.acked_by else "someone"
         messages.success(request, f"alert {alert.public_id} acknowledged ({who})")
     return redirect(reverse("system-monitor", args=[system.slug]) + "#alerts")
+
+
+@role_required(access.ADMIN)
+@require_POST
+def system_breaker(request: HttpRequest, slug: str) -> HttpResponse:
+    """The system page's form: an admin opens or closes a breaker by hand, with a reason."""
+    system = get_object_or_404(AISystem, slug=slug)
+    form = BreakerForm(request.POST, prefix="breaker")
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            b = breaker_actions.set_by_hand(request.user, system.slug, data["state"], data["reason"], data["model"])
+        except ActionError as exc:
+            form.add_error("reason" if exc.field == "reason" else None, sentence(exc.message))
+        else:
+            what = f"model {b.model}'s breaker" if b.model else "the breaker"
+            messages.success(request, f"{what} is {b.get_state_display()} now")
+            return redirect(reverse("system-monitor", args=[system.slug]) + "#breaker")
+    return _system_page(request, system, status=422, breaker=form)
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -32,6 +32,7 @@ urlpatterns = [
     path("monitor/<slug:slug>/data.json", dash.system_data, name="system-monitor-data"),
     path("monitor/<slug:slug>/reference/", dash.system_reference, name="system-reference"),
     path("monitor/<slug:slug>/alerts/<str:alert_id>/ack/", dash.alert_ack, name="alert-ack"),
+    path("monitor/<slug:slug>/breaker/", dash.system_breaker, name="system-breaker"),
     path("killswitch/", views.killswitch, name="killswitch"),
     path("demo/scenario/", views.demo_scenario, name="demo-scenario"),
     path("systems/", views.systems_page, name="systems"),

@@ -138,6 +138,67 @@
     empty("alerts", !state.alerts.length);
   }
 
+  const LEVEL = {closed: 0, half_open: 1, open: 2};
+  const STATE_NAMES = ["closed", "half-open", "open"];
+  function renderBreakers() {
+    const b = state.breakers;
+    const own = b.states.find((s) => !s.model) || {state: "closed", label: "closed", reason: ""};
+    const models = b.states.filter((s) => s.model && s.state !== "closed");
+    const p = document.getElementById("breaker-state");
+    p.replaceChildren();
+    const badge = document.createElement("span");
+    badge.className = "badge " + (own.state === "closed" ? "ok" : own.state === "open" ? "bad" : "warn");
+    badge.textContent = own.label;
+    p.append(badge, " ");
+    if (own.state === "open") p.append("Every decision gets the fallback (route breaker_open)" +
+      (own.manual ? "; opened by hand, a person closes it" : "") + ". ");
+    if (own.state === "half_open") p.append("A canary share of " + Math.round(b.policy.canary_share * 100) +
+      " % of decisions goes to the model; the rest gets the fallback. " +
+      (own.awaiting_person ? "The figures recovered: on this level-1 system a person closes it. " : ""));
+    if (own.reason) p.append("Why: " + own.reason + (own.by ? " (" + own.by + ")" : "") + ".");
+    models.forEach((m) => p.append(document.createElement("br"), "Model " + m.model + ": " + m.label + " (" + m.reason + ")"));
+
+    const own_events = b.events.filter((e) => !e.model);
+    const xs = [], ys = [], texts = [];
+    own_events.forEach((e, i) => {
+      if (i === 0) { xs.push(e.at); ys.push(LEVEL[e.from] || 0); texts.push(""); }
+      xs.push(e.at); ys.push(LEVEL[e.to] || 0); texts.push(e.by + ": " + e.reason);
+    });
+    if (own_events.length) { xs.push(state.now); ys.push(LEVEL[own.state] || 0); texts.push("now"); }
+    draw("breaker-timeline", [{type: "scatter", mode: "lines+markers", x: xs, y: ys, text: texts,
+                               line: {shape: "hv", color: "#ef6c00"}, name: "breaker",
+                               hovertemplate: "%{x}<br>%{text}<extra></extra>"}],
+         {yaxis: {tickvals: [0, 1, 2], ticktext: STATE_NAMES, range: [-0.3, 2.3], automargin: true},
+          // at least the last hour: a flip a second ago is a step, not a zoom into milliseconds
+          xaxis: {type: "date", range: [new Date(Math.min(new Date(state.now).getTime() - 3600e3,
+                                                          xs.length ? new Date(xs[0]).getTime() : Infinity)),
+                                        new Date(new Date(state.now).getTime() + 60e3)]},
+          showlegend: false, height: 180}, !own_events.length, "breaker");
+    const ol = document.getElementById("breaker-events");
+    ol.replaceChildren();
+    b.events.slice(-10).reverse().forEach((e) => {
+      const li = document.createElement("li");
+      const when = document.createElement("span");
+      when.className = "muted small";
+      when.textContent = new Date(e.at).toLocaleString() + " · " + e.by + " ";
+      li.append(when, (e.model ? "model " + e.model + ": " : "") + e.from.replace("_", "-") + " → " +
+                e.to.replace("_", "-") + ": " + e.reason);   // text only: never parsed as HTML
+      ol.append(li);
+    });
+    const pol = b.policy, parts = [];
+    if (!pol.enabled) parts.push("the evaluation is off for this system");
+    if (pol.min_accuracy !== null) parts.push("accuracy below " + pol.min_accuracy);
+    if (pol.min_mean_reward !== null) parts.push("mean reward below " + pol.min_mean_reward);
+    if (pol.max_drifted_share !== null) parts.push("a share of drifted features above " + pol.max_drifted_share);
+    if (pol.max_error_rate !== null) parts.push("an error rate above " + pol.max_error_rate);
+    if (pol.max_deadline_miss_rate !== null) parts.push("deadline misses above " + pol.max_deadline_miss_rate);
+    if (pol.feedback_loop) parts.push("an open feedback-loop alert");
+    document.getElementById("breaker-policy").textContent = "A window with " + parts.join(", ") +
+      " opens it (accuracy and reward once a window has " + pol.min_outcomes + " outcomes). After " +
+      pol.cooldown_s + " s it goes half-open; the next window that clears the thresholds by " + pol.recover_margin +
+      " closes it" + (state.system.level === 1 ? " when a person does (level 1)." : ".");
+  }
+
   function renderStopped() {
     const p = document.getElementById("stopped");
     p.hidden = !state.system.stopped;
@@ -145,7 +206,8 @@
   }
 
   function render() {
-    renderStopped(); renderRate(); renderConfidence(); renderDrift(); renderPerformance(); renderLoops(); renderAlerts();
+    renderStopped(); renderBreakers(); renderRate(); renderConfidence(); renderDrift(); renderPerformance(); renderLoops();
+    renderAlerts();
   }
 
   let pending = null;

@@ -216,3 +216,35 @@ def test_a_monitoring_run_on_a_real_worker_trips_the_breaker(tworld, celery_work
     d = decide(client, "auto")
     assert d["route"] == "breaker_open"
     assert d["reasons"][0].startswith("circuit breaker open: accuracy 0 below 0.85")
+
+
+def test_the_system_page_shows_the_breaker_and_admins_move_it_there(world, django_capture_on_commit_callbacks):
+    page = "/monitor/sup/"
+    operator = world.person(world.operator)
+    assert operator.get(page).status_code == 200
+    assert 'id="breaker"' in operator.get(page).content.decode()
+    assert "Open or close it by hand" not in operator.get(page).content.decode()  # admins only
+    r = operator.post(page + "breaker/", {"breaker-state": "open", "breaker-reason": "x"})
+    assert r.status_code == 403
+    assert world.person(world.nobody).get(page).status_code == 403
+
+    from django.test import Client
+
+    admin = Client()
+    admin.force_login(world.admin)
+    html = admin.get(page).content.decode()
+    assert "Open or close it by hand" in html
+    r = admin.post(page + "breaker/", {"breaker-state": "open", "breaker-model": "collab-v3", "breaker-reason": ""})
+    assert r.status_code == 422
+    body = r.content.decode()
+    assert "Say why: a reason is required to move a breaker by hand." in body
+    assert 'value="collab-v3"' in body  # what was typed stays
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin.post(page + "breaker/", {"breaker-state": "open", "breaker-reason": "<b>bad push</b>"})
+    assert (r.status_code, r["Location"]) == (302, "/monitor/sup/#breaker")
+    state = admin.get("/monitor/sup/data.json").json()["breakers"]
+    assert [(s["model"], s["state"], s["by"]) for s in state["states"]] == [("", "open", "admin")]
+    assert [(e["from"], e["to"], e["reason"]) for e in state["events"]] == [("closed", "open", "<b>bad push</b>")]
+    html = admin.get(page).content.decode()
+    assert "\\u003Cb\\u003Ebad push" in html  # in the page's JSON (json_script), escaped
+    assert "<b>bad push" not in html
