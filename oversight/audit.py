@@ -105,6 +105,9 @@ def verify(rows: Iterable[ChainRow]) -> ChainReport:
     prev_hash, prev_id, count = GENESIS, None, 0
     for row in rows:
         count += 1
+        if not row.hash:
+            return ChainReport(count, prev_hash, f"{_named(row)}: it has no hash — it was inserted behind "
+                                                 "the application's back, outside the chain")
         if event_hash(row.prev_hash, row) != row.hash:
             return ChainReport(count, prev_hash, f"{_named(row)}: its hash does not match its content "
                                                  "— the row was changed after it was written")

@@ -216,8 +216,8 @@ class AuditEvent(models.Model):
     # Set by oversight.audit.record under the chain lock, so it is known before hashing.
     created_at = models.DateTimeField(default=timezone.now, db_index=True)
     # The hash chain (oversight/audit.py): hash = sha256(prev_hash + canonical content).
-    prev_hash = models.CharField(max_length=64, default="")
-    hash = models.CharField(max_length=64, default="")
+    prev_hash = models.CharField(max_length=64, default="", db_default="")
+    hash = models.CharField(max_length=64, default="", db_default="")
 
     class Meta:
         ordering: ClassVar = ["-created_at", "-id"]
@@ -275,3 +275,33 @@ class BreakerEvent(models.Model):
     class Meta:
         ordering: ClassVar = ["-at", "-id"]
         indexes: ClassVar = [models.Index(fields=["system", "-at"], name="breaker_event_system_at")]
+
+
+class ReleaseRequest(models.Model):
+    """Four eyes: releasing the global kill switch, or one on a level-1 system, waits here until a
+    second admin approves it or the requester withdraws it (rules: ``oversight.releases``)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        WITHDRAWN = "withdrawn"
+
+    switch = models.ForeignKey(KillSwitch, on_delete=models.CASCADE, related_name="release_requests")
+    reason = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["-requested_at", "-id"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["switch"], condition=models.Q(state="pending"),
+                                    name="release_request_one_pending"),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"rel_{self.pk}"

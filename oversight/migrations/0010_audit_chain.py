@@ -8,6 +8,9 @@ The function `oversight_audit_chain_next(lock_key)` is what `oversight.audit.rec
 it takes the transaction-scoped advisory lock, then (with a fresh snapshot, as a VOLATILE
 PL/pgSQL function gets per statement) draws the next id and reads the chain head, so
 events chain in the order their transactions commit.
+
+The hash columns default to '' in the database too: an INSERT behind the application's back
+still goes in (the trigger refuses only UPDATE and DELETE), and verification names that row.
 """
 
 import hashlib
@@ -77,12 +80,12 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="auditevent",
             name="prev_hash",
-            field=models.CharField(default="", max_length=64),
+            field=models.CharField(db_default="", default="", max_length=64),
         ),
         migrations.AddField(
             model_name="auditevent",
             name="hash",
-            field=models.CharField(default="", max_length=64),
+            field=models.CharField(db_default="", default="", max_length=64),
         ),
         migrations.RunSQL(CHAIN_NEXT, DROP_CHAIN_NEXT),
         migrations.RunPython(backfill, migrations.RunPython.noop),

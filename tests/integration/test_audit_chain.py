@@ -152,3 +152,13 @@ def test_concurrent_writers_chain_in_commit_order(tworld):
         rolled_back()
     audit.record(None, "load.after")
     assert audit.verify_log().intact
+
+
+def test_a_row_inserted_behind_the_applications_back_is_named(world):
+    """The trigger lets INSERT through (test_policies_audit); the chain does not."""
+    with connection.cursor() as c:
+        c.execute("INSERT INTO oversight_auditevent (actor_label, action, target, reason, data, created_at) "
+                  "VALUES ('script', 'test.insert', '', '', '{}', now()) RETURNING id")
+        (event_id,) = c.fetchone()
+    with pytest.raises(CommandError, match=rf"event #{event_id} \(.*test.insert by script\): it has no hash"):
+        verify_output()

@@ -124,3 +124,10 @@ def test_details_are_sentences_and_small_tables():
         text = said.sentence + repr([v for _, v in said.rows])
         assert "{'" not in text
         assert "': " not in text
+
+
+def test_a_row_without_a_hash_is_named_as_written_outside_the_chain():
+    rows = chain(3)
+    rows.append(audit.ChainRow(4, T0, None, "script", "test.insert", None, "", "", {}))
+    assert "event #4 " in audit.verify(rows).message
+    assert "it has no hash — it was inserted behind the application's back" in audit.verify(rows).message
