@@ -44,6 +44,10 @@ class Flip:
                 "since_text": self.since_text}
 
 
+def _by(who: str) -> str:
+    return f" (by {who})" if who else ""
+
+
 @dataclass(frozen=True)
 class SystemStop:
     """One system's stop state as the gate sees it."""
@@ -69,23 +73,23 @@ class SystemStop:
         return None
 
     @property
-    def stopped_by(self) -> str:
-        """Who engaged the switch that stops the whole system ("" when it runs or nobody is known)."""
-        if self.global_reason is not None:
-            return self.global_by
-        return self.killed.by if self.killed is not None else ""
-
-    @property
     def stop_line(self) -> str | None:
-        """``stopped`` with who did it, as pages show it next to the system."""
+        """Why the whole system is stopped and by whom, as pages show it next to the system: the
+        global switch first, then its own when both are engaged. None when it runs."""
         if self.stopped is None:
             return None
-        return f"{self.stopped} (by {self.stopped_by})" if self.stopped_by else self.stopped
+        parts = []
+        if self.global_reason is not None:
+            parts.append(f"global kill switch engaged: {self.global_reason}" + _by(self.global_by))
+        if self.killed_reason is not None:
+            who = self.killed.by if self.killed else ""
+            parts.append(f"system kill switch engaged: {self.killed_reason}{_by(who)}")
+        return "; ".join(parts)
 
     @property
     def models_line(self) -> str:
         """The stopped models as pages list them ("" when none is)."""
-        parts = [f"{m} — {f.reason}" + (f" (by {f.by})" if f.by else "") for m, f in self.models_killed.items()]
+        parts = [f"{m} — {f.reason}{_by(f.by)}" for m, f in self.models_killed.items()]
         return "Models stopped: " + "; ".join(parts) if parts else ""
 
     def as_dict(self) -> dict[str, Any]:
@@ -133,7 +137,7 @@ Key = tuple[str, int | None, str]  # (scope, system id, model)
 def _engaged(snapshot: config.Snapshot) -> frozenset[tuple[Key, str]]:
     """The engaged switches the snapshot knows, with their reasons."""
     found: set[tuple[Key, str]] = set()
-    for e in snapshot.systems_by_id.values():
+    for e in snapshot.systems_by_slug.values():
         if e.kills.global_reason is not None:
             found.add(((KillSwitch.Scope.GLOBAL, None, ""), e.kills.global_reason))
         if e.kills.system_reason is not None:
@@ -196,7 +200,7 @@ def stop_state(snapshot: config.Snapshot, known: Mapping[Key, Flip] | None = Non
     known = known or {}
     systems = [system_stop(e, known) for e in snapshot.systems_by_slug.values()]
     # The snapshot keeps the global switch on each system's entry (with no system, nothing is stopped).
-    glob = next((e.kills.global_reason for e in snapshot.systems_by_id.values()), None)
+    glob = next((e.kills.global_reason for e in snapshot.systems_by_slug.values()), None)
     everything = None
     if glob is not None:
         everything = known.get((KillSwitch.Scope.GLOBAL, None, "")) or Flip(glob)

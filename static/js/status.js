@@ -103,6 +103,7 @@
 
   window.liveSocket("/ws/status/", {
     badge: false,
+    onopen: () => { box.dataset.live = "open"; },
     onmessage: (m) => {
       if (m.type !== "status" || m.epoch <= epoch) return;  // older than what the page shows
       epoch = m.epoch;
