@@ -201,7 +201,8 @@ def describe(event: AuditEvent) -> Details:
         return Details(f"policy version {version}: {changes}" if version is not None else changes, [])
     if action.startswith("killswitch."):
         scope, _, where = target.partition(":")
-        verb = "engaged" if action.endswith("engage") else "released"
+        what = action.removeprefix("killswitch.")
+        verb = {"engage": "engaged", "release": "released"}.get(what, what.replace("_", " ") + ":")
         place = "everywhere" if scope == "global" else f"for {where}"
         return Details(f"{verb} the {scope or 'unknown'} kill switch {place}", [("scope", scope), ("target", where)])
     if action.startswith("review."):

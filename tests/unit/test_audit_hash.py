@@ -109,6 +109,8 @@ def test_details_are_sentences_and_small_tables():
     assert switch.rows == [("scope", "model"), ("target", "sup/collab-v3")]
     assert audit.describe(AuditEvent(action="killswitch.release", target="global:global", data={})).sentence == (
         "released the global kill switch everywhere")
+    asked = audit.describe(AuditEvent(action="killswitch.release_requested", target="system:crit", data={}))
+    assert asked.sentence == "release requested: the system kill switch for crit"
     created = audit.describe(AuditEvent(action="system.create", target="fraud",
                                         data={"slug": "fraud", "level": 1, "fallback": {"decision": "refer"},
                                               "window": {"kind": "time", "seconds": 3600}, "drift": {}}))
