@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast ensure-browser lint typecheck bench services stop-services clean-var
+.PHONY: demo test test-fast ensure-browser lint typecheck bench bench-safety services stop-services clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ typecheck: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench.run
+
+# Kill-switch and breaker propagation under load (4 workers), breaker evaluation cost (issue 9).
+bench-safety: $(STAMP)
+	$(PY) -m bench.safety
 
 services: $(STAMP)
 	$(PY) -m oversight.embedded up
