@@ -19,7 +19,7 @@ from dashboards import alerts, monitoring, references
 from dashboards.forms import BreakerForm, FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
-from oversight import access, breaker_actions, demo, stopstate
+from oversight import access, actions, breaker_actions, demo, stopstate
 from oversight.access import any_role, role_required
 from oversight.errors import ActionError
 from oversight.formfields import error_sentences, sentence
@@ -98,6 +98,12 @@ def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
             "by": glob.by if glob else "",
         },
         "systems": systems,
+        "releases": [
+            {"id": r.public_id, "scope": r.switch.scope, "system": r.switch.system.slug if r.switch.system else None,
+             "model": r.switch.model, "reason": r.reason, "requested_by": r.requested_by.get_username(),
+             "requested_at": r.requested_at.isoformat()}
+            for r in actions.pending_releases()
+        ],
         "routes": monitoring.ROUTES,
         "series": monitoring.series_by(now - span, bucket),
         "range": range_key if range_key in RANGES else DEFAULT_RANGE,

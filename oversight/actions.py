@@ -15,7 +15,7 @@ from django.utils import timezone
 
 from oversight import audit, config, credentials, events
 from oversight.errors import ActionError
-from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion
+from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion, ReleaseRequest
 
 User = Person | AnonymousUser | None
 POLICY_FIELDS = (
@@ -102,7 +102,9 @@ def apply_policy(actor: User, data: dict[str, Any], reason: str = "") -> tuple[A
 @transaction.atomic(durable=True)
 def set_killswitch(
     actor: User, scope: str, engaged: bool, reason: str, system_slug: str | None = None, model: str = ""
-) -> KillSwitch:
+) -> KillSwitch | ReleaseRequest:
+    """Engage or release a kill switch. Releasing one that needs four eyes (``needs_second_admin``)
+    does not release it: it returns the request that waits for a second admin."""
     reason = reason.strip()
     if engaged and not reason:
         raise ActionError("invalid", "say why: a reason is required to engage a kill switch", "reason")
@@ -117,24 +119,40 @@ def set_killswitch(
         raise ActionError("invalid", "a model kill switch needs the model's name", "model")
     if scope != KillSwitch.Scope.MODEL:
         model = ""
-    user = actor if actor is not None and actor.is_authenticated else None
     switch, _ = KillSwitch.objects.select_for_update(of=("self",)).get_or_create(
         scope=scope, system=system, model=model.strip()
     )
+    if not engaged and switch.engaged and needs_second_admin(switch):
+        return _request_release(actor, switch, reason)
+    if engaged:  # engaging again ends any release that was waiting
+        ReleaseRequest.objects.filter(switch=switch, state=ReleaseRequest.State.PENDING).update(
+            state=ReleaseRequest.State.WITHDRAWN, decided_at=timezone.now())
+    return _apply_switch(actor, switch, engaged, reason)
+
+
+def _switch_target(switch: KillSwitch) -> str:
+    system = switch.system
+    target = "global" if system is None else system.slug + (f"/{switch.model}" if switch.model else "")
+    return f"{switch.scope}:{target}"
+
+
+def _apply_switch(actor: User, switch: KillSwitch, engaged: bool, reason: str, data: dict[str, Any] | None = None
+                  ) -> KillSwitch:
+    user = actor if actor is not None and actor.is_authenticated else None
+    system = switch.system
     switch.engaged = engaged
     switch.reason = reason
     switch.changed_by = user
     switch.save()
-    target = "global" if system is None else system.slug + (f"/{switch.model}" if switch.model else "")
     audit.record(actor, "killswitch.engage" if engaged else "killswitch.release", system=system,
-                 target=f"{scope}:{target}", reason=reason)
+                 target=_switch_target(switch), reason=reason, data=data)
     config.bump_epoch()
     groups = [events.OVERVIEW_GROUP]
     if system is not None:
         groups.append(events.system_group(system.slug))
     events.send_on_commit(groups, {
         "type": "killswitch",
-        "scope": scope,
+        "scope": switch.scope,
         "system": system.slug if system else None,
         "model": switch.model,
         "engaged": engaged,
@@ -144,6 +162,87 @@ def set_killswitch(
     })
     events.send_status_on_commit()  # the banner of every open page
     return switch
+
+
+# --- four eyes: releasing what stops a critical system takes two admins ----------------------
+
+
+def needs_second_admin(switch: KillSwitch) -> bool:
+    """The global kill switch, and any kill switch of a level-1 system, is released only when a
+    second admin approves the release."""
+    return switch.scope == KillSwitch.Scope.GLOBAL or (switch.system is not None and switch.system.level == 1)
+
+
+def _release_message(r: ReleaseRequest, action: str) -> dict[str, Any]:
+    s = r.switch
+    return {"type": "release_request", "action": action, "id": r.public_id, "scope": s.scope,
+            "system": s.system.slug if s.system else None, "model": s.model, "state": r.state,
+            "reason": r.reason, "requested_by": r.requested_by.get_username(),
+            "decided_by": r.decided_by.get_username() if r.decided_by else None}
+
+
+def _request_release(actor: User, switch: KillSwitch, reason: str) -> ReleaseRequest:
+    if actor is None or not actor.is_authenticated:
+        raise ActionError("forbidden", "releasing this kill switch needs two admins: ask as a person")
+    waiting = ReleaseRequest.objects.filter(switch=switch, state=ReleaseRequest.State.PENDING).first()
+    if waiting is not None:
+        raise ActionError("conflict", f"a release of this kill switch is already waiting for a second admin "
+                                      f"({waiting.public_id}, asked by {waiting.requested_by.get_username()})")
+    if not reason:
+        raise ActionError("invalid", "say why: the second admin reads the reason before approving", "reason")
+    r = ReleaseRequest.objects.create(switch=switch, reason=reason, requested_by=actor)
+    audit.record(actor, "killswitch.release_requested", system=switch.system, target=_switch_target(switch),
+                 reason=reason, data={"request": r.public_id})
+    groups = [events.OVERVIEW_GROUP] + ([events.system_group(switch.system.slug)] if switch.system else [])
+    events.send_on_commit(groups, _release_message(r, "requested"))
+    return r
+
+
+def _pending(request_id: str) -> ReleaseRequest:
+    raw = request_id.removeprefix("rel_")
+    r = (ReleaseRequest.objects.select_for_update(of=("self",)).select_related("switch__system", "requested_by")
+         .filter(pk=int(raw)).first()) if raw.isdigit() else None
+    if r is None:
+        raise ActionError("not_found", f"no release request {request_id!r}")
+    if r.state != ReleaseRequest.State.PENDING:
+        raise ActionError("conflict", f"release request {r.public_id} is already {r.state}")
+    return r
+
+
+@transaction.atomic(durable=True)
+def approve_release(actor: Person, request_id: str) -> KillSwitch:
+    """A second admin approves: the kill switch is released now, with the requester's reason."""
+    r = _pending(request_id)
+    if r.requested_by_id == actor.pk:
+        raise ActionError("forbidden", "you asked for this release: a second admin must approve it")
+    r.state, r.decided_by, r.decided_at = ReleaseRequest.State.APPROVED, actor, timezone.now()
+    r.save()
+    audit.record(actor, "killswitch.release_approved", system=r.switch.system, target=_switch_target(r.switch),
+                 reason=r.reason, data={"request": r.public_id, "requested_by": r.requested_by.get_username()})
+    groups = [events.OVERVIEW_GROUP] + ([events.system_group(r.switch.system.slug)] if r.switch.system else [])
+    events.send_on_commit(groups, _release_message(r, "approved"))
+    return _apply_switch(actor, r.switch, False, r.reason,
+                         data={"request": r.public_id, "requested_by": r.requested_by.get_username()})
+
+
+@transaction.atomic(durable=True)
+def withdraw_release(actor: Person, request_id: str) -> ReleaseRequest:
+    """The requester takes the request back; the switch stays engaged."""
+    r = _pending(request_id)
+    if r.requested_by_id != actor.pk:
+        raise ActionError("forbidden", f"only {r.requested_by.get_username()}, who asked, can withdraw this request")
+    r.state, r.decided_by, r.decided_at = ReleaseRequest.State.WITHDRAWN, actor, timezone.now()
+    r.save()
+    audit.record(actor, "killswitch.release_withdrawn", system=r.switch.system, target=_switch_target(r.switch),
+                 reason=r.reason, data={"request": r.public_id})
+    groups = [events.OVERVIEW_GROUP] + ([events.system_group(r.switch.system.slug)] if r.switch.system else [])
+    events.send_on_commit(groups, _release_message(r, "withdrawn"))
+    return r
+
+
+def pending_releases() -> list[ReleaseRequest]:
+    return list(ReleaseRequest.objects.filter(state=ReleaseRequest.State.PENDING)
+                .select_related("switch__system", "requested_by").order_by("requested_at"))
 
 
 @transaction.atomic(durable=True)

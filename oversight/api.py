@@ -27,7 +27,7 @@ from oversight.jsonapi import (
     system_for,
     validation_message,
 )
-from oversight.models import AISystem, Breaker, KillSwitch
+from oversight.models import AISystem, Breaker, KillSwitch, ReleaseRequest
 from oversight.schemas import (
     BatchIn,
     BatchOut,
@@ -41,6 +41,7 @@ from oversight.schemas import (
     KillSwitchState,
     OutcomeIn,
     OutcomeOut,
+    ReleaseRequestOut,
     SystemIn,
     SystemOut,
     SystemPatch,
@@ -234,13 +235,51 @@ def list_killswitches(request: HttpRequest) -> list[dict[str, Any]]:
     return [_switch_state(k) for k in KillSwitch.objects.select_related("system", "changed_by")]
 
 
-@systems.post("/killswitches", response=KillSwitchState)
-def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> dict[str, Any]:
+@systems.post("/killswitches", response={200: KillSwitchState, 202: ReleaseRequestOut})
+def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> tuple[int, dict[str, Any]]:
+    """Engage or release. Releasing the global switch, or one of a level-1 system, answers 202 with
+    the request that waits for a second admin (four eyes)."""
     who = require_person(request, access.ADMIN)
-    switch = actions.set_killswitch(
+    done = actions.set_killswitch(
         who.user, payload.scope, payload.engaged, payload.reason, payload.system, payload.model
     )
+    if isinstance(done, ReleaseRequest):
+        return 202, _release_state(done)
+    return 200, _switch_state(KillSwitch.objects.select_related("system", "changed_by").get(pk=done.pk))
+
+
+def _release_state(r: ReleaseRequest) -> dict[str, Any]:
+    return {
+        "id": r.public_id, "status": "pending_approval" if r.state == ReleaseRequest.State.PENDING else r.state,
+        "scope": r.switch.scope, "system": r.switch.system.slug if r.switch.system else None,
+        "model": r.switch.model, "reason": r.reason, "requested_by": r.requested_by.get_username(),
+        "requested_at": r.requested_at, "decided_by": r.decided_by.get_username() if r.decided_by else None,
+        "decided_at": r.decided_at,
+    }
+
+
+@systems.get("/killswitches/releases", response=list[ReleaseRequestOut])
+def list_releases(request: HttpRequest) -> list[dict[str, Any]]:
+    """Releases waiting for a second admin: anyone with a role sees them."""
+    require_person(request)
+    return [_release_state(r) for r in actions.pending_releases()]
+
+
+@systems.post("/killswitches/releases/{request_id}/approve", response=KillSwitchState)
+def approve_release(request: HttpRequest, request_id: str) -> dict[str, Any]:
+    """A second admin approves a release: the switch is released now (not your own request)."""
+    who = require_person(request, access.ADMIN)
+    switch = actions.approve_release(who.user, request_id)
     return _switch_state(KillSwitch.objects.select_related("system", "changed_by").get(pk=switch.pk))
+
+
+@systems.post("/killswitches/releases/{request_id}/withdraw", response=ReleaseRequestOut)
+def withdraw_release(request: HttpRequest, request_id: str) -> dict[str, Any]:
+    """The admin who asked takes the request back; the switch stays engaged."""
+    who = require_person(request, access.ADMIN)
+    r = actions.withdraw_release(who.user, request_id)
+    return _release_state(ReleaseRequest.objects.select_related("switch__system", "requested_by", "decided_by")
+                          .get(pk=r.pk))
 
 
 @systems.get("/systems/{system}/breakers", response=BreakersOut)

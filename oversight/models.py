@@ -275,3 +275,33 @@ class BreakerEvent(models.Model):
     class Meta:
         ordering: ClassVar = ["-at", "-id"]
         indexes: ClassVar = [models.Index(fields=["system", "-at"], name="breaker_event_system_at")]
+
+
+class ReleaseRequest(models.Model):
+    """Four eyes: releasing the global kill switch, or one on a level-1 system, waits here until a
+    second admin approves it or the requester withdraws it (rules: ``oversight.releases``)."""
+
+    class State(models.TextChoices):
+        PENDING = "pending"
+        APPROVED = "approved"
+        WITHDRAWN = "withdrawn"
+
+    switch = models.ForeignKey(KillSwitch, on_delete=models.CASCADE, related_name="release_requests")
+    reason = models.TextField()
+    state = models.CharField(max_length=10, choices=State.choices, default=State.PENDING)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    requested_at = models.DateTimeField(auto_now_add=True)
+    decided_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["-requested_at", "-id"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["switch"], condition=models.Q(state="pending"),
+                                    name="release_request_one_pending"),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"rel_{self.pk}"

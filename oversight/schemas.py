@@ -417,6 +417,19 @@ class SystemOut(BaseModel):
     breakers: list[BreakerOut]
 
 
+class ReleaseRequestOut(BaseModel):
+    id: str
+    status: Literal["pending_approval", "approved", "withdrawn"]
+    scope: str
+    system: str | None
+    model: str
+    reason: str
+    requested_by: str
+    requested_at: datetime
+    decided_by: str | None
+    decided_at: datetime | None
+
+
 class KillSwitchIn(In):
     scope: Literal["global", "system", "model"]
     system: str | None = Field(default=None, max_length=64)

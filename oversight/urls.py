@@ -34,6 +34,7 @@ urlpatterns = [
     path("monitor/<slug:slug>/alerts/<str:alert_id>/ack/", dash.alert_ack, name="alert-ack"),
     path("monitor/<slug:slug>/breaker/", dash.system_breaker, name="system-breaker"),
     path("killswitch/", views.killswitch, name="killswitch"),
+    path("killswitch/releases/<str:request_id>/<str:decision>/", views.release_decide, name="release-decide"),
     path("demo/scenario/", views.demo_scenario, name="demo-scenario"),
     path("systems/", views.systems_page, name="systems"),
     path("systems/<slug:slug>/", views.system_edit, name="system-edit"),

@@ -29,7 +29,7 @@ from oversight.forms import (
     keep_secret_once,
     pop_secret,
 )
-from oversight.models import AISystem, ApiKey, PersonalToken
+from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, ReleaseRequest
 
 # --- the demo's scenario ------------------------------------------------------------------
 
@@ -62,10 +62,11 @@ def demo_scenario(request: HttpRequest) -> HttpResponse:
 def killswitch(request: HttpRequest) -> HttpResponse:
     """The overview's confirmation dialog posts here; the answer is a message on the page it came from."""
     form = KillSwitchForm(request.POST)
+    done: KillSwitch | ReleaseRequest | None = None
     if form.is_valid() and form.checked is not None:
         c = form.checked
         try:
-            actions.set_killswitch(request.user, c.scope, c.engaged, c.reason, c.system, c.model)
+            done = actions.set_killswitch(request.user, c.scope, c.engaged, c.reason, c.system, c.model)
         except ActionError as exc:
             add_action_error(form, exc)
     if form.errors:
@@ -75,8 +76,32 @@ def killswitch(request: HttpRequest) -> HttpResponse:
     assert form.checked is not None
     c = form.checked
     what = "global" if c.scope == "global" else f"{c.scope} {c.system or ''} {c.model}".strip()
-    messages.success(request, f"kill switch {'engaged' if c.engaged else 'released'}: {what}")
+    if done is not None and not isinstance(done, KillSwitch):
+        messages.info(request, f"release of the {what} kill switch requested ({done.public_id}): it stays engaged "
+                               "until a second admin approves it")
+    else:
+        messages.success(request, f"kill switch {'engaged' if c.engaged else 'released'}: {what}")
     return redirect(form.back())
+
+
+@role_required(access.ADMIN)
+@require_POST
+def release_decide(request: HttpRequest, request_id: str, decision: str) -> HttpResponse:
+    """The overview's Approve (a second admin) and Withdraw (the requester) buttons."""
+    if decision not in ("approve", "withdraw"):
+        raise Http404("no such action on a release request")
+    try:
+        if decision == "approve":
+            switch = actions.approve_release(person_of(request), request_id)
+            what = "global" if switch.system is None else switch.system.slug
+            what += f"/{switch.model}" if switch.model else ""
+            messages.success(request, f"release approved: the {what} kill switch is released")
+        else:
+            actions.withdraw_release(person_of(request), request_id)
+            messages.success(request, f"release request {request_id} withdrawn: the kill switch stays engaged")
+    except ActionError as exc:
+        messages.error(request, exc.message)
+    return redirect("overview")
 
 
 # --- systems and policies ---------------------------------------------------------------

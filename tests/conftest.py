@@ -27,7 +27,7 @@ from django.test import Client
 from django.utils.crypto import get_random_string
 
 from oversight import access, actions, config
-from oversight.models import AISystem
+from oversight.models import AISystem, ReleaseRequest
 from tests.asgiclient import ApiClient
 
 pytest_plugins = ["tests.plugins"]
@@ -134,6 +134,27 @@ def world(db: None) -> World:
 def tworld(transactional_db: None) -> World:
     """The same world, committed: visible to the live server and the Celery worker."""
     return make_world()
+
+
+def second_admin() -> Any:
+    """Another admin (four eyes: releasing the global switch or a level-1 system's needs two)."""
+    User = get_user_model()
+    user, made = User.objects.get_or_create(username="admin2")
+    if made:
+        user.set_password("correct-horse-battery")
+        user.save()
+        user.groups.add(Group.objects.get(name=access.ADMIN))
+    return user
+
+
+def release_switch(admin: Any, scope: str, system: str | None = None, model: str = "",
+                   reason: str = "incident over") -> Any:
+    """Release a kill switch the way the product requires: when four eyes apply, ``admin`` asks and
+    a second admin approves."""
+    done = actions.set_killswitch(admin, scope, False, reason, system, model)
+    if isinstance(done, ReleaseRequest):
+        return actions.approve_release(second_admin(), done.public_id)
+    return done
 
 
 def decision_body(confidence: float | None = 0.9, **extra: Any) -> dict[str, Any]:

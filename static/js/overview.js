@@ -26,9 +26,13 @@
     document.getElementById("kill-explain").textContent = engaged
       ? "From the very next decision, " + what + " answers with its fallback output (route killed)."
       : "Decisions of " + what + " go through the gate again from the very next one.";
+    const sys = state.systems.find((x) => x.slug === system);
+    const fourEyes = !engaged && (scope === "global" || (sys && sys.level === 1));
+    if (fourEyes) document.getElementById("kill-explain").textContent +=
+      " Two admins: this asks for the release, and the switch stays engaged until another admin approves it.";
     const reason = document.getElementById("kill-reason");
-    reason.value = ""; reason.required = engaged;
-    document.getElementById("kill-confirm").textContent = engaged ? "Engage" : "Release";
+    reason.value = ""; reason.required = engaged || fourEyes;
+    document.getElementById("kill-confirm").textContent = engaged ? "Engage" : fourEyes ? "Ask a second admin" : "Release";
     document.getElementById("kill-dialog").showModal();
     reason.focus();
   }
@@ -112,7 +116,36 @@
       legend: {orientation: "h", y: -0.3}}, {displayModeBar: false, responsive: true});
   }
 
-  function render() { renderGlobal(); renderSystems(); renderChart(); }
+  function releaseForm(r, action, label, cls) {
+    const form = el("form", {method: "post", class: "inline",
+                             action: "/killswitch/releases/" + encodeURIComponent(r.id) + "/" + action + "/"});
+    form.append(el("input", {type: "hidden", name: "csrfmiddlewaretoken", value: cfg.csrf}),
+                el("button", {type: "submit", class: cls, "aria-label": label + " " + r.id}, label));
+    return form;
+  }
+
+  function renderReleases() {
+    const list = document.getElementById("release-list");
+    const releases = state.releases || [];
+    document.getElementById("releases").hidden = !releases.length;
+    list.replaceChildren();
+    releases.forEach((r) => {
+      const what = r.scope === "global" ? "the global kill switch" :
+        (r.scope === "model" ? "model " + r.model + " of " + r.system : "system " + r.system);
+      const li = el("li", {"data-release": r.id});
+      li.append(el("strong", {}, "Release " + what), " — asked by " + r.requested_by + ": " + r.reason + " ",
+                el("span", {class: "muted small"}, new Date(r.requested_at).toLocaleString() + " "));
+      if (cfg.isAdmin && r.requested_by === cfg.user) {
+        li.append(el("span", {class: "muted small"}, "waiting for another admin "),
+                  releaseForm(r, "withdraw", "Withdraw", ""));
+      } else if (cfg.isAdmin) {
+        li.append(releaseForm(r, "approve", "Approve release", "danger"));
+      }
+      list.append(li);
+    });
+  }
+
+  function render() { renderGlobal(); renderReleases(); renderSystems(); renderChart(); }
 
   let pending = null;
   function resync() {
@@ -141,7 +174,7 @@
     } else if (m.type === "queue") {
       const s = state.systems.find((x) => x.slug === m.system);
       if (s) { s.queue_depth = m.depth; s.oldest_age_s = m.oldest_age_s; renderSystems(); }
-    } else if (["policy", "system", "drift", "alert"].includes(m.type)) {
+    } else if (["policy", "system", "drift", "alert", "release_request", "breaker"].includes(m.type)) {
       resync();
     }
   }

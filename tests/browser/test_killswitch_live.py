@@ -14,7 +14,7 @@ import pytest
 from playwright.sync_api import Locator, Page, WebSocket, expect
 
 from oversight.models import AuditEvent, KillSwitch
-from tests.conftest import World, decision_body
+from tests.conftest import World, decision_body, second_admin
 
 pytestmark = pytest.mark.browser
 
@@ -147,23 +147,40 @@ def test_system_then_global_kill_switch_reach_other_pages_and_the_gate(
         assert answer["output"] == fallback
         assert any("global kill switch engaged: incident 42: data leak" in r for r in answer["reasons"])
 
-    # --- releasing: the other page shows "running" again ---------------------------------
+    # --- releasing takes two admins (four eyes): the other page shows "running" again ----
+    second = login_as(second_admin())
+    open_overview(second)
     open_overview(admin)
-    clicked = flip(admin, admin.get_by_role("button", name="Release global kill switch"), "", "Release")
+    flip(admin, admin.get_by_role("button", name="Release global kill switch"), "leak contained", "Ask a second admin")
+    expect(admin.locator(".messages")).to_contain_text("it stays engaged until a second admin approves it")
+    # pushed to the other admin's overview: the request waits there, the switch stays engaged
+    expect(second.locator("#releases")).to_be_visible(timeout=PUSH_MS)
+    expect(second.locator("#release-list li")).to_contain_text("Release the global kill switch — asked by admin: "
+                                                                "leak contained")
+    expect(admin.locator("#release-list li")).to_contain_text("waiting for another admin")
+    expect(admin.locator("#release-list").get_by_role("button", name="Approve release")).to_have_count(0)
+    expect(operator.locator("#global-state")).to_have_text("ENGAGED")
+    assert decide(live_server_url, world, "auto")["route"] == "killed"
+    clicked = time.monotonic()
+    second.locator("#release-list").get_by_role("button", name="Approve release").click()
     shown_in_time(operator.locator("#global-state"), "off", clicked)
     shown_in_time(state_badge(operator, "sup"), "running", clicked)
     shown_in_time(state_badge(operator, "auto"), "running", clicked)
     expect(state_badge(operator, "crit")).to_have_text("KILLED")  # its own switch is still on
-    expect(admin.locator(".messages")).to_contain_text("kill switch released: global")
+    expect(second.locator(".messages")).to_contain_text("release approved: the global kill switch is released")
     assert decide(live_server_url, world, "auto")["route"] == "auto"
     assert decide(live_server_url, world, "crit")["route"] == "killed"
 
     open_overview(admin)
-    clicked = flip(admin, admin.locator('#systems tr[data-system="crit"]').get_by_role("button", name="Release"),
-                   "fixed in v8", "Release")
+    flip(admin, admin.locator('#systems tr[data-system="crit"]').get_by_role("button", name="Release"),
+         "fixed in v8", "Ask a second admin")  # crit is level 1: four eyes too
+    open_overview(second)
+    clicked = time.monotonic()
+    second.locator("#release-list").get_by_role("button", name="Approve release").click()
     shown_in_time(state_badge(operator, "crit"), "running", clicked)
     assert_not_reloaded(operator)
-    expect(admin.locator(".messages")).to_contain_text("kill switch released: system crit")
+    expect(second.locator(".messages")).to_contain_text("release approved: the crit kill switch is released")
+    expect(second.locator("#releases")).to_be_hidden()
     # Each flip reached the operator's page as a push on /ws/overview/.
     wait_until(operator, lambda: len(killswitch_pushes(pushed)) >= 4)
     assert killswitch_pushes(pushed) == [
@@ -176,13 +193,16 @@ def test_system_then_global_kill_switch_reach_other_pages_and_the_gate(
     # Every flip left an audit record with who and why.
     events = list(AuditEvent.objects.filter(action__startswith="killswitch.").order_by("created_at")
                   .values_list("action", "target", "reason", "actor_label"))
-    assert [(a, t, r) for a, t, r, _ in events] == [
-        ("killswitch.engage", "system:crit", "model v7 approves everything"),
-        ("killswitch.engage", "global:global", "incident 42: data leak"),
-        ("killswitch.release", "global:global", ""),
-        ("killswitch.release", "system:crit", "fixed in v8"),
+    assert [(a, t, r, who) for a, t, r, who in events] == [
+        ("killswitch.engage", "system:crit", "model v7 approves everything", "admin"),
+        ("killswitch.engage", "global:global", "incident 42: data leak", "admin"),
+        ("killswitch.release_requested", "global:global", "leak contained", "admin"),
+        ("killswitch.release_approved", "global:global", "leak contained", "admin2"),
+        ("killswitch.release", "global:global", "leak contained", "admin2"),
+        ("killswitch.release_requested", "system:crit", "fixed in v8", "admin"),
+        ("killswitch.release_approved", "system:crit", "fixed in v8", "admin2"),
+        ("killswitch.release", "system:crit", "fixed in v8", "admin2"),
     ]
-    assert all("admin" in label for *_, label in events)
 
 
 def test_engaging_needs_a_reason(live_world: World, login_as: Callable[..., Page]) -> None:

@@ -18,7 +18,7 @@ from reviewqueue import actions as review_actions
 from reviewqueue.actions import review_items_for
 from reviewqueue.models import ReviewItem
 from tests.asgiclient import ApiClient
-from tests.conftest import api_session, decision_body
+from tests.conftest import api_session, decision_body, second_admin
 
 DECISIONS = "/api/v1/systems/{}/decisions"
 BATCH = "/api/v1/systems/{}/decisions/batch"
@@ -425,7 +425,12 @@ def test_global_kill_switch_through_an_admin_personal_token(world, django_captur
     # a killed level-1 decision is answered with the fallback, not queued for a person
     assert ReviewItem.objects.filter(decision__route="killed").count() == 0
     with django_capture_on_commit_callbacks(execute=True):
-        flip(script, scope="global", engaged=False, reason="")
+        asked = send(script, "/api/v1/killswitches", {"scope": "global", "engaged": False, "reason": "fixed"})
+    assert (asked.status_code, asked.json()["status"]) == (202, "pending_approval")  # four eyes
+    assert decide(world, "auto", decision_body(0.9))["route"] == "killed"  # still engaged
+    with django_capture_on_commit_callbacks(execute=True):
+        ok = send(api_session(second_admin()), f"/api/v1/killswitches/releases/{asked.json()['id']}/approve", None)
+    assert (ok.status_code, ok.json()["engaged"]) == (200, False)
     assert decide(world, "auto", decision_body(0.9))["route"] == "auto"
 
 

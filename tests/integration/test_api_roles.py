@@ -19,7 +19,7 @@ from oversight import actions, config
 from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken
 from reviewqueue.models import ReviewItem
 from tests.asgiclient import ApiClient
-from tests.conftest import decision_body
+from tests.conftest import decision_body, second_admin
 
 
 def send(client: ApiClient, method: str, url: str, data: Any = None, **extra: Any) -> Any:
@@ -44,6 +44,8 @@ class Setup:
     decision_id: str  # a pending decision of "sup"
     item_id: str  # its review item, claimed by the operator
     alert_id: str  # an open drift alert of "sup"
+    theirs: str = ""  # a release request of crit's switch by another admin (admin may approve it)
+    mine: str = ""  # a release request of a crit model's switch by admin (only admin may withdraw it)
 
     def caller(self, who: str) -> ApiClient:
         w = self.world
@@ -67,6 +69,15 @@ def setup(world: Any) -> Setup:
     alert = Alert.objects.create(system=world.supervised, kind="drift", subject="tempo", message="tempo drifted",
                                  opened_at=timezone.now())
     return Setup(world, made["id"], item.public_id, alert.public_id)
+
+
+def release_requests(s: Setup) -> None:
+    """For the four-eyes endpoints: crit's switch released by another admin, a crit model's by admin."""
+    second, admin = second_admin(), s.world.admin
+    actions.set_killswitch(second, "system", True, "bad push", "crit")
+    s.theirs = actions.set_killswitch(second, "system", False, "rolled back", "crit").public_id  # type: ignore[union-attr]
+    actions.set_killswitch(admin, "model", True, "stale", "crit", "m1")
+    s.mine = actions.set_killswitch(admin, "model", False, "fresh again", "crit", "m1").public_id  # type: ignore[union-attr]
 
 
 # How each caller is answered, endpoint by endpoint: 2xx allowed; 401, 403, 404 refused.
@@ -99,6 +110,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "ack_alert":         (A, F, F, F, F, F, 200),
     "list_breakers":     (A, 200, N, F, 200, 200, 200),
     "set_breaker":       (A, F, F, F, F, F, 200),
+    "list_releases":     (A, F, F, F, 200, 200, 200),
+    "approve_release":   (A, F, F, F, F, F, 200),
+    "withdraw_release":  (A, F, F, F, F, F, 200),
 }
 
 
@@ -132,6 +146,9 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "ack_alert": ("post", f"/api/v1/alerts/{s.alert_id}/ack", None),
         "list_breakers": ("get", "/api/v1/systems/sup/breakers", None),
         "set_breaker": ("post", "/api/v1/systems/sup/breakers", {"state": "open", "reason": "test"}),
+        "list_releases": ("get", "/api/v1/killswitches/releases", None),
+        "approve_release": ("post", f"/api/v1/killswitches/releases/{s.theirs}/approve", None),
+        "withdraw_release": ("post", f"/api/v1/killswitches/releases/{s.mine}/withdraw", None),
     }
     method, url, data = requests[endpoint]
     if isinstance(data, bytes):  # a raw upload
@@ -146,6 +163,8 @@ def test_every_endpoint_from_every_side(setup, endpoint):
     operator = session(setup.world, setup.world.operator)
     claimed = send(operator, "post", "/api/v1/review/claim", {})
     assert claimed.json()["id"] == setup.item_id  # the only item, now leased to the operator
+    if endpoint in ("approve_release", "withdraw_release"):
+        release_requests(setup)
     want = dict(zip(CALLERS, MATRIX[endpoint], strict=True))
     order = sorted(CALLERS, key=lambda who: want[who] < 400)  # refused callers first
     got: dict[str, int] = {}

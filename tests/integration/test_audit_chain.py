@@ -13,6 +13,7 @@ from django.db import connection, transaction
 
 from oversight import actions, audit
 from oversight.models import AuditEvent
+from tests.conftest import release_switch
 
 TRIGGER = "oversight_auditevent_append_only"
 
@@ -35,7 +36,7 @@ def some_actions(world) -> None:
     actions.set_killswitch(world.admin, "global", True, "incident 7")
     actions.update_system(world.admin, "sup", {"level": 1, "confidence_threshold": 0.7}, reason="tighten")
     actions.set_killswitch(world.admin, "system", True, "noisy", system_slug="sup")
-    actions.set_killswitch(world.admin, "global", False, "")
+    release_switch(world.admin, "global")
     audit.record(world.admin, "note.float", data={"big": 1.5e16, "small": 2.5e-07, "neg0": -0.0, "huge": 2**70})
 
 

@@ -11,10 +11,10 @@ from django.utils import timezone
 from dashboards import breaker_job
 from dashboards.models import Alert, MetricPoint
 from dashboards.tasks import run_monitoring
-from oversight import breaker_actions, config
-from oversight.models import AuditEvent, Breaker, BreakerEvent
+from oversight import actions, breaker_actions, config
+from oversight.models import AuditEvent, Breaker, BreakerEvent, KillSwitch, ReleaseRequest
 from tests.asgiclient import ApiClient
-from tests.conftest import api_session, decision_body
+from tests.conftest import api_session, decision_body, second_admin
 
 URL = "/api/v1/systems/{}/decisions"
 
@@ -248,3 +248,58 @@ def test_the_system_page_shows_the_breaker_and_admins_move_it_there(world, djang
     html = admin.get(page).content.decode()
     assert "\\u003Cb\\u003Ebad push" in html  # in the page's JSON (json_script), escaped
     assert "<b>bad push" not in html
+
+
+# --- four eyes: releasing what stops a critical system takes two admins ---------------------------
+
+
+def test_four_eyes_release_of_the_global_switch(world, django_capture_on_commit_callbacks):
+    admin, other = api_session(world.admin), api_session(second_admin())
+    url = "/api/v1/killswitches"
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin.post(url, {"scope": "global", "engaged": True, "reason": "incident 9"},
+                          content_type="application/json").status_code == 200
+    r = admin.post(url, {"scope": "global", "engaged": False}, content_type="application/json")
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "reason")
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin.post(url, {"scope": "global", "engaged": False, "reason": "root cause fixed"},
+                       content_type="application/json")
+    assert r.status_code == 202
+    asked = r.json()
+    assert (asked["status"], asked["scope"], asked["requested_by"]) == ("pending_approval", "global", "admin")
+    assert decide(world.client_for("auto"), "auto")["route"] == "killed"  # still engaged
+    again = admin.post(url, {"scope": "global", "engaged": False, "reason": "again"}, content_type="application/json")
+    assert (again.status_code, again.json()["error"]["code"]) == (409, "conflict")
+    listed = api_session(world.operator).get(url + "/releases").json()
+    assert [x["id"] for x in listed] == [asked["id"]]
+
+    own = admin.post(f"{url}/releases/{asked['id']}/approve", content_type="application/json")
+    assert (own.status_code, own.json()["error"]["message"]) == (
+        403, "you asked for this release: a second admin must approve it")
+    nope = other.post(f"{url}/releases/{asked['id']}/withdraw", content_type="application/json")
+    assert (nope.status_code, nope.json()["error"]["message"]) == (
+        403, "only admin, who asked, can withdraw this request")
+    assert other.post(f"{url}/releases/rel_999999/approve", content_type="application/json").status_code == 404
+    with django_capture_on_commit_callbacks(execute=True):
+        ok = other.post(f"{url}/releases/{asked['id']}/approve", content_type="application/json")
+    assert (ok.status_code, ok.json()["engaged"], ok.json()["changed_by"]) == (200, False, "admin2")
+    assert decide(world.client_for("auto"), "auto")["route"] == "auto"
+    twice = other.post(f"{url}/releases/{asked['id']}/approve", content_type="application/json")
+    assert (twice.status_code, twice.json()["error"]["message"]) == (
+        409, f"release request {asked['id']} is already approved")
+
+
+def test_a_release_can_be_withdrawn_and_level_2_switches_need_one_admin(world, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.set_killswitch(world.admin, "system", True, "drift", "crit")
+        r = actions.set_killswitch(world.admin, "system", False, "fixed", "crit")
+        assert isinstance(r, ReleaseRequest)
+        actions.withdraw_release(world.admin, r.public_id)
+    assert KillSwitch.objects.get(system__slug="crit").engaged
+    assert ReleaseRequest.objects.get().state == "withdrawn"
+    # a level-2 system's switch: one admin releases it at once
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.set_killswitch(world.admin, "system", True, "drift", "sup")
+        done = actions.set_killswitch(world.admin, "system", False, "fixed", "sup")
+    assert isinstance(done, KillSwitch)
+    assert not done.engaged

@@ -20,7 +20,7 @@ import pytest
 from oversight import actions
 from oversight.models import Decision
 from reviewqueue.models import ReviewItem
-from tests.conftest import World, decision_body
+from tests.conftest import World, decision_body, release_switch
 
 DECISIONS = "/api/v1/systems/{}/decisions"
 FALLBACKS = {"crit": {"decision": "refer"}, "sup": {"items": ["safe"]}, "auto": {"label": "hold"}}
@@ -164,7 +164,7 @@ def test_global_kill_switch_reaches_the_very_next_decision_of_every_system(tworl
         assert body["reasons"][0] == "global kill switch engaged: incident 42"
     assert ReviewItem.objects.count() == 1  # the level-1 decision before the switch; the killed one is not queued
 
-    actions.set_killswitch(tworld.admin, "global", False, "")
+    release_switch(tworld.admin, "global")
     assert decide(http, tworld, "auto", decision_body(0.9))["route"] == "auto"
     assert decide(http, tworld, "crit", decision_body(0.9))["route"] == "human"
 

@@ -16,9 +16,9 @@ from asgiref.sync import async_to_sync
 from django.test import Client
 
 from oversight import credentials
-from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch, PersonalToken, PolicyVersion
+from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch, PersonalToken, PolicyVersion, ReleaseRequest
 from reviewqueue.models import ReviewItem
-from tests.conftest import World, decision_body
+from tests.conftest import World, decision_body, second_admin
 
 XSS = "<script>alert(1)</script>"
 XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
@@ -601,7 +601,7 @@ def test_a_too_long_key_name_is_refused_next_to_the_field(world: World) -> None:
     assert ApiKey.objects.filter(system__slug="auto").count() == 1
 
 
-def test_admin_kill_switch_form_needs_a_reason(world: World) -> None:
+def test_admin_kill_switch_form_needs_a_reason(world: World, django_capture_on_commit_callbacks: Any) -> None:
     c = world.person(world.admin)
     r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "true", "reason": "  ", "next": "/"},
              follow=True)
@@ -622,8 +622,9 @@ def test_admin_kill_switch_form_needs_a_reason(world: World) -> None:
     for off_site in ("//evil.example/", "/\\evil.example/", "https://evil.example/"):
         r = post(c, "/killswitch/", {"scope": "global", "engaged": "false", "next": off_site})
         assert r["Location"] == "/", off_site  # never off-site
-    r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "true", "reason": "bad model",
-                                 "next": "/systems/"})
+    with django_capture_on_commit_callbacks(execute=True):  # the gate's epoch moves on commit
+        r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "true", "reason": "bad model",
+                                     "next": "/systems/"})
     assert r.status_code == 302
     assert r["Location"] == "/systems/"
     switch = KillSwitch.objects.get(engaged=True)
@@ -635,9 +636,30 @@ def test_admin_kill_switch_form_needs_a_reason(world: World) -> None:
     assert crit["killed"] is True
     assert crit["kill_reason"] == "bad model"
 
+    # crit is level 1: releasing its switch takes a second admin (four eyes)
     r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "false"}, follow=True)
-    assert "kill switch released: system crit" in messages_of(r)
+    assert "Say why: the second admin reads the reason before approving." in messages_of(r)
+    r = post(c, "/killswitch/", {"scope": "system", "system": "crit", "engaged": "false", "reason": "rolled back"},
+             follow=True)
+    request = ReleaseRequest.objects.get()
+    assert (f"release of the system crit kill switch requested ({request.public_id}): it stays engaged until a "
+            "second admin approves it") in messages_of(r)
+    assert KillSwitch.objects.filter(engaged=True).exists()
+    url = f"/killswitch/releases/{request.public_id}/approve/"
+    r = post(c, url, {}, follow=True)
+    assert "you asked for this release: a second admin must approve it" in messages_of(r)
+    assert post(world.person(world.operator), url, {}).status_code == 403
+    sideways = f"/killswitch/releases/{request.public_id}/sideways/"
+    assert post(world.person(second_admin()), sideways, {}).status_code == 404
+    r = post(world.person(second_admin()), url, {}, follow=True)
+    assert "release approved: the crit kill switch is released" in messages_of(r)
     assert not KillSwitch.objects.filter(engaged=True).exists()
+    releases = AuditEvent.objects.filter(action__startswith="killswitch.release", target="system:crit")
+    assert list(releases.order_by("id").values_list("action", "actor_label", "reason")) == [
+        ("killswitch.release_requested", "admin", "rolled back"),
+        ("killswitch.release_approved", "admin2", "rolled back"),
+        ("killswitch.release", "admin2", "rolled back"),
+    ]
     assert c.get("/killswitch/").status_code == 405
 
 

@@ -19,7 +19,7 @@ from django.contrib.sessions.backends.db import SessionStore
 
 from oversight import actions, events
 from oversight.asgi import application
-from tests.conftest import World
+from tests.conftest import World, release_switch
 
 ORIGIN = (b"origin", b"http://localhost")
 TIMEOUT = 5
@@ -150,7 +150,7 @@ def test_kill_switch_flip_is_pushed_to_overview_and_system_pages(tworld: World) 
         engaged_system = await _next_of_type(crit_page, "killswitch")
         await set_killswitch(tworld.admin, "global", True, "incident 42")
         global_overview = await _next_of_type(overview, "killswitch")
-        await set_killswitch(tworld.admin, "system", False, "", "crit")
+        await database_sync_to_async(release_switch)(tworld.admin, "system", "crit")
         released_overview = await _next_of_type(overview, "killswitch")
         released_system = await _next_of_type(crit_page, "killswitch")
         # The other system's page hears nothing of crit's switch.
