@@ -71,12 +71,15 @@ def run_all(now: datetime | None = None) -> dict[str, Any]:
     stored = {b.system_id: b for b in Breaker.objects.filter(model="")}
     alerts = dict(Alert.objects.filter(kind=FEEDBACK_LOOP, state=Alert.State.OPEN).values_list("system_id", "message"))
     read = readings(ids) if ids else {}
-    changes: list[dict[str, Any]] = []
+    wanted: list[tuple[int, breakers.Change, str]] = []
     for sid, level, policy_json in systems:
         b = stored.get(sid)
         view = breakers.Breaker(b.state, b.changed_at, b.manual, b.awaiting_person) if b else breakers.Breaker()
         change = breakers.step(view, breakers.Policy.from_json(policy_json), read.get(sid, []), now, level,
                                alerts.get(sid))
-        if change is not None and breaker_actions.apply(sid, change, expected=view.state, now=now) is not None:
-            changes.append({"system_id": sid, "from": view.state, "to": change.to, "reason": change.reason})
+        if change is not None:
+            wanted.append((sid, change, view.state))
+    before = {sid: state for sid, _, state in wanted}
+    changes = [{"system_id": b.system_id, "from": before[b.system_id], "to": b.state, "reason": b.reason}
+               for b in breaker_actions.apply(wanted, now)]
     return {"systems": len(systems), "changes": changes, "ms": round((time.perf_counter() - started) * 1000, 1)}

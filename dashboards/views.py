@@ -85,6 +85,8 @@ def overview_state(range_key: str = DEFAULT_RANGE) -> dict[str, Any]:
             "kill_reason": k.reason if k else "",
             "kill_by": k.by if k else "",
             "models_killed": {m: f.reason for m, f in stop.models_killed.items()} if stop is not None else {},
+            "breaker": stop.breaker if stop is not None else "closed",
+            "breaker_reason": stop.breaker_reason if stop is not None else "",
             "queue_depth": depth,
             "oldest_age_s": oldest,
             "routes": {r: int(totals.get((s.slug, r), 0)) for r in monitoring.ROUTES},

@@ -52,23 +52,42 @@ def _write(system: AISystem, b: Breaker, to: str, reason: str, *, actor: User, m
                        "metric": finding.metric if finding else "",
                        "value": finding.value if finding else None,
                        "threshold": finding.threshold if finding else None})
-    config.bump_epoch()
-    events.send_on_commit([events.OVERVIEW_GROUP, events.system_group(system.slug)], message(system, b, by))
     return b
 
 
+def _changed(moved: list[tuple[AISystem, Breaker]]) -> None:
+    """Once per transaction that moved breakers: the gate's epoch, the live pushes (all at once),
+    and every page's banner."""
+    config.bump_epoch()
+    pushes = [([events.OVERVIEW_GROUP, events.system_group(s.slug)],
+               message(s, b, b.changed_by.get_username() if b.changed_by else JOB)) for s, b in moved]
+    events.send_all_on_commit(pushes)
+    events.send_status_on_commit()
+
+
 @transaction.atomic(durable=True)
-def apply(system_id: int, change: breakers.Change, *, expected: str, now: datetime | None = None) -> Breaker | None:
-    """Store what the evaluation decided, if the breaker is still in the state it was read in
-    (a person may have moved it meanwhile: then nothing happens)."""
-    system = AISystem.objects.filter(id=system_id).first()
-    if system is None:
-        return None
-    b, _ = Breaker.objects.select_for_update().get_or_create(system=system, model="")
-    if b.state != expected:
-        return None
-    return _write(system, b, change.to, change.reason, actor=None, manual=False,
-                  awaiting_person=change.awaiting_person, finding=change.finding, now=now or timezone.now())
+def apply(changes: list[tuple[int, breakers.Change, str]], now: datetime | None = None) -> list[Breaker]:
+    """Store what one evaluation tick decided — ``(system id, change, state it was read in)`` — in
+    one transaction (one epoch bump, one banner push). A breaker a person moved meanwhile is left
+    alone. Returns the breakers that changed."""
+    if not changes:
+        return []
+    now = now or timezone.now()
+    ids = [sid for sid, _, _ in changes]
+    systems = AISystem.objects.in_bulk(ids)
+    Breaker.objects.bulk_create([Breaker(system_id=sid, model="") for sid in ids if sid in systems],
+                                ignore_conflicts=True)
+    rows = {b.system_id: b for b in Breaker.objects.select_for_update().filter(system_id__in=ids, model="")}
+    done: list[tuple[AISystem, Breaker]] = []
+    for sid, change, expected in changes:
+        b = rows.get(sid)
+        if b is None or b.state != expected:
+            continue
+        done.append((systems[sid], _write(systems[sid], b, change.to, change.reason, actor=None, manual=False,
+                                          awaiting_person=change.awaiting_person, finding=change.finding, now=now)))
+    if done:
+        _changed(done)
+    return [b for _, b in done]
 
 
 @transaction.atomic(durable=True)
@@ -87,8 +106,10 @@ def set_by_hand(actor: User, slug: str, state: str, reason: str, model: str = ""
     b, _ = Breaker.objects.select_for_update().get_or_create(system=system, model=model)
     if b.state == state and (state == breakers.CLOSED or b.manual):
         raise ActionError("conflict", f"the breaker is already {breakers.LABELS[state]}", "state")
-    return _write(system, b, state, reason, actor=actor, manual=state == breakers.OPEN, awaiting_person=False,
-                  finding=None, now=timezone.now())
+    b = _write(system, b, state, reason, actor=actor, manual=state == breakers.OPEN, awaiting_person=False,
+               finding=None, now=timezone.now())
+    _changed([(system, b)])
+    return b
 
 
 def timeline(system: AISystem, limit: int = 200) -> list[BreakerEvent]:

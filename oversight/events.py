@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -22,19 +23,38 @@ def system_group(slug: str) -> str:
 
 
 def send_now(groups: list[str], message: dict[str, Any]) -> None:
+    send_all([(groups, message)])
+
+
+def send_all(pushes: list[tuple[list[str], dict[str, Any]]]) -> None:
+    """Every push at once (one hop into the event loop, the group sends side by side)."""
     layer = get_channel_layer()
-    if layer is None:
+    if layer is None or not pushes:
         return
-    payload = {"type": "push", "message": message}
-    for group in groups:
-        try:
-            async_to_sync(layer.group_send)(group, payload)
-        except Exception:  # a live page missing one push must never fail a write
-            log.warning("could not push %s to %s", message.get("type"), group, exc_info=True)
+    sends = [(group, message) for groups, message in pushes for group in groups]
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(
+            *(layer.group_send(group, {"type": "push", "message": message}) for group, message in sends),
+            return_exceptions=True,
+        )
+
+    try:
+        results = async_to_sync(run)()
+    except Exception:  # a live page missing one push must never fail a write
+        log.warning("could not push %d messages", len(sends), exc_info=True)
+        return
+    for (group, message), result in zip(sends, results, strict=True):
+        if isinstance(result, BaseException):
+            log.warning("could not push %s to %s", message.get("type"), group, exc_info=result)
 
 
 def send_on_commit(groups: list[str], message: dict[str, Any]) -> None:
     transaction.on_commit(lambda: send_now(groups, message))
+
+
+def send_all_on_commit(pushes: list[tuple[list[str], dict[str, Any]]]) -> None:
+    transaction.on_commit(lambda: send_all(pushes))
 
 
 def status_message(state: stopstate.StopState) -> dict[str, Any]:
@@ -44,7 +64,8 @@ def status_message(state: stopstate.StopState) -> dict[str, Any]:
         "type": "status",
         "epoch": state.epoch,
         "global": state.everything.as_dict() if state.everything else None,
-        "systems": [s.as_dict() for s in state.systems if s.killed_reason is not None or s.models_killed],
+        "systems": [s.as_dict() for s in state.systems
+                    if s.killed_reason is not None or s.models_killed or s.tripped or s.models_tripped],
         "stopped": state.stopped,
     }
 

@@ -61,7 +61,25 @@ class SystemStop:
     models_killed: Mapping[str, Flip] = field(default_factory=dict)
     reasons: list[str] = field(default_factory=list)  # everything that stops it or a model, in words
     global_by: str = ""  # who engaged the global switch
-    # breaker state: the circuit-breaker work adds its fields here (and to ``reasons``).
+    breaker: str = "closed"  # the system's circuit breaker: closed | open | half_open
+    breaker_reason: str = ""
+    models_tripped: Mapping[str, str] = field(default_factory=dict)  # model -> why its breaker is open
+
+    @property
+    def tripped(self) -> bool:
+        """Its breaker is open or half-open: the fallback answers (all, or all but a canary share)."""
+        return self.breaker != "closed"
+
+    @property
+    def breaker_line(self) -> str:
+        """The breaker as pages show it next to the system ("" when closed and no model's is open)."""
+        parts = []
+        if self.breaker == "open":
+            parts.append(f"circuit breaker open: {self.breaker_reason}")
+        elif self.breaker == "half_open":
+            parts.append(f"circuit breaker half-open (a canary share goes to the model): {self.breaker_reason}")
+        parts += [f"model {m}'s breaker open: {r}" for m, r in sorted(self.models_tripped.items())]
+        return "; ".join(parts)
 
     @property
     def stopped(self) -> str | None:
@@ -101,6 +119,8 @@ class SystemStop:
             "models_killed": {m: f.as_dict() for m, f in self.models_killed.items()},
             "models_line": self.models_line,
             "reasons": list(self.reasons),
+            "breaker": self.breaker, "breaker_reason": self.breaker_reason,
+            "models_tripped": dict(self.models_tripped), "breaker_line": self.breaker_line,
         }
 
 
@@ -125,6 +145,11 @@ class StopState:
     def killed_systems(self) -> list[SystemStop]:
         """Systems stopped by their own kill switch."""
         return [s for s in self.systems if s.killed_reason is not None]
+
+    @property
+    def tripped_systems(self) -> list[SystemStop]:
+        """Systems whose circuit breaker is open or half-open."""
+        return [s for s in self.systems if s.tripped]
 
     def models_of(self, slug: str | None) -> list[tuple[str, Flip]]:
         s = self.by_slug.get(slug or "")
@@ -192,8 +217,14 @@ def system_stop(entry: config.SystemEntry, known: Mapping[Key, Flip] | None = No
     if kills.system_reason is not None:
         killed = known.get((KillSwitch.Scope.SYSTEM, entry.id, "")) or Flip(kills.system_reason)
     everything = known.get((KillSwitch.Scope.GLOBAL, None, "")) if kills.global_reason is not None else None
+    b = entry.breaker
+    if b.state == "open":
+        reasons.append(f"circuit breaker open: {b.reason}")
+    elif b.state == "half_open":
+        reasons.append(f"circuit breaker half-open: {b.reason}")
+    reasons += [f"model {m} is stopped: circuit breaker open ({r})" for m, r in sorted(b.models.items())]
     return SystemStop(entry.id, entry.slug, entry.name, kills.global_reason, kills.system_reason, killed, models,
-                      reasons, everything.by if everything else "")
+                      reasons, everything.by if everything else "", b.state, b.reason, dict(b.models))
 
 
 def stop_state(snapshot: config.Snapshot, known: Mapping[Key, Flip] | None = None) -> StopState:
@@ -241,7 +272,7 @@ class Banner:
 
     @property
     def shown(self) -> bool:
-        return bool(self.state.everything or self.state.killed_systems or self.models)
+        return bool(self.state.everything or self.state.killed_systems or self.models or self.state.tripped_systems)
 
 
 def banner(request: HttpRequest, state: StopState | None = None) -> Banner:

@@ -65,6 +65,11 @@
       const killed = s.killed || state.global.engaged;
       st.append(el("span", {class: "badge " + (killed ? "bad" : "ok")}, killed ? "KILLED" : "running"));
       if (s.killed) st.append(el("div", {class: "muted small"}, s.kill_reason + (s.kill_by ? " — " + s.kill_by : "")));
+      if (s.breaker && s.breaker !== "closed") {
+        st.append(" ", el("span", {class: "badge " + (s.breaker === "open" ? "bad" : "warn")},
+                          s.breaker === "open" ? "breaker open" : "breaker half-open"),
+                  el("div", {class: "muted small"}, s.breaker_reason));
+      }
       tr.append(st);
       const age = s.oldest_age_s == null ? "" : " (oldest " + Math.round(s.oldest_age_s) + " s)";
       tr.append(el("td", {class: "queue", "data-label": "Queue"}, s.queue_depth + age));

@@ -38,6 +38,15 @@
                       "its kill switch is engaged",
                       {reason: s.killed_reason, by: s.killed_by, since: s.killed_since, since_text: s.killed_since_text}));
     });
+    m.systems.forEach((s) => {
+      if (!s.breaker || s.breaker === "closed") return;
+      const li = el("li", {"data-stop": "breaker", "data-system": s.slug});
+      li.append(el("strong", {}, s.name + " (" + s.slug + "): circuit breaker " + (s.breaker === "open" ? "open" : "half-open")),
+                " — ", el("q", {}, s.breaker_reason),
+                ". " + (s.breaker === "open" ? "Every decision gets the fallback."
+                                             : "A canary share goes to the model; the rest gets the fallback."));
+      items.push(li);
+    });
     const mine = m.systems.find((s) => s.slug === pageSystem);
     if (mine) {
       Object.keys(mine.models_killed).sort().forEach((model) => {
@@ -51,11 +60,11 @@
       const section = el("section", {class: "stop-banner", role: "alert", "aria-labelledby": "stop-title"});
       const list = el("ul");
       list.append(...items);
-      section.append(el("h2", {id: "stop-title"}, "Stopped by a kill switch"), list);
+      section.append(el("h2", {id: "stop-title"}, "Stopped by a kill switch or a circuit breaker"), list);
       box.replaceChildren(section);
     } else if (wasShown) {
       box.replaceChildren(el("p", {class: "stop-banner ok", role: "status"},
-                             "Nothing is stopped now: the kill switches were released."));
+                             "Nothing is stopped now."));
     }
   }
 

@@ -303,3 +303,20 @@ def test_a_release_can_be_withdrawn_and_level_2_switches_need_one_admin(world, d
         done = actions.set_killswitch(world.admin, "system", False, "fixed", "sup")
     assert isinstance(done, KillSwitch)
     assert not done.engaged
+
+
+def test_an_open_breaker_shows_in_every_banner_the_systems_list_and_the_status_push(
+        world, django_capture_on_commit_callbacks):
+    from oversight import events, stopstate
+
+    with django_capture_on_commit_callbacks(execute=True):
+        breaker_actions.set_by_hand(world.admin, "sup", "open", "skip rate <doubled>")
+    page = world.person(world.operator).get("/review/").content.decode()
+    assert "Supervised (sup): circuit breaker open</strong> — <q>skip rate &lt;doubled&gt;</q>" in page
+    systems = world.person(world.admin).get("/systems/").content.decode()
+    assert "circuit breaker open: skip rate &lt;doubled&gt;" in systems
+    pushed = events.status_message(stopstate.current())
+    sup = next(s for s in pushed["systems"] if s["slug"] == "sup")
+    assert (sup["breaker"], sup["breaker_reason"]) == ("open", "skip rate <doubled>")
+    overview = world.person(world.operator).get("/overview/data.json").json()
+    assert next(s for s in overview["systems"] if s["slug"] == "sup")["breaker"] == "open"
