@@ -1,4 +1,4 @@
-"""Writes by people: systems and policies, kill switches, API keys, personal tokens.
+"""Writes by people: systems and policies, readiness assessments, kill switches, API keys, personal tokens.
 
 Each action owns its transaction, writes its audit event in it, bumps the config epoch when
 the gate must see the change, and sends live events on commit.
@@ -13,9 +13,9 @@ from django.contrib.auth.models import User as Person
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from oversight import audit, config, credentials, events
+from oversight import audit, config, credentials, events, readiness
 from oversight.errors import ActionError
-from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion, ReleaseRequest
+from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion, Readiness, ReleaseRequest
 
 User = Person | AnonymousUser | None
 POLICY_FIELDS = (
@@ -43,10 +43,19 @@ def _record_policy(system: AISystem, actor: User) -> None:
     )
 
 
+def _readiness_rule(actor: User, rule: bool | None) -> bool:
+    """Whether the level-3 readiness rule applies: always to people (and to ``rule=True``, e.g.
+    policies as code); code that seeds systems with no person behind it (``actor`` None) is exempt."""
+    return rule if rule is not None else actor is not None and actor.is_authenticated
+
+
 @transaction.atomic(durable=True)
-def create_system(actor: User, data: dict[str, Any], reason: str = "") -> AISystem:
+def create_system(actor: User, data: dict[str, Any], reason: str = "", *, readiness_rule: bool | None = None
+                  ) -> AISystem:
     if AISystem.objects.filter(slug=data["slug"]).exists():
         raise ActionError("conflict", f"a system with slug {data['slug']!r} already exists", "slug")
+    if _readiness_rule(actor, readiness_rule):
+        readiness.check_level(int(data.get("level", 2)), None, None)
     fields = {k: data[k] for k in POLICY_FIELDS if k in data}
     fields.setdefault("name", data["slug"])
     if not fields["name"]:
@@ -64,10 +73,15 @@ def create_system(actor: User, data: dict[str, Any], reason: str = "") -> AISyst
 
 
 @transaction.atomic(durable=True)
-def update_system(actor: User, slug: str, changes: dict[str, Any], reason: str = "") -> AISystem:
+def update_system(actor: User, slug: str, changes: dict[str, Any], reason: str = "", *,
+                  readiness_rule: bool | None = None) -> AISystem:
     system = AISystem.objects.select_for_update(of=("self",)).filter(slug=slug).first()
     if system is None:
         raise ActionError("not_found", f"no system {slug!r}")
+    if "level" in changes and _readiness_rule(actor, readiness_rule):
+        now = current_readiness(system.id)
+        readiness.check_level(int(changes["level"]), system.level, now.score if now else None,
+                              now.answers if now else None)
     before = system.policy_dict()
     for key, value in changes.items():
         if key in POLICY_FIELDS:
@@ -94,9 +108,37 @@ def apply_policy(actor: User, data: dict[str, Any], reason: str = "") -> tuple[A
     slug = data["slug"]
     if AISystem.objects.filter(slug=slug).exists():
         before = AISystem.objects.get(slug=slug).policy_version
-        system = update_system(actor, slug, {k: v for k, v in data.items() if k in POLICY_FIELDS}, reason)
+        system = update_system(actor, slug, {k: v for k, v in data.items() if k in POLICY_FIELDS}, reason,
+                               readiness_rule=True)
         return system, "changed" if system.policy_version != before else "unchanged"
-    return create_system(actor, data, reason), "created"
+    return create_system(actor, data, reason, readiness_rule=True), "created"
+
+
+# --- the readiness assessment (rules: oversight.readiness) ----------------------------------
+
+
+def current_readiness(system_id: int) -> Readiness | None:
+    """The assessment in force: the system's newest."""
+    return Readiness.objects.filter(system_id=system_id).select_related("assessed_by").first()
+
+
+@transaction.atomic(durable=True)
+def assess_readiness(actor: User, slug: str, answers: dict[str, Any], note: str = "") -> Readiness:
+    """Record an assessment: the row, its audit event and an epoch bump, so the very next decision
+    is gated by its score. A level-3 system's score cannot drop below 4 (lower its level first)."""
+    system = AISystem.objects.select_for_update(of=("self",)).filter(slug=slug).first()
+    if system is None:
+        raise ActionError("not_found", f"no system {slug!r}")
+    checked = readiness.check_answers(answers)
+    score = readiness.score(checked)
+    readiness.check_assessment(system.level, score, checked)
+    before = current_readiness(system.id)
+    user = actor if actor is not None and actor.is_authenticated else None
+    row = Readiness.objects.create(system=system, answers=checked, score=score, note=note.strip(), assessed_by=user)
+    audit.record(actor, "readiness.assess", system=system, target=slug, reason=row.note, data={
+        "answers": checked, "score": score, "previous_score": before.score if before else None})
+    config.bump_epoch()
+    return row
 
 
 @transaction.atomic(durable=True)

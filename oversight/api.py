@@ -1,6 +1,7 @@
 """The JSON API's endpoints for client services and admins (API.md): decisions, outcomes,
-systems and policies, kill switches, circuit breakers. Each one authenticates, asks ``oversight.access``, calls one
-domain action and answers; the machinery (parser, renderer, errors, auth) is ``oversight.jsonapi``.
+systems and policies, readiness assessments, kill switches, circuit breakers. Each one authenticates,
+asks ``oversight.access``, calls one domain action and answers; the machinery (parser, renderer,
+errors, auth) is ``oversight.jsonapi``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from ninja import Router
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import access, actions, breaker_actions, breakers, config, decisions
+from oversight import access, actions, breaker_actions, breakers, config, decisions, readiness
 from oversight.jsonapi import (
     ApiError,
     api,
@@ -27,7 +28,7 @@ from oversight.jsonapi import (
     system_for,
     validation_message,
 )
-from oversight.models import AISystem, Breaker, KillSwitch, ReleaseRequest
+from oversight.models import AISystem, Breaker, KillSwitch, Readiness, ReleaseRequest
 from oversight.schemas import (
     BatchIn,
     BatchOut,
@@ -41,6 +42,8 @@ from oversight.schemas import (
     KillSwitchState,
     OutcomeIn,
     OutcomeOut,
+    ReadinessIn,
+    ReadinessOut,
     ReleaseRequestOut,
     SystemIn,
     SystemOut,
@@ -307,6 +310,44 @@ def set_breaker(request: HttpRequest, system: str, payload: BreakerIn) -> dict[s
     b = breaker_actions.set_by_hand(who.user, system, payload.state, payload.reason, payload.model)
     return _breaker_state(Breaker.objects.select_related("changed_by").get(pk=b.pk))
 
+
+
+def _assessment(r: Readiness) -> dict[str, Any]:
+    return {"score": r.score, "answers": r.answers, "note": r.note,
+            "assessed_by": r.assessed_by.get_username() if r.assessed_by else None, "assessed_at": r.assessed_at}
+
+
+def readiness_state(s: AISystem) -> dict[str, Any]:
+    """A system's readiness: the assessment in force, what it misses, its history, the questions."""
+    rows = list(Readiness.objects.filter(system=s).select_related("assessed_by")[:20])
+    current = rows[0] if rows else None
+    score = current.score if current else None
+    return {
+        "system": s.slug, "level": s.level, "score": score, "max_score": readiness.MAX_SCORE,
+        "holds_decisions": readiness.hold_reason(score) is not None,
+        "level_3_allowed": score is not None and score >= readiness.LEVEL_3_MIN_SCORE,
+        "missing": [q.key for q in readiness.missing(current.answers)] if current else [],
+        "current": _assessment(current) if current else None,
+        "history": [_assessment(r) for r in rows],
+        "questions": [{"key": q.key, "text": q.text,
+                       "choices": [{"key": c.key, "label": c.label, "points": c.points} for c in q.choices]}
+                      for q in readiness.QUESTIONS],
+    }
+
+
+@systems.get("/systems/{system}/readiness", response=ReadinessOut)
+def get_readiness(request: HttpRequest, system: str) -> dict[str, Any]:
+    """The readiness assessment in force and its history: anyone with a role, and the system's own key."""
+    entry = system_for(request, system)
+    return readiness_state(AISystem.objects.get(id=entry.id))
+
+
+@systems.put("/systems/{system}/readiness", response=ReadinessOut)
+def put_readiness(request: HttpRequest, system: str, payload: ReadinessIn) -> dict[str, Any]:
+    """An admin records an assessment; the very next decision is gated by its score."""
+    who = require_person(request, access.ADMIN)
+    row = actions.assess_readiness(who.user, system, payload.answers, payload.note)
+    return readiness_state(AISystem.objects.get(pk=row.system_id))
 
 api.add_router("", client)
 api.add_router("", systems)

@@ -24,7 +24,7 @@ from redis.retry import Retry
 
 from oversight import breakers
 from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
-from oversight.models import AISystem, ApiKey, Breaker, KillSwitch
+from oversight.models import AISystem, ApiKey, Breaker, KillSwitch, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,7 @@ class SystemEntry:
     kills: KillState
     review_sla_s: int = 900
     breaker: BreakerState = CLOSED_BREAKER
+    readiness: int | None = None  # the newest readiness score; None: never assessed
 
 
 @dataclass(frozen=True)
@@ -160,6 +161,9 @@ def load_snapshot() -> Snapshot:
                 tripped[b["system_id"]] = (b["state"], b["reason"])
             elif b["state"] == Breaker.State.OPEN:
                 models_open.setdefault(b["system_id"], {})[b["model"]] = b["reason"]
+        # The assessment in force: each system's newest (DISTINCT ON, one query).
+        scores = dict(Readiness.objects.order_by("system_id", "-assessed_at", "-id").distinct("system_id")
+                      .values_list("system_id", "score"))
         by_slug: dict[str, SystemEntry] = {}
         by_id: dict[int, SystemEntry] = {}
         for s in AISystem.objects.all():
@@ -182,6 +186,7 @@ def load_snapshot() -> Snapshot:
                 kills=KillState(global_reason, sys_reason.get(s.id), model_reasons.get(s.id, {})),
                 review_sla_s=s.review_sla_s,
                 breaker=breaker,
+                readiness=scores.get(s.id),
             )
             by_slug[s.slug] = entry
             by_id[s.id] = entry

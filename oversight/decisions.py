@@ -66,7 +66,7 @@ def build(
     """Gate one decision: the row, not yet stored. ``raw`` is the body as sent (for its digest)."""
     verdict = gate.decide(
         system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw,
-        system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0,
+        system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0, system.readiness,
     )
     return Decision(
         id=decision_id or uuid7(),

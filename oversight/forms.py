@@ -17,7 +17,8 @@ from django.contrib.sessions.backends.base import SessionBase
 from django.utils.http import url_has_allowed_host_and_scheme
 from pydantic import BaseModel, ValidationError
 
-from oversight import demo
+from oversight import demo, readiness
+from oversight.errors import ActionError
 from oversight.formfields import (
     LEVELS_LONG,
     LEVELS_SHORT,
@@ -28,10 +29,11 @@ from oversight.formfields import (
     add_schema_errors,
     level_field,
     numeric_field,
+    sentence,
     text_field,
 )
 from oversight.models import ApiKey, KillSwitch, PersonalToken
-from oversight.schemas import KillSwitchIn, SystemIn, SystemPatch
+from oversight.schemas import KillSwitchIn, ReadinessIn, SystemIn, SystemPatch
 
 # --- systems and policies -----------------------------------------------------------------
 
@@ -143,6 +145,35 @@ class PolicyEditForm(PolicyForm):
         assert self.checked is not None
         return self.checked.model_dump(exclude_unset=True, exclude={"reason"})
 
+
+
+class ReadinessForm(forms.Form):
+    """A readiness assessment (ReadinessIn, as ``PUT /api/v1/systems/{slug}/readiness``): one radio
+    group per question of ``oversight.readiness.QUESTIONS``, and a note."""
+
+    note = text_field("Note", model=ReadinessIn, name="note", placeholder="goes to the audit log")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("prefix", "readiness")
+        super().__init__(*args, **kwargs)
+        for q in readiness.QUESTIONS:
+            self.fields[q.key] = forms.ChoiceField(
+                label=q.text, choices=[(c.key, c.label) for c in q.choices], widget=forms.RadioSelect,
+                error_messages={"required": f"Answer “{q.text}”",
+                                "invalid_choice": f"Pick one of the answers to “{q.text}”"},
+            )
+        self.order_fields([*(q.key for q in readiness.QUESTIONS), "note"])
+
+    def questions(self) -> list[forms.BoundField]:
+        return [self[q.key] for q in readiness.QUESTIONS]
+
+    def answers(self) -> dict[str, str]:
+        return {q.key: self.cleaned_data[q.key] for q in readiness.QUESTIONS}
+
+    def add_action_error(self, exc: ActionError) -> None:
+        """The rule names ``answers.<question>``; here that is the question's own field."""
+        name = (exc.field or "").removeprefix("answers.")
+        self.add_error(name if name in self.fields else None, sentence(exc.message))
 
 # --- the demo ------------------------------------------------------------------------------
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from django.db.models import TextChoices
 
+from oversight.readiness import hold_reason
+
 CRITICAL, SUPERVISED, AUTONOMOUS = 1, 2, 3
 
 
@@ -167,10 +169,12 @@ def drop_killed(prediction: Prediction, kills: KillState, breaker: BreakerState 
 
 def decide(
     policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float,
-    breaker: BreakerState = CLOSED_BREAKER, canary_draw: float = 0.0,
+    breaker: BreakerState = CLOSED_BREAKER, canary_draw: float = 0.0, readiness: int | None = None,
 ) -> Verdict:
     """Apply the gate. ``audit_draw`` and ``canary_draw`` are uniform numbers in [0, 1) (random in
-    production): the first picks the audit sample, the second a half-open breaker's canary share."""
+    production): the first picks the audit sample, the second a half-open breaker's canary share.
+    ``readiness``: the system's readiness score (None: never assessed); 0–1 sends every decision to a
+    person (``oversight.readiness``)."""
     stopped = kills.stopped
     if stopped is not None:
         return _fallback(policy, ROUTE_KILLED, [stopped], prediction)
@@ -193,6 +197,10 @@ def decide(
         return _fallback(policy, stop_route, reasons, prediction)
 
     conf = live.confidence
+    hold = hold_reason(readiness)
+    if hold is not None:
+        reasons.append(hold)
+        return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, audit=False)
     if policy.level == CRITICAL:
         reasons.append("level 1 (critical): a person approves every decision")
         return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, audit=False)

@@ -305,3 +305,22 @@ class ReleaseRequest(models.Model):
     @property
     def public_id(self) -> str:
         return f"rel_{self.pk}"
+
+
+class Readiness(models.Model):
+    """One readiness assessment of a system (rules: ``oversight.readiness``); the newest is in force,
+    the older ones are its history. Written by ``oversight.actions.assess_readiness``."""
+
+    # No index of its own: the composite index below leads with it.
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="readiness_assessments",
+                               db_index=False)
+    answers = models.JSONField()  # question key -> choice key
+    score = models.PositiveSmallIntegerField(validators=[MaxValueValidator(5)])
+    note = models.TextField(blank=True, default="")
+    assessed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    assessed_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering: ClassVar = ["-assessed_at", "-id"]
+        indexes: ClassVar = [models.Index(fields=["system", "-assessed_at", "-id"], name="readiness_system_at")]
+        constraints: ClassVar = [models.CheckConstraint(condition=models.Q(score__lte=5), name="readiness_score_0_5")]

@@ -438,6 +438,46 @@ class KillSwitchIn(In):
     reason: str = Field(default="", max_length=2000)
 
 
+
+class ReadinessIn(In):
+    """A readiness assessment: every question's answer (``oversight.readiness.QUESTIONS``), a note."""
+
+    answers: dict[str, Any] = Field(max_length=50)  # question key -> choice key, checked by the rule module
+    note: str = Field(default="", max_length=2000)
+
+
+class ReadinessChoiceOut(BaseModel):
+    key: str
+    label: str
+    points: int
+
+
+class ReadinessQuestionOut(BaseModel):
+    key: str
+    text: str
+    choices: list[ReadinessChoiceOut]
+
+
+class AssessmentOut(BaseModel):
+    score: int
+    answers: dict[str, str]
+    note: str
+    assessed_by: str | None
+    assessed_at: datetime
+
+
+class ReadinessOut(BaseModel):
+    system: str
+    level: int
+    score: int | None  # None: never assessed (the gate behaves as without an assessment)
+    max_score: int
+    holds_decisions: bool  # score 0–1: every decision waits for a person
+    level_3_allowed: bool
+    missing: list[str]  # questions not answered the safe way
+    current: AssessmentOut | None
+    history: list[AssessmentOut]  # newest first, the current one included
+    questions: list[ReadinessQuestionOut]
+
 _SUSPECT_ESCAPE = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]")
 
 

@@ -11,10 +11,11 @@ from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, StreamingHttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from oversight import access, actions, audit, demo, stopstate
+from oversight import access, actions, audit, demo, readiness, stopstate
 from oversight.access import any_role, person_of, role_required
 from oversight.errors import ActionError
 from oversight.formfields import add_action_error, error_sentences
@@ -24,6 +25,7 @@ from oversight.forms import (
     DemoScenarioForm,
     KillSwitchForm,
     PolicyEditForm,
+    ReadinessForm,
     SystemCreateForm,
     TokenForm,
     keep_secret_once,
@@ -132,6 +134,8 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(AISystem, slug=slug)
     policy_form = PolicyEditForm(initial=system.policy_dict())
     key_form = ApiKeyForm(prefix="key")
+    assessment = actions.current_readiness(system.id)
+    readiness_form = ReadinessForm(initial=assessment.answers if assessment else None)
     if request.method == "POST":
         op = request.POST.get("op", "policy")
         if op == "policy":
@@ -162,6 +166,10 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
             actions.revoke_api_key(request.user, key)
             messages.success(request, f"key {key.prefix}… revoked")
             return redirect("system-edit", slug=slug)
+        elif op == "readiness":
+            readiness_form = ReadinessForm(request.POST)
+            if readiness_form.is_valid() and _assess(request, slug, readiness_form):
+                return redirect(reverse("system-edit", kwargs={"slug": slug}) + "#readiness")
         else:
             return redirect("system-edit", slug=slug)
     new_key = pop_secret(request.session, "api_key", system.slug) if request.method == "GET" else None
@@ -174,12 +182,29 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
             "new_key": new_key,
             "keys": system.api_keys.order_by("-created_at"),
             "versions": system.policy_versions.select_related("created_by")[:20],
+            "readiness_form": readiness_form,
+            "assessment": assessment,
+            "assessment_missing": readiness.missing(assessment.answers) if assessment else [],
+            "assessments": system.readiness_assessments.select_related("assessed_by")[:10],
+            "readiness_rules": {"max": readiness.MAX_SCORE, "level_3": readiness.LEVEL_3_MIN_SCORE,
+                                "hold": readiness.hold_reason(assessment.score if assessment else None)},
         },
-        status=max(_status(policy_form), _status(key_form)),
+        status=max(_status(policy_form), _status(key_form), _status(readiness_form)),
     )
     if new_key:
         add_never_cache_headers(response)  # the back button must not show the secret again
     return response
+
+
+def _assess(request: HttpRequest, slug: str, form: ReadinessForm) -> bool:
+    """Record the page's assessment; False (with the rule's error on the form) when it is refused."""
+    try:
+        row = actions.assess_readiness(request.user, slug, form.answers(), form.cleaned_data["note"])
+    except ActionError as exc:
+        form.add_action_error(exc)
+        return False
+    messages.success(request, f"readiness assessment saved: score {row.score} of {readiness.MAX_SCORE}")
+    return True
 
 
 def _int_or_404(value: str | None) -> int:

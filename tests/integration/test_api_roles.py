@@ -113,6 +113,8 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "list_releases":     (A, F, F, F, 200, 200, 200),
     "approve_release":   (A, F, F, F, F, F, 200),
     "withdraw_release":  (A, F, F, F, F, F, 200),
+    "get_readiness":     (A, 200, N, F, 200, 200, 200),
+    "put_readiness":     (A, F, F, F, F, F, 200),
 }
 
 
@@ -122,7 +124,7 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
     requests: dict[str, tuple[str, str, Any]] = {
         "list_systems": ("get", "/api/v1/systems", None),
         "get_system": ("get", "/api/v1/systems/sup", None),
-        "create_system": ("post", "/api/v1/systems", {"slug": "new-one", "level": 3}),
+        "create_system": ("post", "/api/v1/systems", {"slug": "new-one", "level": 2}),
         "patch_system": ("patch", "/api/v1/systems/sup", {"confidence_threshold": 0.7, "reason": "tighter"}),
         "list_killswitches": ("get", "/api/v1/killswitches", None),
         "flip_killswitch": ("post", "/api/v1/killswitches",
@@ -149,6 +151,9 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "list_releases": ("get", "/api/v1/killswitches/releases", None),
         "approve_release": ("post", f"/api/v1/killswitches/releases/{s.theirs}/approve", None),
         "withdraw_release": ("post", f"/api/v1/killswitches/releases/{s.mine}/withdraw", None),
+        "get_readiness": ("get", "/api/v1/systems/sup/readiness", None),
+        "put_readiness": ("put", "/api/v1/systems/sup/readiness", {"answers": {
+            "feedback": "no", "blast_radius": "one_reversible", "drift": "weeks", "stop": "drilled", "shared": "no"}}),
     }
     method, url, data = requests[endpoint]
     if isinstance(data, bytes):  # a raw upload
