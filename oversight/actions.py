@@ -30,6 +30,7 @@ POLICY_FIELDS = (
     "window",
     "drift",
     "breaker",
+    "guardrails",
 )
 
 

@@ -24,6 +24,7 @@ from redis.retry import Retry
 
 from oversight import breakers
 from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
+from oversight.guardrails import Guardrails
 from oversight.models import AISystem, ApiKey, Breaker, KillSwitch, Readiness
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,7 @@ def load_snapshot() -> Snapshot:
                     audit_sample_rate=s.audit_sample_rate,
                     fallback=s.fallback,
                     version=s.policy_version,
+                    guardrails=Guardrails.from_json(s.guardrails) if s.level == 3 else None,
                 ),
                 kills=KillState(global_reason, sys_reason.get(s.id), model_reasons.get(s.id, {})),
                 review_sla_s=s.review_sla_s,

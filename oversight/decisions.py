@@ -19,7 +19,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from oversight import bulk, gate, hooks, jsonutil
+from oversight import bulk, gate, hooks, jsonutil, ratelimit
 from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
@@ -61,12 +61,14 @@ def _prediction(p: DecisionIn) -> gate.Prediction | None:
 
 def build(
     system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None, raw: Any = None,
-    decision_id: uuid.UUID | None = None,
+    decision_id: uuid.UUID | None = None, over_rate: bool = False,
 ) -> Decision:
-    """Gate one decision: the row, not yet stored. ``raw`` is the body as sent (for its digest)."""
+    """Gate one decision: the row, not yet stored. ``raw`` is the body as sent (for its digest);
+    ``over_rate``: the system's guardrail rate is used up (``ratelimit.over``)."""
     verdict = gate.decide(
         system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw,
         system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0, system.readiness,
+        over_rate,
     )
     return Decision(
         id=decision_id or uuid7(),
@@ -99,7 +101,7 @@ _ON_KEY_CONFLICT = "ON CONFLICT (system_id, idempotency_key) WHERE idempotency_k
 def submit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
     """One decision: one ``INSERT … ON CONFLICT`` statement that also writes its review item, if it
     has one (one round trip, one transaction)."""
-    d = build(system, payload, timezone.now(), raw=raw)
+    d = build(system, payload, timezone.now(), raw=raw, over_rate=ratelimit.over(system)[0])
     if bulk.insert_one(d, _ON_KEY_CONFLICT, hooks.rows_for(system, [d])):
         return Submitted(d)
     return _replay(system, d)
@@ -133,7 +135,8 @@ def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[A
 @transaction.atomic
 def _submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None) -> list[Submitted]:
     now = timezone.now()
-    built = [build(system, p, now, raw=raws[i] if raws else None) for i, p in enumerate(payloads)]
+    over = ratelimit.over(system, len(payloads))
+    built = [build(system, p, now, raw=raws[i] if raws else None, over_rate=over[i]) for i, p in enumerate(payloads)]
     keys = [d.idempotency_key for d in built if d.idempotency_key]
     existing: dict[str, Decision] = {}
     if keys:

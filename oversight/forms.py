@@ -45,7 +45,7 @@ class PolicyForm(forms.Form):
     # Fields passed to the schema (the rest, like the reason, go to the action as they are).
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
-        "review_expiry_s", "fallback", "drift", "breaker",
+        "review_expiry_s", "fallback", "drift", "breaker", "guardrails",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -64,6 +64,11 @@ class PolicyForm(forms.Form):
     breaker = JSONTextField(
         label="Circuit-breaker thresholds (JSON)", required=False, rows=2,
         help_text='e.g. {"min_accuracy": 0.9, "max_drifted_share": 0.3, "canary_share": 0.05}; {} for the defaults',
+    )
+    guardrails = JSONTextField(
+        label="Guardrails for level 3 (JSON)", required=False, rows=2,
+        help_text='e.g. {"field": "amount", "min": 0, "max": 5000, "rate_per_minute": 600} or '
+                  '{"field": "decision", "allowed": ["approve", "refer"]}; {} for none',
     )
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 

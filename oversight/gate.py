@@ -13,6 +13,7 @@ from typing import Any
 
 from django.db.models import TextChoices
 
+from oversight.guardrails import Guardrails, violation
 from oversight.readiness import hold_reason
 
 CRITICAL, SUPERVISED, AUTONOMOUS = 1, 2, 3
@@ -50,6 +51,7 @@ class Policy:
     audit_sample_rate: float
     fallback: Any
     version: int = 1
+    guardrails: Guardrails | None = None  # level 3: what released outputs may be (oversight.guardrails)
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,14 +169,24 @@ def drop_killed(prediction: Prediction, kills: KillState, breaker: BreakerState 
     return prediction, [], ""
 
 
+def _guardrail_breach(rails: Guardrails | None, output: Any, over_rate: bool) -> str | None:
+    if rails is None:
+        return None
+    if over_rate and rails.rate_per_minute is not None:
+        return f"guardrail: more than {rails.rate_per_minute} decisions this minute"
+    return violation(rails, output)
+
+
 def decide(
     policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float,
     breaker: BreakerState = CLOSED_BREAKER, canary_draw: float = 0.0, readiness: int | None = None,
+    over_rate: bool = False,
 ) -> Verdict:
     """Apply the gate. ``audit_draw`` and ``canary_draw`` are uniform numbers in [0, 1) (random in
     production): the first picks the audit sample, the second a half-open breaker's canary share.
     ``readiness``: the system's readiness score (None: never assessed); 0–1 sends every decision to a
-    person (``oversight.readiness``)."""
+    person (``oversight.readiness``). ``over_rate``: the system's guardrail rate for this minute is
+    used up (counted by ``oversight.ratelimit``)."""
     stopped = kills.stopped
     if stopped is not None:
         return _fallback(policy, ROUTE_KILLED, [stopped], prediction)
@@ -215,6 +227,12 @@ def decide(
             return Verdict(PENDING_REVIEW, ROUTE_HUMAN, None, conf, live.model, reasons, audit=False)
         reasons.append(f"confidence {c} ≥ threshold {t}")
     elif policy.level == AUTONOMOUS:
+        breach = _guardrail_breach(policy.guardrails, live.output, over_rate)
+        if breach is not None:
+            # The client gets the fallback now; a person sees what the model wanted to send.
+            return Verdict(FALLBACK, ROUTE_FALLBACK, policy.fallback, conf, live.model,
+                           [*reasons, breach, "answered with the system's fallback output; queued for a person"],
+                           audit=True)
         reasons.append("level 3 (autonomous): released")
     else:  # pragma: no cover - the database constrains level to 1..3
         raise ValueError(f"unknown control level {policy.level}")

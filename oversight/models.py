@@ -40,6 +40,8 @@ class AISystem(models.Model):
     drift = models.JSONField(default=dict, blank=True)
     # Circuit-breaker thresholds (oversight.breakers.Policy; anything left out: its default).
     breaker = models.JSONField(default=dict, blank=True)
+    # Level 3: what released outputs may be (oversight.guardrails; {}: none).
+    guardrails = models.JSONField(default=dict, blank=True)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -65,6 +67,7 @@ class AISystem(models.Model):
             "window": self.window,
             "drift": self.drift,
             "breaker": self.breaker,
+            "guardrails": self.guardrails,
         }
 
 

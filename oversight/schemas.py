@@ -300,6 +300,29 @@ class BreakerPolicy(BaseModel):
         return _drop_none(handler(self))
 
 
+class GuardrailPolicy(BaseModel):
+    """Level 3: what a released output may be (oversight.guardrails). Empty: no guardrails."""
+
+    model_config = ConfigDict(extra="forbid")
+    field: str = Field(default="", max_length=200, pattern=r"^([A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*)?$")
+    allowed: list[Any] | None = Field(default=None, min_length=1, max_length=10_000)
+    min: float | None = None
+    max: float | None = None
+    rate_per_minute: int | None = Field(default=None, ge=1, le=10_000_000)
+
+    @model_validator(mode="after")
+    def _bounds_in_order(self) -> GuardrailPolicy:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min ({self.min:g}) must not be above max ({self.max:g})")
+        if self.field and self.allowed is None and self.min is None and self.max is None:
+            raise ValueError("a field to check needs allowed values, a min or a max")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return {k: v for k, v in _drop_none(handler(self)).items() if v != ""}
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -319,6 +342,7 @@ class SystemIn(In):
     window: Window = Field(default_factory=lambda: TimeWindow(kind="time", seconds=3600))
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    guardrails: GuardrailPolicy = Field(default_factory=GuardrailPolicy)
 
     @field_validator("fallback")
     @classmethod
@@ -344,6 +368,7 @@ class SystemPatch(In):
     window: Window | None = None
     drift: DriftPolicy | None = None
     breaker: BreakerPolicy | None = None
+    guardrails: GuardrailPolicy | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -410,6 +435,7 @@ class SystemOut(BaseModel):
     window: dict[str, Any]
     drift: dict[str, Any]
     breaker: dict[str, Any]
+    guardrails: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None

@@ -93,14 +93,16 @@ def reject(d: Decision, *, by: str, note: str, review: dict[str, Any]) -> Decisi
 
 
 def confirm(d: Decision, *, by: str, note: str, review: dict[str, Any]) -> Decision:
-    """A released decision checked after the fact and found right: it stays as it is."""
-    _require(d, Status.RELEASED)
+    """A released decision checked after the fact and found right: it stays as it is. (So does a
+    decision a guardrail answered with the fallback: the person agrees it had to.)"""
+    _require(d, Status.RELEASED, Status.FALLBACK)
     return _record(d, f"audit: confirmed by {by}{_said(note)}", review)
 
 
 def override(d: Decision, output: Any | None, *, by: str, note: str, review: dict[str, Any]) -> Decision:
-    """A released decision replaced after the fact: by ``output``, or the fallback when None."""
-    _require(d, Status.RELEASED)
+    """A released decision replaced after the fact: by ``output``, or the fallback when None. (A
+    guardrail's fallback may be replaced the same way, by the output a person writes.)"""
+    _require(d, Status.RELEASED, Status.FALLBACK)
     d.status = Status.OVERRIDDEN
     d.output = d.system.fallback if output is None else output
     return _record(d, f"audit: overridden by {by}{_said(note)}", review)
