@@ -14,6 +14,7 @@ import httpx
 import pytest
 from playwright.sync_api import BrowserContext, ConsoleMessage, Page, Request, expect
 
+from oversight import actions, readiness
 from oversight.models import AISystem, ApiKey, AuditEvent, PersonalToken
 from reviewqueue.models import ReviewItem
 from tests.browser.conftest import login
@@ -88,6 +89,9 @@ def field_error(page: Page, name: str) -> Any:
 def test_a_policy_edit_with_one_bad_field_keeps_the_others_and_says_which(
     live_world: World, open_as: Callable[..., Watched]
 ) -> None:
+    # Level 3 needs a readiness score of 4 or more: sup is assessed (every answer the safe one) first.
+    safe = {q.key: next(c.key for c in q.choices if c.points) for q in readiness.QUESTIONS}
+    actions.assess_readiness(live_world.admin, "sup", safe, "ready for level 3")
     w = open_as(live_world.admin, "/systems/sup/")
     page = w.page
     expect(page.get_by_label("Name", exact=True)).to_have_value("Supervised")
@@ -102,7 +106,7 @@ def test_a_policy_edit_with_one_bad_field_keeps_the_others_and_says_which(
     }
     for label, value in typed.items():
         page.get_by_label(label, exact=True).fill(value)
-    page.get_by_label("Level").select_option("3")
+    page.get_by_label("Level", exact=True).select_option("3")
     with page.expect_navigation():
         page.get_by_role("button", name="Save as a new policy version").click()
 
@@ -114,7 +118,7 @@ def test_a_policy_edit_with_one_bad_field_keeps_the_others_and_says_which(
     expect(page.get_by_role("alert")).to_contain_text("Nothing was saved.")
     for label, value in typed.items():
         expect(page.get_by_label(label, exact=True)).to_have_value(value)
-    expect(page.get_by_label("Level")).to_have_value("3")
+    expect(page.get_by_label("Level", exact=True)).to_have_value("3")
     expect(page.locator(".errorlist")).to_have_count(1)  # only the one field is marked
     assert AISystem.objects.get(slug="sup").policy_version == 1
 
