@@ -31,6 +31,7 @@ POLICY_FIELDS = (
     "drift",
     "breaker",
     "guardrails",
+    "fallback_rule",
 )
 
 

@@ -23,6 +23,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from oversight import breakers
+from oversight.fallbacks import FallbackRule
 from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
 from oversight.guardrails import Guardrails
 from oversight.models import AISystem, ApiKey, Breaker, KillSwitch, Readiness
@@ -60,6 +61,7 @@ class SystemEntry:
     review_sla_s: int = 900
     breaker: BreakerState = CLOSED_BREAKER
     readiness: int | None = None  # the newest readiness score; None: never assessed
+    fallback_rule: FallbackRule | None = None  # None: the fixed fallback output
 
 
 @dataclass(frozen=True)
@@ -189,6 +191,7 @@ def load_snapshot() -> Snapshot:
                 review_sla_s=s.review_sla_s,
                 breaker=breaker,
                 readiness=scores.get(s.id),
+                fallback_rule=FallbackRule.from_json(s.fallback_rule),
             )
             by_slug[s.slug] = entry
             by_id[s.id] = entry

@@ -45,7 +45,7 @@ class PolicyForm(forms.Form):
     # Fields passed to the schema (the rest, like the reason, go to the action as they are).
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
-        "review_expiry_s", "fallback", "drift", "breaker", "guardrails",
+        "review_expiry_s", "fallback", "fallback_rule", "drift", "breaker", "guardrails",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -56,6 +56,12 @@ class PolicyForm(forms.Form):
     review_sla_s = numeric_field("Review SLA (s)", "review_sla_s", integer=True)
     review_expiry_s = numeric_field("Fallback after (s, 0 = wait for a person)", "review_expiry_s", integer=True)
     fallback = JSONTextField(label="Fallback output (JSON)", required=False)
+    fallback_rule = JSONTextField(
+        label="When the model cannot answer (JSON)", required=False, rows=2,
+        help_text='{} for the fallback output above; {"kind": "withhold"} to hold every such decision for a '
+                  'person; or a rule on one field: {"kind": "rule", "by": "context.activity", '
+                  '"outputs": {"sleep": {"items": ["calm-1"]}}, "default": {"items": ["top-1"]}}',
+    )
     drift = JSONTextField(
         label="Drift thresholds (JSON)", required=False, rows=2,
         help_text='e.g. {"numeric": {"method": "wasserstein", "threshold": 0.1}, '

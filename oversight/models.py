@@ -42,6 +42,8 @@ class AISystem(models.Model):
     breaker = models.JSONField(default=dict, blank=True)
     # Level 3: what released outputs may be (oversight.guardrails; {}: none).
     guardrails = models.JSONField(default=dict, blank=True)
+    # What the fallback is (oversight.fallbacks): {} the fixed output, a rule, or withhold for a person.
+    fallback_rule = models.JSONField(default=dict, blank=True)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -68,6 +70,7 @@ class AISystem(models.Model):
             "drift": self.drift,
             "breaker": self.breaker,
             "guardrails": self.guardrails,
+            "fallback_rule": self.fallback_rule,
         }
 
 

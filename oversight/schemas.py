@@ -323,6 +323,32 @@ class GuardrailPolicy(BaseModel):
         return {k: v for k, v in _drop_none(handler(self)).items() if v != ""}
 
 
+class FallbackPolicy(BaseModel):
+    """What the system answers when the model cannot (oversight.fallbacks): the fixed ``fallback``
+    output, a rule on one context or feature field, or withhold and queue for a person."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["fixed", "rule", "withhold"] = "fixed"
+    by: str = Field(default="", max_length=200, pattern=r"^((context|features)\.[A-Za-z0-9_-]+)?$")
+    outputs: dict[str, Any] = Field(default_factory=dict, max_length=10_000)
+    default: Any = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> FallbackPolicy:
+        if self.kind == "rule" and (not self.by or not self.outputs):
+            raise ValueError('a rule needs "by" (context.<key> or features.<key>) and "outputs" (value → output)')
+        if self.kind != "rule" and (self.by or self.outputs or self.default is not None):
+            raise ValueError(f'"by", "outputs" and "default" belong to kind "rule", not "{self.kind}"')
+        return self
+
+    @model_serializer(mode="wrap")
+    def _only_what_was_set(self, handler: SerializerFunctionWrapHandler) -> Any:
+        data = handler(self)
+        if self.kind != "rule":
+            return {"kind": self.kind} if self.kind != "fixed" else {}
+        return {k: v for k, v in data.items() if not (k == "default" and v is None)}
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -343,6 +369,7 @@ class SystemIn(In):
     drift: DriftPolicy = Field(default_factory=DriftPolicy)
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     guardrails: GuardrailPolicy = Field(default_factory=GuardrailPolicy)
+    fallback_rule: FallbackPolicy = Field(default_factory=FallbackPolicy)
 
     @field_validator("fallback")
     @classmethod
@@ -369,6 +396,7 @@ class SystemPatch(In):
     drift: DriftPolicy | None = None
     breaker: BreakerPolicy | None = None
     guardrails: GuardrailPolicy | None = None
+    fallback_rule: FallbackPolicy | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -436,6 +464,7 @@ class SystemOut(BaseModel):
     drift: dict[str, Any]
     breaker: dict[str, Any]
     guardrails: dict[str, Any]
+    fallback_rule: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None
