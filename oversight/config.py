@@ -15,10 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
+from typing import NamedTuple
 
 import redis
 from django.conf import settings
 from django.db import connection, transaction
+from django.utils import timezone
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -26,7 +29,7 @@ from oversight import breakers
 from oversight.fallbacks import FallbackRule
 from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
 from oversight.guardrails import Guardrails
-from oversight.models import AISystem, ApiKey, Breaker, KillSwitch, Readiness
+from oversight.models import AISystem, ApiKey, Breaker, Drill, KillSwitch, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +54,15 @@ FAIL_FAST: dict[str, object] = {
 }
 
 
+class ActiveDrill(NamedTuple):
+    """A chaos drill running on a system (``oversight.drills``): what fails, for which share of
+    decisions, until when (the snapshot reloads only on an epoch change: ``build`` checks the end)."""
+
+    kind: str
+    share: float
+    ends_at: datetime
+
+
 @dataclass(frozen=True)
 class SystemEntry:
     id: int
@@ -61,6 +73,7 @@ class SystemEntry:
     review_sla_s: int = 900
     breaker: BreakerState = CLOSED_BREAKER
     readiness: int | None = None  # the newest readiness score; None: never assessed
+    drill: ActiveDrill | None = None  # a chaos drill running on the system
     fallback_rule: FallbackRule | None = None  # None: the fixed fallback output
 
 
@@ -167,6 +180,8 @@ def load_snapshot() -> Snapshot:
         # The assessment in force: each system's newest (DISTINCT ON, one query).
         scores = dict(Readiness.objects.order_by("system_id", "-assessed_at", "-id").distinct("system_id")
                       .values_list("system_id", "score"))
+        drills = {d.system_id: ActiveDrill(d.kind, d.share, d.ends_at)
+                  for d in Drill.objects.filter(ended_at__isnull=True, ends_at__gt=timezone.now())}
         by_slug: dict[str, SystemEntry] = {}
         by_id: dict[int, SystemEntry] = {}
         for s in AISystem.objects.all():
@@ -191,6 +206,7 @@ def load_snapshot() -> Snapshot:
                 review_sla_s=s.review_sla_s,
                 breaker=breaker,
                 readiness=scores.get(s.id),
+                drill=drills.get(s.id),
                 fallback_rule=FallbackRule.from_json(s.fallback_rule),
             )
             by_slug[s.slug] = entry

@@ -64,11 +64,16 @@ def build(
     decision_id: uuid.UUID | None = None, over_rate: bool = False,
 ) -> Decision:
     """Gate one decision: the row, not yet stored. ``raw`` is the body as sent (for its digest);
-    ``over_rate``: the system's guardrail rate is used up (``ratelimit.over``)."""
+    ``over_rate``: the system's guardrail rate is used up (``ratelimit.over``). A chaos drill running
+    on the system (``oversight.drills``) makes the model fail for its share of decisions."""
+    drill, failure = system.drill, None
+    # The snapshot reloads only when the epoch moves: a drill past its end injects nothing more.
+    if drill is not None and drill.ends_at > now and _rng.random() < drill.share:
+        failure = drill.kind
     verdict = gate.decide(
         system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw,
         system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0, system.readiness,
-        over_rate,
+        over_rate, failure,
     )
     verdict = fallbacks.resolve(system.fallback_rule, verdict, payload.context, payload.features)
     return Decision(
@@ -92,6 +97,7 @@ def build(
         created_at=now,
         released_at=now if verdict.status == gate.RELEASED else None,
         review=None,
+        failure=verdict.failure,
     )
 
 

@@ -114,6 +114,7 @@ class Verdict:
     model: str
     reasons: list[str]
     audit: bool
+    failure: str = ""  # how the model failed ("error", "garbage", "deadline"): Decision.failure
 
 
 def fmt(value: float, other: float) -> tuple[str, str]:
@@ -177,16 +178,24 @@ def _guardrail_breach(rails: Guardrails | None, output: Any, over_rate: bool) ->
     return violation(rails, output)
 
 
+DRILL_REASONS = {
+    "error": "drill: the model raised an error",
+    "garbage": "drill: the model answered garbage",
+    "deadline": "drill: the model answered after its deadline",
+}
+
+
 def decide(
     policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float,
     breaker: BreakerState = CLOSED_BREAKER, canary_draw: float = 0.0, readiness: int | None = None,
-    over_rate: bool = False,
+    over_rate: bool = False, failure: str | None = None,
 ) -> Verdict:
     """Apply the gate. ``audit_draw`` and ``canary_draw`` are uniform numbers in [0, 1) (random in
     production): the first picks the audit sample, the second a half-open breaker's canary share.
     ``readiness``: the system's readiness score (None: never assessed); 0–1 sends every decision to a
     person (``oversight.readiness``). ``over_rate``: the system's guardrail rate for this minute is
-    used up (counted by ``oversight.ratelimit``)."""
+    used up (counted by ``oversight.ratelimit``). ``failure``: how the model failed on this
+    decision ("error", "garbage", "deadline"), or None."""
     stopped = kills.stopped
     if stopped is not None:
         return _fallback(policy, ROUTE_KILLED, [stopped], prediction)
@@ -207,6 +216,13 @@ def decide(
     reasons.extend(kill_reasons)
     if live is None:
         return _fallback(policy, stop_route, reasons, prediction)
+
+    if failure is not None:
+        # The model failed: a chaos drill injects this (oversight.drills); hosted scoring (a later
+        # issue) will set the same failure for real ones. The client gets the fallback.
+        verdict = _fallback(policy, ROUTE_FALLBACK, [*reasons, DRILL_REASONS.get(failure, f"drill: {failure}")], live)
+        verdict.failure = failure
+        return verdict
 
     conf = live.confidence
     hold = hold_reason(readiness)

@@ -169,6 +169,10 @@ class Decision(models.Model):
     released_at = models.DateTimeField(null=True)
     # Set by the review queue when a person resolves it: action, note, by, at.
     review = models.JSONField(null=True, blank=True)
+    # How the model failed ("" none, "error", "garbage", "deadline"): set by the gate for a chaos
+    # drill (oversight.drills) and, once hosted scoring exists, for real failures; the performance
+    # job counts them per window (gate.error_rate, gate.deadline_miss_rate).
+    failure = models.CharField(max_length=16, blank=True, default="", db_default="")
 
     class Meta:
         constraints: ClassVar = [
@@ -330,3 +334,35 @@ class Readiness(models.Model):
         ordering: ClassVar = ["-assessed_at", "-id"]
         indexes: ClassVar = [models.Index(fields=["system", "-assessed_at", "-id"], name="readiness_system_at")]
         constraints: ClassVar = [models.CheckConstraint(condition=models.Q(score__lte=5), name="readiness_score_0_5")]
+
+
+class Drill(models.Model):
+    """A chaos drill: for a while, a share of a system's decisions meets a model that fails (rules:
+    ``oversight.drills``; the report: ``dashboards.drill_report``)."""
+
+    class Kind(models.TextChoices):
+        ERROR = "error", "the model raises an error"
+        GARBAGE = "garbage", "the model answers garbage"
+        DEADLINE = "deadline", "the model answers after its deadline"
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="drills")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    share = models.FloatField(default=1.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
+    reason = models.TextField()
+    started_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    started_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)  # set when it ends: stopped by a person, or on time
+    ended_by = models.CharField(max_length=200, blank=True, default="")  # a person, or "drills" (on time)
+    report = models.JSONField(null=True, blank=True)  # written after it ends (dashboards.drill_report)
+
+    class Meta:
+        ordering: ClassVar = ["-started_at", "-id"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["system"], condition=models.Q(ended_at__isnull=True),
+                                    name="drill_one_running"),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"drl_{self.pk}"
