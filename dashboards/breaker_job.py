@@ -18,8 +18,9 @@ from django.utils import timezone
 
 from dashboards.models import Alert
 from dashboards.performance_job import ALERT_KIND as FEEDBACK_LOOP
-from oversight import breaker_actions, breakers
-from oversight.models import AISystem, Breaker
+from oversight import breaker_actions, breakers, mitigation
+from oversight.errors import ActionError
+from oversight.models import AISystem, Breaker, LoopMitigation
 
 WINDOWS = 3  # the newest windows read per system and series
 DRIFT_SHARE = "drift.drifted_share"
@@ -82,4 +83,27 @@ def run_all(now: datetime | None = None) -> dict[str, Any]:
     before = {sid: state for sid, _, state in wanted}
     changes = [{"system_id": b.system_id, "from": before[b.system_id], "to": b.state, "reason": b.reason}
                for b in breaker_actions.apply(wanted, now)]
-    return {"systems": len(systems), "changes": changes, "ms": round((time.perf_counter() - started) * 1000, 1)}
+    mitigations = mitigate(alerts, now)
+    return {"systems": len(systems), "changes": changes, "mitigations": mitigations,
+            "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+def mitigate(alerts: dict[int, str], now: datetime) -> list[dict[str, Any]]:
+    """Feedback-loop mitigation for systems whose policy says ``auto``: started when their
+    feedback-loop alert is open, ended when it is resolved (``oversight.mitigation``)."""
+    active = dict(LoopMitigation.objects.filter(ended_at__isnull=True).values_list("system_id", "auto"))
+    done: list[dict[str, Any]] = []
+    for sid, slug, policy_json in AISystem.objects.filter(id__in={*alerts, *active}).values_list(
+            "id", "slug", "loop_mitigation"):
+        if mitigation.Policy.from_json(policy_json).mode != "auto":
+            continue
+        try:
+            if sid in alerts and sid not in active:
+                mitigation.start(None, slug, f"feedback-loop alert open: {alerts[sid]}", auto=True, now=now)
+                done.append({"system_id": sid, "action": "start"})
+            elif sid not in alerts and active.get(sid):
+                mitigation.stop(None, slug, "the feedback-loop alert was resolved", now=now)
+                done.append({"system_id": sid, "action": "end"})
+        except ActionError:  # a person moved it meanwhile
+            continue
+    return done

@@ -32,6 +32,7 @@ POLICY_FIELDS = (
     "breaker",
     "guardrails",
     "fallback_rule",
+    "loop_mitigation",
 )
 
 

@@ -29,7 +29,7 @@ from oversight import breakers
 from oversight.fallbacks import FallbackRule
 from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
 from oversight.guardrails import Guardrails
-from oversight.models import AISystem, ApiKey, Breaker, Drill, KillSwitch, Readiness
+from oversight.models import AISystem, ApiKey, Breaker, Drill, KillSwitch, LoopMitigation, Readiness
 
 log = logging.getLogger(__name__)
 
@@ -75,6 +75,7 @@ class SystemEntry:
     readiness: int | None = None  # the newest readiness score; None: never assessed
     drill: ActiveDrill | None = None  # a chaos drill running on the system
     fallback_rule: FallbackRule | None = None  # None: the fixed fallback output
+    mitigation: tuple[float, float] | None = None  # feedback-loop mitigation: (exploration share, model weight)
 
 
 @dataclass(frozen=True)
@@ -182,6 +183,8 @@ def load_snapshot() -> Snapshot:
                       .values_list("system_id", "score"))
         drills = {d.system_id: ActiveDrill(d.kind, d.share, d.ends_at)
                   for d in Drill.objects.filter(ended_at__isnull=True, ends_at__gt=timezone.now())}
+        mitigations = {m[0]: (m[1], m[2]) for m in LoopMitigation.objects.filter(ended_at__isnull=True)
+                       .values_list("system_id", "exploration_share", "model_weight")}
         by_slug: dict[str, SystemEntry] = {}
         by_id: dict[int, SystemEntry] = {}
         for s in AISystem.objects.all():
@@ -208,6 +211,7 @@ def load_snapshot() -> Snapshot:
                 readiness=scores.get(s.id),
                 drill=drills.get(s.id),
                 fallback_rule=FallbackRule.from_json(s.fallback_rule),
+                mitigation=mitigations.get(s.id),
             )
             by_slug[s.slug] = entry
             by_id[s.id] = entry

@@ -19,7 +19,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from oversight import bulk, fallbacks, gate, hooks, jsonutil, ratelimit
+from oversight import bulk, fallbacks, gate, hooks, jsonutil, mitigation, ratelimit
 from oversight.config import SystemEntry
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
@@ -75,6 +75,8 @@ def build(
         system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0, system.readiness,
         over_rate, failure,
     )
+    verdict = mitigation.apply(system.mitigation, verdict, _rng.random() if system.mitigation else 1.0,
+                               system.policy.fallback)
     verdict = fallbacks.resolve(system.fallback_rule, verdict, payload.context, payload.features)
     return Decision(
         id=decision_id or uuid7(),

@@ -45,7 +45,7 @@ class PolicyForm(forms.Form):
     # Fields passed to the schema (the rest, like the reason, go to the action as they are).
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
-        "review_expiry_s", "fallback", "fallback_rule", "drift", "breaker", "guardrails",
+        "review_expiry_s", "fallback", "fallback_rule", "drift", "breaker", "guardrails", "loop_mitigation",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -75,6 +75,11 @@ class PolicyForm(forms.Form):
         label="Guardrails for level 3 (JSON)", required=False, rows=2,
         help_text='e.g. {"field": "amount", "min": 0, "max": 5000, "rate_per_minute": 600} or '
                   '{"field": "decision", "allowed": ["approve", "refer"]}; {} for none',
+    )
+    loop_mitigation = JSONTextField(
+        label="Feedback-loop mitigation (JSON)", required=False, rows=2,
+        help_text='{"mode": "auto"} mitigates by itself when the feedback-loop alert fires, "click" after an '
+                  'admin\'s click (the default), "off" never; "exploration_share": 0.15, "model_weight": 0.5',
     )
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 

@@ -44,6 +44,8 @@ class AISystem(models.Model):
     guardrails = models.JSONField(default=dict, blank=True)
     # What the fallback is (oversight.fallbacks): {} the fixed output, a rule, or withhold for a person.
     fallback_rule = models.JSONField(default=dict, blank=True)
+    # Feedback-loop mitigation (oversight.mitigation): {"mode": "off"|"auto"|"click", ...}.
+    loop_mitigation = models.JSONField(default=dict, blank=True)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -71,6 +73,7 @@ class AISystem(models.Model):
             "breaker": self.breaker,
             "guardrails": self.guardrails,
             "fallback_rule": self.fallback_rule,
+            "loop_mitigation": self.loop_mitigation,
         }
 
 
@@ -366,3 +369,25 @@ class Drill(models.Model):
     @property
     def public_id(self) -> str:
         return f"drl_{self.pk}"
+
+
+class LoopMitigation(models.Model):
+    """A feedback-loop mitigation of a system: active while ``ended_at`` is empty (oversight.mitigation)."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="loop_mitigations")
+    exploration_share = models.FloatField()
+    model_weight = models.FloatField()
+    reason = models.TextField()
+    auto = models.BooleanField(default=False)  # started by the monitor (policy mode "auto")
+    started_by = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+    ended_by = models.CharField(max_length=200, blank=True, default="")
+    end_reason = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering: ClassVar = ["-started_at", "-id"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["system"], condition=models.Q(ended_at__isnull=True),
+                                    name="loop_mitigation_one_active"),
+        ]

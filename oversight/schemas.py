@@ -349,6 +349,19 @@ class FallbackPolicy(BaseModel):
         return {k: v for k, v in data.items() if not (k == "default" and v is None)}
 
 
+class LoopMitigationPolicy(BaseModel):
+    """Feedback-loop mitigation (oversight.mitigation): by itself, after a click, or never."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["off", "auto", "click"] | None = None
+    exploration_share: float | None = Field(default=None, gt=0, le=1)
+    model_weight: float | None = Field(default=None, ge=0, le=1)
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _drop_none(handler(self))
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}
@@ -370,6 +383,7 @@ class SystemIn(In):
     breaker: BreakerPolicy = Field(default_factory=BreakerPolicy)
     guardrails: GuardrailPolicy = Field(default_factory=GuardrailPolicy)
     fallback_rule: FallbackPolicy = Field(default_factory=FallbackPolicy)
+    loop_mitigation: LoopMitigationPolicy = Field(default_factory=LoopMitigationPolicy)
 
     @field_validator("fallback")
     @classmethod
@@ -397,6 +411,7 @@ class SystemPatch(In):
     breaker: BreakerPolicy | None = None
     guardrails: GuardrailPolicy | None = None
     fallback_rule: FallbackPolicy | None = None
+    loop_mitigation: LoopMitigationPolicy | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -465,6 +480,7 @@ class SystemOut(BaseModel):
     breaker: dict[str, Any]
     guardrails: dict[str, Any]
     fallback_rule: dict[str, Any]
+    loop_mitigation: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None

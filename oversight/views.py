@@ -31,7 +31,7 @@ from oversight.forms import (
     keep_secret_once,
     pop_secret,
 )
-from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, ReleaseRequest
+from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken, PolicyVersion, ReleaseRequest
 
 # --- the demo's scenario ------------------------------------------------------------------
 
@@ -129,6 +129,22 @@ def systems_page(request: HttpRequest) -> HttpResponse:
     return render(request, "oversight/systems.html", {"systems": systems, "form": form}, status=_status(form))
 
 
+def policy_history(versions: list[PolicyVersion]) -> list[tuple[PolicyVersion, str]]:
+    """Each version (newest first) with what it changed from the one before, in words."""
+    out = []
+    for i, v in enumerate(versions):
+        older = versions[i + 1].policy if i + 1 < len(versions) else None
+        if older is None:
+            words = "first version: " + "; ".join(
+                f"{k.replace('_', ' ')}: {audit.plain(x)}" for k, x in v.policy.items() if k != "slug")
+        else:
+            changed = [f"{k.replace('_', ' ')}: {audit.plain(older.get(k))} → {audit.plain(x)}"
+                       for k, x in v.policy.items() if older.get(k) != x]
+            words = "; ".join(changed) or "no change"
+        out.append((v, words))
+    return out
+
+
 @role_required(access.ADMIN)
 def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
     system = get_object_or_404(AISystem, slug=slug)
@@ -181,7 +197,7 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
             "key_form": key_form,
             "new_key": new_key,
             "keys": system.api_keys.order_by("-created_at"),
-            "versions": system.policy_versions.select_related("created_by")[:20],
+            "versions": policy_history(list(system.policy_versions.select_related("created_by")[:21]))[:20],
             "readiness_form": readiness_form,
             "assessment": assessment,
             "assessment_missing": readiness.missing(assessment.answers) if assessment else [],

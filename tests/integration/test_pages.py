@@ -15,7 +15,7 @@ import pytest
 from asgiref.sync import async_to_sync
 from django.test import Client
 
-from oversight import credentials
+from oversight import actions, credentials
 from oversight.models import AISystem, ApiKey, AuditEvent, KillSwitch, PersonalToken, PolicyVersion, ReleaseRequest
 from reviewqueue.models import ReviewItem
 from tests.conftest import World, decision_body, second_admin
@@ -852,3 +852,12 @@ def test_plotly_and_htmx_are_served_by_the_app(world: World) -> None:
         assert url.startswith("/static/"), url
         assert _served(c, url) == 200, url
     assert _served(Client(), "/static/vendor/plotly.min.js") == 200  # static files need no login
+
+
+def test_the_policy_history_says_what_each_version_changed_in_words(world: World) -> None:
+    actions.update_system(world.admin, "sup", {"level": 1, "confidence_threshold": 0.7}, reason="tighten")
+    page = html(world.person(world.admin).get("/systems/sup/"))
+    assert "level: 2 → 1; confidence threshold: 0.6 → 0.7" in page
+    assert "first version: " in page
+    assert "name: Supervised" in page
+    assert "{&#x27;" not in page  # no Python dict dumps
