@@ -8,6 +8,7 @@ from django import forms
 from django.conf import settings
 
 from dashboards import references
+from oversight import drills
 from oversight.formfields import sentence
 
 #: A file's name ending → its format.
@@ -64,3 +65,19 @@ class BreakerForm(forms.Form):
     model = forms.CharField(label="Model (optional: empty for the whole system)", required=False, max_length=200)
     reason = forms.CharField(label="Reason", max_length=2000,
                              error_messages={"required": "Say why: a reason is required to move a breaker by hand."})
+
+
+class DrillForm(forms.Form):
+    """An admin starts a chaos drill (``oversight.drills.start`` checks the same rules)."""
+
+    kind = forms.ChoiceField(label="What fails", choices=list(drills.KINDS.items()))
+    share = forms.FloatField(label="Share of decisions affected (above 0, at most 1)", initial=1.0, min_value=0.01,
+                             max_value=1.0, widget=forms.NumberInput(attrs={"step": "0.01"}))
+    minutes = forms.IntegerField(label=f"Minutes ({drills.MIN_MINUTES}–{drills.MAX_MINUTES})", initial=5,
+                                 min_value=drills.MIN_MINUTES, max_value=drills.MAX_MINUTES)
+    reason = forms.CharField(label="Reason", max_length=2000,
+                             error_messages={"required": "Say why: a reason is required to start a drill."})
+    confirm = forms.BooleanField(
+        label="I understand the clients of this system get the fallback while it runs",
+        widget=forms.CheckboxInput(attrs={"style": "width:auto"}),  # the stylesheet widens every input
+        error_messages={"required": "Tick the box: while the drill runs, the clients of this system get the fallback."})

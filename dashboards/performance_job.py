@@ -13,7 +13,9 @@ that dies half-way leaves whole windows and running it twice stores the same val
 **Series** (``MetricPoint``, ``t`` = the window's start; a figure with too little data is not
 stored): ``perf.outcomes`` (outcomes in the window), ``perf.accuracy``, ``perf.mean_reward``,
 ``perf.ece``, ``perf.agreement``, ``loop.own_outcome_share``, ``loop.correlation``,
-``loop.correlation_rise``, ``loop.exposure_gini``, ``loop.homogeneity``. Where the inputs come from:
+``loop.correlation_rise``, ``loop.exposure_gini``, ``loop.homogeneity``, and the model's failures
+(``Decision.failure``) as shares of the window's decisions: ``gate.error_rate`` (error or garbage)
+and ``gate.deadline_miss_rate`` (after its deadline). Where the inputs come from:
 
 * outcomes are joined to their decision: labels are compared with the model's own output
   (``prediction.output``, not a person's or the fallback), rewards taken as they are; the
@@ -45,7 +47,7 @@ from typing import Any
 
 import numpy as np
 from django.db import connection, transaction
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Q, QuerySet
 from django.utils import timezone
 
 from dashboards import drift_job, performance
@@ -59,7 +61,7 @@ log = logging.getLogger(__name__)
 NAMES = (
     "perf.outcomes", "perf.accuracy", "perf.mean_reward", "perf.ece", "perf.agreement",
     "loop.own_outcome_share", "loop.correlation", "loop.correlation_rise", "loop.exposure_gini",
-    "loop.homogeneity",
+    "loop.homogeneity", "gate.error_rate", "gate.deadline_miss_rate",
 )
 PAIRS = "_perf.pairs"  # outcome pairs behind a window's correlation (not a public series)
 _STORED = (*NAMES, PAIRS)
@@ -163,6 +165,9 @@ def window_metrics(system_id: int, w: Window) -> tuple[dict[str, float | None], 
     :data:`CATALOGUE_WINDOWS` windows' time before it and not in this one count 0 (a recommender
     narrowing to a few tracks concentrates its exposure, even if it shows those few evenly)."""
     decisions = drift_job.window_rows(system_id, w)
+    # The model's failures (Decision.failure: a chaos drill, or hosted scoring): the breakers watch them.
+    failed = decisions.aggregate(n=Count("id"), errors=Count("id", filter=Q(failure__in=("error", "garbage"))),
+                                 late=Count("id", filter=Q(failure="deadline")))
     predicted, labels, confidence, value, followed = _outcome_rows(decisions)
     conf, val = np.asarray(confidence, dtype=np.float64), np.asarray(value, dtype=np.float64)
     rewards_only = len(labels) == 0 and len(val) > 0
@@ -179,6 +184,8 @@ def window_metrics(system_id: int, w: Window) -> tuple[dict[str, float | None], 
         PAIRS: float(len(conf)),
         "loop.exposure_gini": performance.exposure_gini(np.asarray(exposure, dtype=np.int64)),
         "loop.homogeneity": performance.homogeneity(received),
+        "gate.error_rate": failed["errors"] / failed["n"] if failed["n"] else None,
+        "gate.deadline_miss_rate": failed["late"] / failed["n"] if failed["n"] else None,
     }, counts
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from django.db import connection
 from django.utils import timezone
 
-from dashboards import drift, drift_job, monitoring, performance_job
+from dashboards import drift, drift_job, drill_report, monitoring, performance_job
 from dashboards.models import Alert, DriftResult, MetricPoint
 from oversight import breakers, config
 from oversight.models import AISystem, Breaker, BreakerEvent, Decision
@@ -136,4 +136,5 @@ def system_state(system: AISystem) -> dict[str, Any]:
         "series": _series(system),
         "alerts": _alerts(system),
         "breakers": _breakers(system),
+        "drills": drill_report.page_state(system),  # the chaos-drill card
     }

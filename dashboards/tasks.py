@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from celery import shared_task
@@ -45,3 +46,11 @@ def run_monitoring(system_id: int) -> dict[str, Any]:
     """Every monitoring job of one system, now (``POST …/monitoring/run``), then the breakers."""
     return {"drift": compute_drift(system_id), "performance": compute_performance(system_id),
             "breakers": evaluate_breakers()}
+
+
+@shared_task(name="dashboards.tasks.finish_drills", ignore_result=False)
+def finish_drills(now: datetime | None = None) -> dict[str, Any]:
+    """End the chaos drills whose time is up and write their reports (see dashboards.drill_report)."""
+    from dashboards import drill_report
+
+    return drill_report.finish_due(now)

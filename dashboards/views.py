@@ -15,11 +15,11 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from dashboards import alerts, monitoring, references
-from dashboards.forms import BreakerForm, FromDecisionsForm, ReferenceUploadForm
+from dashboards import alerts, drill_report, monitoring, references
+from dashboards.forms import BreakerForm, DrillForm, FromDecisionsForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
-from oversight import access, actions, breaker_actions, demo, stopstate
+from oversight import access, actions, breaker_actions, demo, drills, stopstate
 from oversight.access import any_role, role_required
 from oversight.errors import ActionError
 from oversight.formfields import error_sentences, sentence
@@ -131,7 +131,7 @@ def overview_data(request: HttpRequest) -> HttpResponse:
 
 def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUploadForm | None = None,
                  window: FromDecisionsForm | None = None, status: int = 200,
-                 breaker: BreakerForm | None = None) -> HttpResponse:
+                 breaker: BreakerForm | None = None, drill: DrillForm | None = None) -> HttpResponse:
     ref = references.current(system.id)
     return render(request, "dashboards/system.html", {
         "system": system, "state": system_state(system),
@@ -139,6 +139,7 @@ def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUpload
         "upload_form": upload or ReferenceUploadForm(prefix="ref"),
         "window_form": window or FromDecisionsForm(prefix="window"),
         "breaker_form": breaker or BreakerForm(prefix="breaker"),
+        "drill_form": drill or DrillForm(prefix="drill"),
         "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     }, status=status)
 
@@ -222,6 +223,34 @@ def system_breaker(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, f"{what} is {b.get_state_display()} now")
             return redirect(reverse("system-monitor", args=[system.slug]) + "#breaker")
     return _system_page(request, system, status=422, breaker=form)
+
+
+@role_required(access.ADMIN)
+@require_POST
+def system_drill(request: HttpRequest, slug: str) -> HttpResponse:
+    """The chaos-drill card: an admin starts a drill (``op=start``) or stops the running one (``op=stop``)."""
+    system = get_object_or_404(AISystem, slug=slug)
+    url = reverse("system-monitor", args=[system.slug]) + "#drill"
+    if request.POST.get("op") == "stop":
+        try:
+            stopped = drills.stop(request.user, request.POST.get("drill", ""))
+        except ActionError as exc:
+            messages.error(request, sentence(exc.message))
+        else:
+            drill_report.write(stopped)  # the report at once: the page shows it on the redirect
+            messages.success(request, "The drill is stopped: decisions go to the model again.")
+        return redirect(url)
+    form = DrillForm(request.POST, prefix="drill")
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            d = drills.start(request.user, system.slug, data["kind"], data["minutes"], data["share"], data["reason"])
+        except ActionError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, sentence(exc.message))
+        else:
+            messages.success(request, sentence(f"Drill started: {drills.describe(d)} until {d.ends_at:%H:%M:%S} UTC"))
+            return redirect(url)
+    return _system_page(request, system, status=422, drill=form)
 
 
 def _wants_json(request: HttpRequest) -> bool:

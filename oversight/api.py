@@ -15,7 +15,7 @@ from ninja import Router
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import access, actions, breaker_actions, breakers, config, decisions, readiness
+from oversight import access, actions, breaker_actions, breakers, config, decisions, drills, readiness
 from oversight.jsonapi import (
     ApiError,
     api,
@@ -37,6 +37,9 @@ from oversight.schemas import (
     BreakersOut,
     DecisionIn,
     DecisionOut,
+    DrillIn,
+    DrillOut,
+    DrillsOut,
     ErrorOut,
     KillSwitchIn,
     KillSwitchState,
@@ -348,6 +351,34 @@ def put_readiness(request: HttpRequest, system: str, payload: ReadinessIn) -> di
     who = require_person(request, access.ADMIN)
     row = actions.assess_readiness(who.user, system, payload.answers, payload.note)
     return readiness_state(AISystem.objects.get(pk=row.system_id))
+
+
+# --- chaos drills (oversight.drills) ----------------------------------------------------------
+
+@systems.post("/systems/{system}/drills", response={201: DrillOut})
+def start_drill(request: HttpRequest, system: str, payload: DrillIn) -> tuple[int, dict[str, Any]]:
+    """An admin starts a drill: for ``minutes``, a ``share`` of the system's decisions meet a failing model."""
+    who = require_person(request, access.ADMIN)
+    d = drills.start(who.user, system, payload.kind, payload.minutes, payload.share, payload.reason)
+    return 201, drills.public(d, system)
+
+
+@systems.post("/drills/{drill_id}/stop", response=DrillOut)
+def stop_drill(request: HttpRequest, drill_id: str) -> dict[str, Any]:
+    """An admin ends a running drill early; its report follows within 15 s."""
+    who = require_person(request, access.ADMIN)
+    d = drills.stop(who.user, drill_id)
+    return drills.public(d, d.system.slug)
+
+
+@systems.get("/systems/{system}/drills", response=DrillsOut)
+def list_drills(request: HttpRequest, system: str) -> dict[str, Any]:
+    """The system's drills, newest first, with their reports: anyone with a role."""
+    require_person(request)
+    s = AISystem.objects.filter(slug=system).first()
+    if s is None:
+        raise ApiError(404, "not_found", f"no system {system!r}", "system")
+    return {"system": s.slug, "drills": [drills.public(d, s.slug) for d in drills.of_system(s)]}
 
 api.add_router("", client)
 api.add_router("", systems)

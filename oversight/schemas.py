@@ -549,6 +549,36 @@ class ReadinessOut(BaseModel):
     history: list[AssessmentOut]  # newest first, the current one included
     questions: list[ReadinessQuestionOut]
 
+
+class DrillIn(In):
+    """Start a chaos drill (oversight.drills): what fails, for how long, for which share, and why."""
+
+    kind: Literal["error", "garbage", "deadline"]
+    minutes: Annotated[int, NotBool]  # 1–60, checked by the rule
+    share: Annotated[float, NotBool, Field(allow_inf_nan=False)] = 1.0  # above 0, at most 1
+    reason: str = Field(default="", max_length=2000)
+
+
+class DrillOut(BaseModel):
+    id: str
+    system: str
+    kind: str
+    share: float
+    reason: str
+    what: str  # the drill in words
+    started_by: str | None
+    started_at: datetime
+    ends_at: datetime
+    ended_at: datetime | None
+    ended_by: str | None  # a person who stopped it, or "drills" when its time was up
+    running: bool
+    report: dict[str, Any] | None  # written once it has ended (dashboards.drill_report)
+
+
+class DrillsOut(BaseModel):
+    system: str
+    drills: list[DrillOut]  # newest first
+
 _SUSPECT_ESCAPE = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]")
 
 

@@ -220,6 +220,8 @@ CELERY_BEAT_SCHEDULE = {
     # After the monitoring jobs and between them: an open breaker's cool-down ends on time.
     "breakers": {"task": "dashboards.tasks.evaluate_breakers", "schedule": BREAKER_INTERVAL_S,
                  "options": {"expires": BREAKER_INTERVAL_S}},
+    # Chaos drills end on time (and their reports follow the breaker until it recovers).
+    "drills": {"task": "dashboards.tasks.finish_drills", "schedule": 15.0, "options": {"expires": 15.0}},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
                       "options": {"expires": EXPIRY_INTERVAL_S}},
 }

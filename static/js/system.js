@@ -205,9 +205,41 @@
     p.textContent = state.system.stopped ? "Stopped: " + state.system.stopped + " — every decision gets the fallback." : "";
   }
 
+  // The chaos-drill card: what runs (the forms follow it), and the past drills' reports.
+  function renderDrill() {
+    const d = state.drills, p = document.getElementById("drill-running");
+    if (!d || !p) return;
+    const active = !!(d.running && d.running.active);
+    p.replaceChildren();
+    if (active) { const badge = document.createElement("span"); badge.className = "badge warn"; badge.textContent = "running"; p.append(badge, " "); }
+    p.append(d.running ? d.running.text : "No drill is running.");   // text only: never parsed as HTML
+    const stop = document.getElementById("drill-stop"), start = document.getElementById("drill-start");
+    if (stop) { stop.hidden = !active; document.getElementById("drill-stop-id").value = active ? d.running.id : ""; }
+    if (start) start.hidden = !!d.running;
+    const ul = document.getElementById("drill-reports");
+    ul.replaceChildren();
+    d.past.forEach((r) => {
+      const li = document.createElement("li"), head = document.createElement("strong");
+      head.textContent = r.title;
+      li.append(head);
+      (r.sentences.length ? r.sentences : ["The report is being written (within 15 s)."]).forEach((text) => {
+        const line = document.createElement("p"); line.className = "small"; line.textContent = text; li.append(line);
+      });
+      if (r.routes.length) {
+        const table = document.createElement("table"), body = document.createElement("tbody");
+        table.className = "small";
+        table.createTHead().insertRow().append(...["Route", "Decisions"].map((t) => { const th = document.createElement("th"); th.textContent = t; return th; }));
+        r.routes.forEach(([route, n]) => { const row = body.insertRow(); row.insertCell().textContent = route; row.insertCell().textContent = n; });
+        table.append(body); li.append(table);
+      }
+      ul.append(li);
+    });
+    empty("drills", !d.past.length);
+  }
+
   function render() {
     renderStopped(); renderBreakers(); renderRate(); renderConfidence(); renderDrift(); renderPerformance(); renderLoops();
-    renderAlerts();
+    renderAlerts(); renderDrill();
   }
 
   let pending = null;

@@ -15,7 +15,7 @@ from django.utils.crypto import get_random_string
 
 from dashboards import drift
 from dashboards.models import Alert, Reference
-from oversight import actions, config
+from oversight import actions, config, drills
 from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken
 from reviewqueue.models import ReviewItem
 from tests.asgiclient import ApiClient
@@ -46,6 +46,7 @@ class Setup:
     alert_id: str  # an open drift alert of "sup"
     theirs: str = ""  # a release request of crit's switch by another admin (admin may approve it)
     mine: str = ""  # a release request of a crit model's switch by admin (only admin may withdraw it)
+    drill: str = ""  # a chaos drill running on "sup" (admin may stop it)
 
     def caller(self, who: str) -> ApiClient:
         w = self.world
@@ -117,6 +118,9 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "withdraw_release":  (A, F, F, F, F, F, 200),
     "get_readiness":     (A, 200, N, F, 200, 200, 200),
     "put_readiness":     (A, F, F, F, F, F, 200),
+    "start_drill":       (A, F, F, F, F, F, 201),
+    "stop_drill":        (A, F, F, F, F, F, 200),
+    "list_drills":       (A, F, F, F, 200, 200, 200),
 }
 
 
@@ -158,6 +162,9 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "get_readiness": ("get", "/api/v1/systems/sup/readiness", None),
         "put_readiness": ("put", "/api/v1/systems/sup/readiness", {"answers": {
             "feedback": "no", "blast_radius": "one_reversible", "drift": "weeks", "stop": "drilled", "shared": "no"}}),
+        "start_drill": ("post", "/api/v1/systems/sup/drills", {"kind": "error", "minutes": 5, "reason": "game day"}),
+        "stop_drill": ("post", f"/api/v1/drills/{s.drill}/stop", None),
+        "list_drills": ("get", "/api/v1/systems/sup/drills", None),
     }
     method, url, data = requests[endpoint]
     if isinstance(data, bytes):  # a raw upload
@@ -174,6 +181,8 @@ def test_every_endpoint_from_every_side(setup, endpoint):
     assert claimed.json()["id"] == setup.item_id  # the only item, now leased to the operator
     if endpoint in ("approve_release", "withdraw_release"):
         release_requests(setup)
+    if endpoint == "stop_drill":
+        setup.drill = drills.start(setup.world.admin, "sup", "error", 5, 1.0, "game day").public_id
     want = dict(zip(CALLERS, MATRIX[endpoint], strict=True))
     order = sorted(CALLERS, key=lambda who: want[who] < 400)  # refused callers first
     got: dict[str, int] = {}
