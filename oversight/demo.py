@@ -14,9 +14,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
 
-from oversight import access, actions, audit, embedded
+from oversight import access, actions, audit, credentials, embedded
 from oversight.errors import ActionError
-from oversight.models import AISystem
+from oversight.models import AISystem, ApiKey
 
 DEMO_SYSTEMS: list[dict[str, Any]] = [
     {"slug": "loan-approvals", "name": "Loan approvals (critical)", "level": 1, "confidence_threshold": 0.9,
@@ -61,7 +61,10 @@ def seed() -> dict[str, Any]:
     for spec in DEMO_SYSTEMS:
         if not AISystem.objects.filter(slug=spec["slug"]).exists():
             actions.create_system(None, spec, "demo seed")
-        if spec["slug"] not in store["keys"]:
+        kept = store["keys"].get(spec["slug"])
+        if kept is None or not ApiKey.objects.filter(digest=credentials.digest(kept), revoked_at__isnull=True,
+                                                     system__slug=spec["slug"]).exists():
+            # No key yet, or the one kept under var/ is not in this database (made anew): a new one.
             system = AISystem.objects.get(slug=spec["slug"])
             _, secret = actions.create_api_key(None, system, "demo traffic simulator")
             store["keys"][spec["slug"]] = secret

@@ -31,6 +31,19 @@ def test_seed_demo_makes_one_person_per_role_one_system_per_level_and_keys(db, t
     assert ApiKey.objects.count() == 3
 
 
+def test_seed_demo_against_a_database_made_anew_gives_keys_that_work(db, tmp_path, monkeypatch):
+    """var/demo.json outlives a dropped database: keys it names that this database does not hold
+    are made anew, or the simulator's every decision would be a 401."""
+    monkeypatch.setattr(embedded, "VAR_DIR", tmp_path)
+    (tmp_path / "demo.json").write_text(json.dumps({"passwords": {}, "keys": {
+        "loan-approvals": "ovk_from_an_old_database", "nightly-recs": "ovk_gone", "spam-filter": "ovk_gone_too"}}))
+    store = demo.seed()
+    from oversight import credentials
+
+    for slug, secret in store["keys"].items():
+        assert ApiKey.objects.filter(system__slug=slug, digest=credentials.digest(secret)).exists(), slug
+
+
 def test_simulator_sends_decisions_through_the_public_api(tworld, live_server_url):
     keys = {"crit": tworld.keys["crit"], "sup": tworld.keys["sup"]}
     counts = simulator.run(live_server_url, keys, rate=40, duration_s=1.5, log=lambda _: None, seed=7)
