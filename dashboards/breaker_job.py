@@ -20,7 +20,7 @@ from dashboards.models import Alert
 from dashboards.performance_job import ALERT_KIND as FEEDBACK_LOOP
 from oversight import breaker_actions, breakers, mitigation
 from oversight.errors import ActionError
-from oversight.models import AISystem, Breaker, LoopMitigation
+from oversight.models import AISystem, Breaker, BreakerEvent, LoopMitigation
 
 WINDOWS = 3  # the newest windows read per system and series
 DRIFT_SHARE = "drift.drifted_share"
@@ -70,12 +70,19 @@ def run_all(now: datetime | None = None) -> dict[str, Any]:
     systems = list(AISystem.objects.values_list("id", "level", "breaker"))
     ids = [s[0] for s in systems]
     stored = {b.system_id: b for b in Breaker.objects.filter(model="")}
+    # What opened each half-open breaker last: recovering needs a verdict on that figure.
+    half = [sid for sid, b in stored.items() if b.state == breakers.HALF_OPEN]
+    tripped: dict[int, str] = {}
+    if half:
+        tripped = dict(BreakerEvent.objects.filter(system_id__in=half, model="", to_state=breakers.OPEN)
+                       .order_by("system_id", "-at").distinct("system_id").values_list("system_id", "metric"))
     alerts = dict(Alert.objects.filter(kind=FEEDBACK_LOOP, state=Alert.State.OPEN).values_list("system_id", "message"))
     read = readings(ids) if ids else {}
     wanted: list[tuple[int, breakers.Change, str]] = []
     for sid, level, policy_json in systems:
         b = stored.get(sid)
-        view = breakers.Breaker(b.state, b.changed_at, b.manual, b.awaiting_person) if b else breakers.Breaker()
+        view = (breakers.Breaker(b.state, b.changed_at, b.manual, b.awaiting_person, tripped.get(sid, ""))
+                if b else breakers.Breaker())
         change = breakers.step(view, breakers.Policy.from_json(policy_json), read.get(sid, []), now, level,
                                alerts.get(sid))
         if change is not None:

@@ -93,6 +93,7 @@ class Breaker:
     changed_at: datetime | None = None  # None: never changed (watch every window)
     manual: bool = False  # opened by a person: stays open until a person closes it
     awaiting_person: bool = False
+    tripped_on: str = ""  # the series (or "alert.feedback_loop") whose finding opened it last
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,11 +109,11 @@ def _fmt(v: float) -> str:
 
 
 def findings(policy: Policy, reading: Reading, feedback_alert: str | None = None,
-             margin: float = 0.0) -> tuple[list[Finding], bool]:
-    """What breaks the policy in one window, and whether every figure the policy watches had a
-    verdict there. ``margin`` raises each minimum and lowers each maximum (for recovering)."""
+             margin: float = 0.0) -> tuple[list[Finding], set[str]]:
+    """What breaks the policy in one window, and the series that had a verdict there. ``margin``
+    raises each minimum and lowers each maximum (for recovering)."""
     bad: list[Finding] = []
-    judged = False
+    judged: set[str] = set()
     outcomes = reading.values.get("perf.outcomes")
     when = f"window from {reading.window_start:%Y-%m-%d %H:%M} UTC"
     for series, label, attr, kind in CHECKS:
@@ -122,7 +123,7 @@ def findings(policy: Policy, reading: Reading, feedback_alert: str | None = None
             continue
         if series in OUTCOME_METRICS and (outcomes or 0) < policy.min_outcomes:
             continue
-        judged = True
+        judged.add(series)
         # At the threshold is not past it; recovering (margin > 0) needs it cleared by the margin.
         if kind == "min" and value < limit + margin:
             bad.append(Finding(series, value, limit, f"{label} {_fmt(value)} below {_fmt(limit + margin)} ({when})"))
@@ -161,12 +162,13 @@ def step(
             return Change(HALF_OPEN, f"cool-down of {policy.cooldown_s} s over: a canary share of "
                                      f"{policy.canary_share:.0%} of decisions goes to the model")
         return None
-    # half-open: the first window that started after the change decides
+    # half-open: the first window that started after the change with a verdict on what tripped it
+    # decides (a window with too few outcomes says nothing about an accuracy that opened it)
     for r in fresh:
         bad, judged = findings(policy, r, feedback_alert)
         if bad:
             return Change(OPEN, "re-tripped while half-open: " + "; ".join(f.text for f in bad), bad[0])
-        if not judged:
+        if not judged or (breaker.tripped_on in SERIES and breaker.tripped_on not in judged):
             continue
         clear, _ = findings(policy, r, feedback_alert, margin=policy.recover_margin)
         if clear:

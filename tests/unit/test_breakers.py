@@ -160,3 +160,14 @@ def test_an_open_model_breaker_leaves_the_model_out_of_the_ensemble():
 
 def test_the_labels_name_every_state():
     assert set(breakers.LABELS) == set(breakers.STATES)
+
+
+def test_half_open_waits_for_a_verdict_on_what_tripped_it():
+    """Tripped on accuracy: a window with a fine error rate but too few outcomes does not close it."""
+    half = Breaker(HALF_OPEN, changed_at=T0, tripped_on="perf.accuracy")
+    thin = window(T0 + HOUR, 0.99, outcomes=5, gate__error_rate=0.0)
+    assert step(half, POLICY, [thin], T0 + 2 * HOUR, level=2) is None
+    full = window(T0 + 2 * HOUR, 0.95, outcomes=100, gate__error_rate=0.0)
+    assert step(half, POLICY, [thin, full], T0 + 3 * HOUR, level=2).to == CLOSED
+    on_errors = Breaker(HALF_OPEN, changed_at=T0, tripped_on="gate.error_rate")
+    assert step(on_errors, POLICY, [thin], T0 + 2 * HOUR, level=2).to == CLOSED
