@@ -81,3 +81,12 @@ class DrillForm(forms.Form):
         label="I understand the clients of this system get the fallback while it runs",
         widget=forms.CheckboxInput(attrs={"style": "width:auto"}),  # the stylesheet widens every input
         error_messages={"required": "Tick the box: while the drill runs, the clients of this system get the fallback."})
+
+
+class MitigationForm(forms.Form):
+    """An admin starts or ends the feedback-loop mitigation (``oversight.mitigation``)."""
+
+    active = forms.ChoiceField(label="Mitigation", choices=[("start", "Start: serve a share from a non-model source"),
+                                                            ("end", "End: back to the model alone")])
+    reason = forms.CharField(label="Reason", max_length=2000,
+                             error_messages={"required": "Say why: a reason is required to start or end a mitigation."})

@@ -19,7 +19,7 @@ from django.utils import timezone
 
 from dashboards import drift, drift_job, drill_report, monitoring, performance_job
 from dashboards.models import Alert, DriftResult, MetricPoint
-from oversight import breakers, config
+from oversight import breakers, config, mitigation
 from oversight.models import AISystem, Breaker, BreakerEvent, Decision
 
 WINDOWS_SHOWN = 48  # the newest windows on the heat map and the series
@@ -137,4 +137,5 @@ def system_state(system: AISystem) -> dict[str, Any]:
         "alerts": _alerts(system),
         "breakers": _breakers(system),
         "drills": drill_report.page_state(system),  # the chaos-drill card
+        "mitigation": mitigation.describe(system),
     }

@@ -16,10 +16,10 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from dashboards import alerts, drill_report, monitoring, references
-from dashboards.forms import BreakerForm, DrillForm, FromDecisionsForm, ReferenceUploadForm
+from dashboards.forms import BreakerForm, DrillForm, FromDecisionsForm, MitigationForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
-from oversight import access, actions, breaker_actions, demo, drills, stopstate
+from oversight import access, actions, breaker_actions, demo, drills, mitigation, stopstate
 from oversight.access import any_role, role_required
 from oversight.errors import ActionError
 from oversight.formfields import error_sentences, sentence
@@ -131,7 +131,8 @@ def overview_data(request: HttpRequest) -> HttpResponse:
 
 def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUploadForm | None = None,
                  window: FromDecisionsForm | None = None, status: int = 200,
-                 breaker: BreakerForm | None = None, drill: DrillForm | None = None) -> HttpResponse:
+                 breaker: BreakerForm | None = None, drill: DrillForm | None = None,
+                 mitigation_form: MitigationForm | None = None) -> HttpResponse:
     ref = references.current(system.id)
     return render(request, "dashboards/system.html", {
         "system": system, "state": system_state(system),
@@ -140,6 +141,7 @@ def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUpload
         "window_form": window or FromDecisionsForm(prefix="window"),
         "breaker_form": breaker or BreakerForm(prefix="breaker"),
         "drill_form": drill or DrillForm(prefix="drill"),
+        "mitigation_form": mitigation_form or MitigationForm(prefix="mitigation"),
         "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     }, status=status)
 
@@ -251,6 +253,28 @@ def system_drill(request: HttpRequest, slug: str) -> HttpResponse:
             messages.success(request, sentence(f"Drill started: {drills.describe(d)} until {d.ends_at:%H:%M:%S} UTC"))
             return redirect(url)
     return _system_page(request, system, status=422, drill=form)
+
+
+@role_required(access.ADMIN)
+@require_POST
+def system_mitigation(request: HttpRequest, slug: str) -> HttpResponse:
+    """The Feedback loops card's form: an admin starts or ends the mitigation, with a reason."""
+    system = get_object_or_404(AISystem, slug=slug)
+    form = MitigationForm(request.POST, prefix="mitigation")
+    if form.is_valid():
+        data = form.cleaned_data
+        try:
+            if data["active"] == "start":
+                mitigation.start(request.user, system.slug, data["reason"])
+            else:
+                mitigation.stop(request.user, system.slug, data["reason"])
+        except ActionError as exc:
+            form.add_error("reason" if exc.field == "reason" else None, sentence(exc.message))
+        else:
+            done = "started" if data["active"] == "start" else "ended"
+            messages.success(request, f"feedback-loop mitigation {done}")
+            return redirect(reverse("system-monitor", args=[system.slug]) + "#loops-card")
+    return _system_page(request, system, status=422, mitigation_form=form)
 
 
 def _wants_json(request: HttpRequest) -> bool:

@@ -69,6 +69,27 @@ def _push(system: AISystem, m: LoopMitigation, action: str) -> None:
     })
 
 
+def describe(system: AISystem) -> dict[str, Any]:
+    """The system's mitigation as the API and the system page show it: the policy, what is active,
+    and the newest 20 (history)."""
+    rows = list(LoopMitigation.objects.filter(system=system)[:20])
+    now = next((m for m in rows if m.ended_at is None), None)
+    p = Policy.from_json(system.loop_mitigation)
+    return {
+        "system": system.slug,
+        "policy": {"mode": p.mode, "exploration_share": p.exploration_share, "model_weight": p.model_weight},
+        "active": now is not None,
+        "exploration_share": now.exploration_share if now else None,
+        "model_weight": now.model_weight if now else None,
+        "reason": now.reason if now else "", "auto": now.auto if now else False,
+        "started_by": now.started_by if now else None,
+        "started_at": now.started_at.isoformat() if now else None,
+        "history": [{"started_at": m.started_at.isoformat(), "started_by": m.started_by, "reason": m.reason,
+                     "auto": m.auto, "ended_at": m.ended_at.isoformat() if m.ended_at else None,
+                     "ended_by": m.ended_by, "end_reason": m.end_reason} for m in rows],
+    }
+
+
 def current(system_id: int) -> LoopMitigation | None:
     return LoopMitigation.objects.filter(system_id=system_id, ended_at__isnull=True).first()
 

@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 
 from oversight import access, mitigation
 from oversight.jsonapi import auth, require_person, system_for
-from oversight.models import AISystem, LoopMitigation
+from oversight.models import AISystem
 
 router = Router(tags=["safety"], auth=auth)
 
@@ -33,30 +33,11 @@ class MitigationOut(BaseModel):
     history: list[dict[str, Any]]
 
 
-def _state(system: AISystem) -> dict[str, Any]:
-    rows = list(LoopMitigation.objects.filter(system=system)[:20])
-    now = next((m for m in rows if m.ended_at is None), None)
-    p = mitigation.Policy.from_json(system.loop_mitigation)
-    return {
-        "system": system.slug,
-        "policy": {"mode": p.mode, "exploration_share": p.exploration_share, "model_weight": p.model_weight},
-        "active": now is not None,
-        "exploration_share": now.exploration_share if now else None,
-        "model_weight": now.model_weight if now else None,
-        "reason": now.reason if now else "", "auto": now.auto if now else False,
-        "started_by": now.started_by if now else None,
-        "started_at": now.started_at.isoformat() if now else None,
-        "history": [{"started_at": m.started_at.isoformat(), "started_by": m.started_by, "reason": m.reason,
-                     "auto": m.auto, "ended_at": m.ended_at.isoformat() if m.ended_at else None,
-                     "ended_by": m.ended_by, "end_reason": m.end_reason} for m in rows],
-    }
-
-
 @router.get("/systems/{system}/mitigation", response=MitigationOut)
 def get_mitigation(request: HttpRequest, system: str) -> dict[str, Any]:
     """The system's feedback-loop mitigation: anyone with a role, and the system's own key."""
     entry = system_for(request, system)
-    return _state(AISystem.objects.get(id=entry.id))
+    return mitigation.describe(AISystem.objects.get(id=entry.id))
 
 
 @router.post("/systems/{system}/mitigation", response=MitigationOut)
@@ -67,4 +48,4 @@ def set_mitigation(request: HttpRequest, system: str, payload: MitigationIn) -> 
         mitigation.start(who.user, system, payload.reason)
     else:
         mitigation.stop(who.user, system, payload.reason)
-    return _state(AISystem.objects.get(slug=system))
+    return mitigation.describe(AISystem.objects.get(slug=system))

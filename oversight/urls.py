@@ -35,6 +35,7 @@ urlpatterns = [
     path("monitor/<slug:slug>/reference/", dash.system_reference, name="system-reference"),
     path("monitor/<slug:slug>/alerts/<str:alert_id>/ack/", dash.alert_ack, name="alert-ack"),
     path("monitor/<slug:slug>/breaker/", dash.system_breaker, name="system-breaker"),
+    path("monitor/<slug:slug>/mitigation/", dash.system_mitigation, name="system-mitigation"),
     path("monitor/<slug:slug>/drill/", dash.system_drill, name="system-drill"),
     path("killswitch/", views.killswitch, name="killswitch"),
     path("killswitch/releases/<str:request_id>/<str:decision>/", views.release_decide, name="release-decide"),

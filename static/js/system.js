@@ -199,6 +199,18 @@
       " closes it" + (state.system.level === 1 ? " when a person does (level 1)." : ".");
   }
 
+  function renderMitigation() {
+    const m = state.mitigation, p = document.getElementById("mitigation-state");
+    if (!m || !p) return;
+    const share = (v) => Math.round(v * 100) + " %";
+    p.textContent = m.active
+      ? "Mitigation active since " + new Date(m.started_at).toLocaleString() + " (" + m.started_by + "): " +
+        share(m.exploration_share) + " of released decisions are served from a non-model source, model weight " +
+        m.model_weight + ". Why: " + m.reason + "."
+      : "No mitigation active. Policy: " + (m.policy.mode === "auto" ? "starts by itself when the feedback-loop alert fires"
+        : m.policy.mode === "off" ? "off" : "an admin starts it") + " (share " + share(m.policy.exploration_share) + ").";
+  }
+
   function renderStopped() {
     const p = document.getElementById("stopped");
     p.hidden = !state.system.stopped;
@@ -239,7 +251,7 @@
 
   function render() {
     renderStopped(); renderBreakers(); renderRate(); renderConfidence(); renderDrift(); renderPerformance(); renderLoops();
-    renderAlerts(); renderDrill();
+    renderAlerts(); renderDrill(); renderMitigation();
   }
 
   let pending = null;

@@ -93,3 +93,28 @@ def test_a_click_policy_waits_for_a_person_and_off_refuses(world, django_capture
                                       content_type="application/json")
     assert (r.status_code, r.json()["error"]["code"]) == (409, "conflict")
     assert "mitigation is off" in r.json()["error"]["message"]
+
+
+def test_the_feedback_loops_card_starts_and_ends_it_for_admins(world, django_capture_on_commit_callbacks):
+    from django.test import Client
+
+    url = "/monitor/sup/mitigation/"
+    operator = world.person(world.operator)
+    assert "Mitigate by hand" not in operator.get("/monitor/sup/").content.decode()
+    assert operator.post(url, {"mitigation-active": "start", "mitigation-reason": "x"}).status_code == 403
+    admin = Client()
+    admin.force_login(world.admin)
+    r = admin.post(url, {"mitigation-active": "start", "mitigation-reason": ""})
+    assert r.status_code == 422
+    assert "Say why: a reason is required to start or end a mitigation." in r.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        r = admin.post(url, {"mitigation-active": "start", "mitigation-reason": "narrowing <fast>"})
+    assert (r.status_code, r["Location"]) == (302, "/monitor/sup/#loops-card")
+    state = admin.get("/monitor/sup/data.json").json()["mitigation"]
+    assert (state["active"], state["started_by"], state["reason"]) == (True, "admin", "narrowing <fast>")
+    r = admin.post(url, {"mitigation-active": "start", "mitigation-reason": "again"})
+    assert r.status_code == 422
+    assert "already active" in r.content.decode()
+    with django_capture_on_commit_callbacks(execute=True):
+        admin.post(url, {"mitigation-active": "end", "mitigation-reason": "back to normal"})
+    assert admin.get("/monitor/sup/data.json").json()["mitigation"]["active"] is False
