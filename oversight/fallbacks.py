@@ -33,7 +33,7 @@ class FallbackRule:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> FallbackRule | None:
-        """The stored policy (checked by ``schemas.FallbackPolicy``); None for the fixed output."""
+        """The stored policy (checked by ``policy_schemas.FallbackPolicy``); None for the fixed output."""
         if not data or data.get("kind", "fixed") == "fixed":
             return None
         return cls(kind=data["kind"], by=data.get("by", ""), outputs=dict(data.get("outputs") or {}),

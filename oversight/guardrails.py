@@ -36,7 +36,7 @@ class Guardrails:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any] | None) -> Guardrails | None:
-        """The stored policy (validated by ``schemas.GuardrailPolicy``); None when there is none."""
+        """The stored policy (validated by ``policy_schemas.GuardrailPolicy``); None when there is none."""
         if not data:
             return None
         allowed = data.get("allowed")

@@ -12,7 +12,7 @@ import numpy as np
 from dashboards import drift, drift_job
 from dashboards.models import DriftResult
 from oversight import actions
-from oversight.schemas import CategoricalMethod, NumericMethod
+from oversight.policy_schemas import CategoricalMethod, NumericMethod
 from tests.integration.test_drift_job import items, make_reference, post
 from tests.integration.test_review_api import token_client
 

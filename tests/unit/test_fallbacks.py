@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from oversight import gate
 from oversight.fallbacks import FallbackRule, resolve
 from oversight.gate import KillState, Prediction
-from oversight.schemas import FallbackPolicy
+from oversight.policy_schemas import FallbackPolicy
 
 POLICY = gate.Policy(level=2, confidence_threshold=0.5, audit_sample_rate=0.0, fallback={"items": ["top-1"]})
 KILLED = KillState(system_reason="bad push")

@@ -8,7 +8,7 @@ from pydantic import ValidationError
 from oversight import gate
 from oversight.gate import KillState, Prediction
 from oversight.guardrails import Guardrails, violation
-from oversight.schemas import GuardrailPolicy
+from oversight.policy_schemas import GuardrailPolicy
 
 
 def rails(**policy) -> Guardrails:
