@@ -24,9 +24,13 @@ DEMO_SYSTEMS: list[dict[str, Any]] = [
     # Two-minute windows: a shift shows within a monitoring tick or two, not an hour later.
     {"slug": "nightly-recs", "name": "Nightly music recommendations", "level": 2, "confidence_threshold": 0.6,
      "audit_sample_rate": 0.05, "review_sla_s": 900, "fallback": {"items": ["editorial-calm-1", "editorial-calm-2"]},
-     "window": {"kind": "time", "seconds": 120}},
+     "window": {"kind": "time", "seconds": 120},
+     # The simulated listeners' mean reward is ~0.49 on a normal night: the breaker opens on a
+     # window well under that (March 2020), not on every window.
+     "breaker": {"min_mean_reward": 0.3, "cooldown_s": 120}},
     {"slug": "spam-filter", "name": "Comment spam filter (autonomous)", "level": 3, "confidence_threshold": 0.5,
-     "audit_sample_rate": 0.02, "review_sla_s": 3600, "fallback": {"label": "hold"}},
+     "audit_sample_rate": 0.02, "review_sla_s": 3600, "fallback": {"label": "hold"},
+     "breaker": {"min_mean_reward": 0.25, "cooldown_s": 120}},
 ]
 PEOPLE = [("operator", access.OPERATOR), ("editor", access.EDITOR), ("admin", access.ADMIN)]
 
