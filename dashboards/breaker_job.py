@@ -87,12 +87,58 @@ def run_all(now: datetime | None = None) -> dict[str, Any]:
                                alerts.get(sid))
         if change is not None:
             wanted.append((sid, change, view.state))
-    before = {sid: state for sid, _, state in wanted}
-    changes = [{"system_id": b.system_id, "from": before[b.system_id], "to": b.state, "reason": b.reason}
-               for b in breaker_actions.apply(wanted, now)]
+    keyed: list[tuple[int, str, breakers.Change, str]] = [(sid, "", c, st) for sid, c, st in wanted]
+    keyed += model_changes(systems, read, now)
+    before = {(sid, m): state for sid, m, _, state in keyed}
+    changes = [{"system_id": b.system_id, "model": b.model, "from": before[(b.system_id, b.model)], "to": b.state,
+                "reason": b.reason} for b in breaker_actions.apply(keyed, now)]
     mitigations = mitigate(alerts, now)
     return {"systems": len(systems), "changes": changes, "mitigations": mitigations,
             "ms": round((time.perf_counter() - started) * 1000, 1)}
+
+
+_MODEL_SQL = """
+SELECT m.system_id, m.name, m.t, m.value FROM dashboards_metricpoint m
+WHERE m.name LIKE 'model.%%' AND (m.system_id, m.t) IN (SELECT * FROM unnest(%s::bigint[], %s::timestamptz[]))
+"""
+
+
+def model_changes(systems: list[tuple[int, int, Any]], read: dict[int, list[breakers.Reading]],
+                  now: datetime) -> list[tuple[int, str, breakers.Change, str]]:
+    """Each model's breaker against its own accuracy in the system's newest windows (the series
+    ``model.<name>.accuracy`` / ``.outcomes`` of dashboards/performance_job.py), with the system's
+    thresholds (minimum accuracy, outcomes, cool-down, margin). While open, the model is left out of
+    the answers; half-open, it is back in and the next window with a verdict closes or reopens it."""
+    pairs = [(sid, r.window_start) for sid, rs in read.items() for r in rs]
+    if not pairs:
+        return []
+    by: dict[tuple[int, str], dict[datetime, dict[str, float | None]]] = defaultdict(lambda: defaultdict(dict))
+    with connection.cursor() as cur:
+        cur.execute(_MODEL_SQL, [[p[0] for p in pairs], [p[1] for p in pairs]])
+        for sid, name, t, value in cur.fetchall():
+            model, _, series = name.removeprefix("model.").rpartition(".")
+            if model and series in ("accuracy", "outcomes"):
+                by[(sid, model)][t]["perf." + series] = value
+    stored = {(b.system_id, b.model): b for b in Breaker.objects.exclude(model="")}
+    out: list[tuple[int, str, breakers.Change, str]] = []
+    policies = {sid: (level, breakers.Policy.from_json(p)) for sid, level, p in systems}
+    for (sid, model) in {*by, *stored}:
+        if sid not in policies:
+            continue
+        level, policy = policies[sid]
+        # Only the model's own accuracy speaks for it (the system's other figures are the system's).
+        own = breakers.Policy(enabled=policy.enabled, min_accuracy=policy.min_accuracy, min_mean_reward=None,
+                              max_drifted_share=None, max_error_rate=None, max_deadline_miss_rate=None,
+                              feedback_loop=False, min_outcomes=policy.min_outcomes, canary_share=policy.canary_share,
+                              cooldown_s=policy.cooldown_s, recover_margin=policy.recover_margin)
+        b = stored.get((sid, model))
+        view = (breakers.Breaker(b.state, b.changed_at, b.manual, b.awaiting_person, "perf.accuracy")
+                if b else breakers.Breaker())
+        readings = [breakers.Reading(t, v) for t, v in by.get((sid, model), {}).items()]
+        change = breakers.step(view, own, readings, now, level)
+        if change is not None:
+            out.append((sid, model, change, view.state))
+    return out
 
 
 def mitigate(alerts: dict[int, str], now: datetime) -> list[dict[str, Any]]:

@@ -65,6 +65,11 @@ NAMES = (
 )
 PAIRS = "_perf.pairs"  # outcome pairs behind a window's correlation (not a public series)
 _STORED = (*NAMES, PAIRS)
+# Per model, each model's own accuracy against the labels: "model.<name>.accuracy" and
+# "model.<name>.outcomes" (its votes, or the prediction's model when there are no votes). The
+# breakers of single models read them (dashboards/breaker_job.py).
+MODEL_PREFIX = "model."
+MODELS_PER_SYSTEM = 20  # the most voted models of a window get a series
 WATERMARK = "_perf.watermark"
 #: Outcome pairs a window needs before its correlation can be the system's reference.
 MIN_PAIRS = 30
@@ -147,6 +152,34 @@ def _catalogue(system_id: int, w: Window) -> set[str]:
     return items
 
 
+def model_accuracy(pairs: list[tuple[Any, Any]]) -> dict[str, float | None]:
+    """``(label, prediction)`` of labelled outcomes → each model's accuracy and outcome count, as
+    metric series (``model.<name>.accuracy``, ``model.<name>.outcomes``)."""
+    right: dict[str, int] = {}
+    seen: dict[str, int] = {}
+    for label, prediction in pairs:
+        if not isinstance(prediction, dict):
+            continue
+        votes = prediction.get("votes") or [{"model": prediction.get("model"), "output": prediction.get("output")}]
+        for v in votes:
+            model = v.get("model") if isinstance(v, dict) else None
+            if not model:
+                continue
+            seen[model] = seen.get(model, 0) + 1
+            right[model] = right.get(model, 0) + (1 if performance.same_value(v.get("output"), label) else 0)
+    out: dict[str, float | None] = {}
+    for model in sorted(seen, key=lambda m: -seen[m])[:MODELS_PER_SYSTEM]:
+        out[f"{MODEL_PREFIX}{model}.outcomes"] = float(seen[model])
+        out[f"{MODEL_PREFIX}{model}.accuracy"] = right[model] / seen[model]
+    return out
+
+
+def _model_rows(decisions: QuerySet[Decision]) -> dict[str, float | None]:
+    rows = Outcome.objects.filter(decision__in=decisions.values("id"), source=Outcome.Source.CLIENT,
+                                  label__isnull=False).values_list("label", "decision__prediction")
+    return model_accuracy(list(rows.iterator(chunk_size=drift_job.CHUNK)))
+
+
 def _agreement(decisions: QuerySet[Decision]) -> float | None:
     """People's resolutions (outcomes marked human) against the model's own output."""
     resolved = Outcome.objects.filter(decision__in=decisions.values("id"), source=Outcome.Source.HUMAN).values_list(
@@ -186,6 +219,7 @@ def window_metrics(system_id: int, w: Window) -> tuple[dict[str, float | None], 
         "loop.homogeneity": performance.homogeneity(received),
         "gate.error_rate": failed["errors"] / failed["n"] if failed["n"] else None,
         "gate.deadline_miss_rate": failed["late"] / failed["n"] if failed["n"] else None,
+        **_model_rows(decisions),
     }, counts
 
 
@@ -254,9 +288,10 @@ def store_window(system: AISystem, w: Window, values: dict[str, float | None], i
     """Replace the window's stored figures and item counts (with ``replace_from``, every later window's
     too) in one transaction."""
     points = [MetricPoint(system_id=system.id, name=k, t=w.start, value=v)
-              for k, v in values.items() if k in _STORED and v is not None]
+              for k, v in values.items() if (k in _STORED or k.startswith(MODEL_PREFIX)) and v is not None]
     with transaction.atomic():
-        stored = MetricPoint.objects.filter(system_id=system.id, name__in=_STORED)
+        stored = MetricPoint.objects.filter(Q(name__in=_STORED) | Q(name__startswith=MODEL_PREFIX),
+                                            system_id=system.id)
         shown = WindowItems.objects.filter(system_id=system.id)
         for qs in (stored, shown):
             (qs.filter(t__gte=w.start) if replace_from else qs.filter(t=w.start)).delete()
@@ -327,7 +362,7 @@ def run_system(system_id: int, now: datetime | None = None) -> dict[str, Any]:
         mark = drift_job.read_watermark(system.id, name)
         if mark is None:  # first run, or a new window policy: start over
             MetricPoint.objects.filter(system_id=system.id).filter(
-                Q(name__in=_STORED) | Q(name__startswith=WATERMARK)).delete()
+                Q(name__in=_STORED) | Q(name__startswith=WATERMARK) | Q(name__startswith=MODEL_PREFIX)).delete()
             WindowItems.objects.filter(system_id=system.id).delete()
         windows, newest, replace_from = touched_windows(system, drift_job.read_from(system.id, name, mark), now)
         ref = reference_correlation(system.id)

@@ -74,22 +74,24 @@ def _changed(moved: list[tuple[AISystem, Breaker]], timeline: list[BreakerEvent]
 
 
 @transaction.atomic(durable=True)
-def apply(changes: list[tuple[int, breakers.Change, str]], now: datetime | None = None) -> list[Breaker]:
-    """Store what one evaluation tick decided — ``(system id, change, state it was read in)`` — in
-    one transaction (one epoch bump, one banner push). A breaker a person moved meanwhile is left
-    alone. Returns the breakers that changed."""
+def apply(changes: list[tuple[int, breakers.Change, str]] | list[tuple[int, str, breakers.Change, str]],
+          now: datetime | None = None) -> list[Breaker]:
+    """Store what one evaluation tick decided — ``(system id, [model,] change, state it was read
+    in)``; no model: the system's own breaker — in one transaction (one epoch bump, one banner
+    push). A breaker a person moved meanwhile is left alone. Returns the breakers that changed."""
     if not changes:
         return []
     now = now or timezone.now()
-    ids = [sid for sid, _, _ in changes]
+    keyed = [(c[0], "", c[1], c[2]) if len(c) == 3 else c for c in changes]
+    ids = {sid for sid, _, _, _ in keyed}
     systems = AISystem.objects.in_bulk(ids)
-    Breaker.objects.bulk_create([Breaker(system_id=sid, model="") for sid in ids if sid in systems],
+    Breaker.objects.bulk_create([Breaker(system_id=sid, model=m) for sid, m, _, _ in keyed if sid in systems],
                                 ignore_conflicts=True)
-    rows = {b.system_id: b for b in Breaker.objects.select_for_update().filter(system_id__in=ids, model="")}
+    rows = {(b.system_id, b.model): b for b in Breaker.objects.select_for_update().filter(system_id__in=ids)}
     done: list[tuple[AISystem, Breaker]] = []
     timeline: list[BreakerEvent] = []
-    for sid, change, expected in changes:
-        b = rows.get(sid)
+    for sid, model, change, expected in keyed:
+        b = rows.get((sid, model))
         if b is None or b.state != expected:
             continue
         done.append((systems[sid], _write(systems[sid], b, change.to, change.reason, actor=None, manual=False,

@@ -212,7 +212,9 @@ def test_a_monitoring_run_on_a_real_worker_trips_the_breaker(tworld, celery_work
                         content_type="application/json")
         assert r.status_code == 201, r.content
     result = run_monitoring.delay(tworld.autonomous.id).get(timeout=90)
-    assert [c["to"] for c in result["breakers"]["changes"]] == ["open"]
+    # the system's breaker opens, and so does the one model's (its own accuracy is 0 too)
+    assert sorted((c["model"], c["to"]) for c in result["breakers"]["changes"]) == [("", "open"),
+                                                                                     ("collab-v3", "open")]
     d = decide(client, "auto")
     assert d["route"] == "breaker_open"
     assert d["reasons"][0].startswith("circuit breaker open: accuracy 0 below 0.85")
@@ -320,3 +322,38 @@ def test_an_open_breaker_shows_in_every_banner_the_systems_list_and_the_status_p
     assert (sup["breaker"], sup["breaker_reason"]) == ("open", "skip rate <doubled>")
     overview = world.person(world.operator).get("/overview/data.json").json()
     assert next(s for s in overview["systems"] if s["slug"] == "sup")["breaker"] == "open"
+
+
+def test_a_model_whose_own_accuracy_falls_is_left_out_by_its_breaker(world, django_capture_on_commit_callbacks):
+    """Two models vote, the content model's answer is the one sent; the labels agree with it: the
+    performance job measures each model's own accuracy, the tick opens the collaborative model's
+    breaker (not the system's), and the next decision leaves its vote out."""
+    from dashboards import performance_job
+
+    client = world.client_for("auto")
+
+    def voting(collab: list[str], content: list[str]) -> dict:
+        body = decision_body(0.9)
+        body["prediction"] = {"output": {"items": content}, "confidence": 0.9, "model": "content",
+                              "votes": [{"model": "collab", "output": {"items": collab}, "confidence": 0.9},
+                                        {"model": "content", "output": {"items": content}, "confidence": 0.8}]}
+        return body
+
+    for _ in range(40):
+        d = client.post(URL.format("auto"), voting(["metal"], ["calm"]), content_type="application/json").json()
+        r = client.post(f"/api/v1/decisions/{d['id']}/outcome", {"label": {"items": ["calm"]}},
+                        content_type="application/json")
+        assert r.status_code == 201
+    performance_job.run_system(world.autonomous.id)
+    names = set(MetricPoint.objects.filter(system=world.autonomous, name__startswith="model.")
+                .values_list("name", flat=True))
+    assert names == {"model.collab.accuracy", "model.collab.outcomes", "model.content.accuracy",
+                     "model.content.outcomes"}
+    with django_capture_on_commit_callbacks(execute=True):
+        out = breaker_job.run_all()
+    assert [(c["model"], c["to"]) for c in out["changes"]] == [("collab", "open")]
+    d = client.post(URL.format("auto"), voting(["metal"], ["calm"]), content_type="application/json").json()
+    assert (d["route"], d["output"]) == ("auto", {"items": ["calm"]})
+    assert "model collab left out: circuit breaker open (accuracy 0 below 0.85" in " ".join(d["reasons"])
+    assert Breaker.objects.get(system=world.autonomous, model="collab").state == "open"
+    assert Breaker.objects.filter(system=world.autonomous, model="").count() == 0  # the system's own stays closed
