@@ -179,7 +179,7 @@
     } else if (m.type === "queue") {
       const s = state.systems.find((x) => x.slug === m.system);
       if (s) { s.queue_depth = m.depth; s.oldest_age_s = m.oldest_age_s; renderSystems(); }
-    } else if (["policy", "system", "drift", "alert", "release_request", "breaker"].includes(m.type)) {
+    } else if (["policy", "system", "drift", "alert", "release_request", "breaker", "drill", "mitigation"].includes(m.type)) {
       resync();
     }
   }
