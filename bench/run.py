@@ -168,8 +168,9 @@ class Environment:
     env: dict[str, str]
 
 
-def prepare_environment() -> Environment:
-    """Embedded servers if needed, a fresh ``oversight_bench`` database, a clean Redis prefix."""
+def prepare_environment(bench_db: str = BENCH_DB, prefix: str = BENCH_PREFIX) -> Environment:
+    """Embedded servers if needed, a fresh database of the bench's own (``oversight_bench``), a clean
+    Redis prefix (``oversight-bench``); other benches pass their own names."""
     sys.path.insert(0, str(BASE_DIR))
     from oversight import embedded
 
@@ -177,11 +178,11 @@ def prepare_environment() -> Environment:
     embedded.ensure_environment()
     base_url = os.environ["DATABASE_URL"]
     parsed = urlparse(base_url)
-    bench_url = urlunparse(parsed._replace(path="/" + BENCH_DB))
+    bench_url = urlunparse(parsed._replace(path="/" + bench_db))
     # Connect to the URL's own database to create the bench's, or to "postgres" if that one does
     # not exist (yet) on this server.
     own_db = parsed.path.lstrip("/")
-    candidates = [db for db in (own_db, "postgres") if db and db != BENCH_DB]
+    candidates = [db for db in (own_db, "postgres") if db and db != bench_db]
 
     import psycopg
 
@@ -196,22 +197,22 @@ def prepare_environment() -> Environment:
     assert conn is not None
     with conn:
         try:
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
+            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}" WITH (FORCE)')
         except psycopg.errors.SyntaxError:  # PostgreSQL < 13
-            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (BENCH_DB,))
-            conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}"')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
+            conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (bench_db,))
+            conn.execute(f'DROP DATABASE IF EXISTS "{bench_db}"')
+        conn.execute(f'CREATE DATABASE "{bench_db}"')
 
     import redis
 
     r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    stale = list(r.scan_iter(match=f"{BENCH_PREFIX}:*", count=1000))
+    stale = list(r.scan_iter(match=f"{prefix}:*", count=1000))
     if stale:
         r.delete(*stale)
     r.close()
 
     env = os.environ.copy()
-    env.update(DATABASE_URL=bench_url, OVERSIGHT_REDIS_PREFIX=BENCH_PREFIX, PYTHONUNBUFFERED="1")
+    env.update(DATABASE_URL=bench_url, OVERSIGHT_REDIS_PREFIX=prefix, PYTHONUNBUFFERED="1")
     env.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
     env.pop("OVERSIGHT_BENCH_BASELINE", None)
     return Environment(bench_url, os.environ["REDIS_URL"], embedded_used, env)

@@ -72,8 +72,8 @@ import time
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse, urlunparse
 
+from bench import run
 from bench.run import (
     BASE_DIR,
     RESULTS_DIR,
@@ -220,44 +220,8 @@ ROUTE_RE = re.compile(rb'"route":\s*"([a-z_]+)"')
 
 def prepare_environment() -> Environment:
     """Embedded servers if needed, a fresh ``oversight_bench_safety`` database, a clean Redis prefix
-    (as ``bench.run.prepare_environment``, with this bench's names)."""
-    sys.path.insert(0, str(BASE_DIR))
-    from oversight import embedded
-
-    embedded_used = not (os.environ.get("DATABASE_URL") and os.environ.get("REDIS_URL"))
-    embedded.ensure_environment()
-    parsed = urlparse(os.environ["DATABASE_URL"])
-    bench_url = urlunparse(parsed._replace(path="/" + BENCH_DB))
-    candidates = [db for db in (parsed.path.lstrip("/"), "postgres") if db and db != BENCH_DB]
-
-    import psycopg
-
-    conn = None
-    for i, db in enumerate(candidates):
-        try:
-            conn = psycopg.connect(urlunparse(parsed._replace(path="/" + db)), autocommit=True)
-            break
-        except psycopg.OperationalError:
-            if i == len(candidates) - 1:
-                raise
-    assert conn is not None
-    with conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{BENCH_DB}" WITH (FORCE)')
-        conn.execute(f'CREATE DATABASE "{BENCH_DB}"')
-
-    import redis
-
-    r = redis.Redis.from_url(os.environ["REDIS_URL"])
-    stale = list(r.scan_iter(match=f"{BENCH_PREFIX}:*", count=1000))
-    if stale:
-        r.delete(*stale)
-    r.close()
-
-    env = os.environ.copy()
-    env.update(DATABASE_URL=bench_url, OVERSIGHT_REDIS_PREFIX=BENCH_PREFIX, PYTHONUNBUFFERED="1")
-    env.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
-    env.pop("OVERSIGHT_BENCH_BASELINE", None)
-    return Environment(bench_url, os.environ["REDIS_URL"], embedded_used, env)
+    (``bench.run.prepare_environment`` with this bench's names)."""
+    return run.prepare_environment(BENCH_DB, BENCH_PREFIX)
 
 
 def migrate_and_seed(environment: Environment) -> dict[str, Any]:

@@ -119,23 +119,32 @@ def model_changes(systems: list[tuple[int, int, Any]], read: dict[int, list[brea
             model, _, series = name.removeprefix("model.").rpartition(".")
             if model and series in ("accuracy", "outcomes"):
                 by[(sid, model)][t]["perf." + series] = value
-    stored = {(b.system_id, b.model): b for b in Breaker.objects.exclude(model="")}
+    # Closed model breakers with no figures have nothing to do: only the others are read.
+    stored = {(sid, m): breakers.Breaker(state, at, manual, waiting, "perf.accuracy")
+              for sid, m, state, at, manual, waiting in Breaker.objects.exclude(model="").exclude(
+                  state=breakers.CLOSED).values_list("system_id", "model", "state", "changed_at", "manual",
+                                                     "awaiting_person")}
+    closed_since = dict(((sid, m), at) for sid, m, at in Breaker.objects.filter(
+        state=breakers.CLOSED, system_id__in={sid for sid, _ in by}).exclude(model="").values_list(
+        "system_id", "model", "changed_at")) if by else {}
     out: list[tuple[int, str, breakers.Change, str]] = []
-    policies = {sid: (level, breakers.Policy.from_json(p)) for sid, level, p in systems}
+    policies = {sid: (level, p) for sid, level, p in systems}
+    own_policy: dict[int, breakers.Policy] = {}
     for (sid, model) in {*by, *stored}:
         if sid not in policies:
             continue
-        level, policy = policies[sid]
-        # Only the model's own accuracy speaks for it (the system's other figures are the system's).
-        own = breakers.Policy(enabled=policy.enabled, min_accuracy=policy.min_accuracy, min_mean_reward=None,
-                              max_drifted_share=None, max_error_rate=None, max_deadline_miss_rate=None,
-                              feedback_loop=False, min_outcomes=policy.min_outcomes, canary_share=policy.canary_share,
-                              cooldown_s=policy.cooldown_s, recover_margin=policy.recover_margin)
-        b = stored.get((sid, model))
-        view = (breakers.Breaker(b.state, b.changed_at, b.manual, b.awaiting_person, "perf.accuracy")
-                if b else breakers.Breaker())
+        level, policy_json = policies[sid]
+        if sid not in own_policy:
+            policy = breakers.Policy.from_json(policy_json)
+            # Only the model's own accuracy speaks for it (the system's other figures are the system's).
+            own_policy[sid] = breakers.Policy(
+                enabled=policy.enabled, min_accuracy=policy.min_accuracy, min_mean_reward=None,
+                max_drifted_share=None, max_error_rate=None, max_deadline_miss_rate=None, feedback_loop=False,
+                min_outcomes=policy.min_outcomes, canary_share=policy.canary_share, cooldown_s=policy.cooldown_s,
+                recover_margin=policy.recover_margin)
+        view = stored.get((sid, model)) or breakers.Breaker(changed_at=closed_since.get((sid, model)))
         readings = [breakers.Reading(t, v) for t, v in by.get((sid, model), {}).items()]
-        change = breakers.step(view, own, readings, now, level)
+        change = breakers.step(view, own_policy[sid], readings, now, level)
         if change is not None:
             out.append((sid, model, change, view.state))
     return out
