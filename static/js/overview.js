@@ -73,7 +73,8 @@
       tr.append(st);
       const age = s.oldest_age_s == null ? "" : " (oldest " + Math.round(s.oldest_age_s) + " s)";
       tr.append(el("td", {class: "queue", "data-label": "Queue"}, s.queue_depth + age));
-      tr.append(el("td", {class: "routes", "data-label": "Last 10 min (auto · human · fallback · killed)"}, ["auto", "human", "fallback", "killed"].map((r) => s.routes[r] || 0).join(" · ")));
+      tr.append(el("td", {class: "routes", "data-label": "Last 10 min (auto · human · fallback · killed · breaker)"},
+                    ["auto", "human", "fallback", "killed", "breaker_open"].map((r) => s.routes[r] || 0).join(" · ")));
       const drift = el("td", {class: "drift", "data-label": "Worst drift"});
       if (s.worst_drift) {
         const w = s.worst_drift;
