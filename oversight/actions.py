@@ -244,9 +244,15 @@ def _request_release(actor: User, switch: KillSwitch, reason: str) -> ReleaseReq
 
 
 def _pending(request_id: str) -> ReleaseRequest:
+    """The request, locked after its switch (the order ``set_killswitch`` takes them in, so an admin
+    engaging the switch again while another approves waits instead of deadlocking)."""
     raw = request_id.removeprefix("rel_")
+    switch_id = ReleaseRequest.objects.filter(pk=int(raw)).values_list("switch_id", flat=True).first() \
+        if raw.isdigit() else None
+    if switch_id is not None:
+        KillSwitch.objects.select_for_update().filter(pk=switch_id).first()
     r = (ReleaseRequest.objects.select_for_update(of=("self",)).select_related("switch__system", "requested_by")
-         .filter(pk=int(raw)).first()) if raw.isdigit() else None
+         .filter(pk=int(raw)).first()) if switch_id is not None else None
     if r is None:
         raise ActionError("not_found", f"no release request {request_id!r}")
     if r.state != ReleaseRequest.State.PENDING:

@@ -150,8 +150,8 @@ def _expire_chunk(now: datetime) -> int:
 
 
 def blocked_actions(item: ReviewItem) -> dict[str, str]:
-    """The actions on ``item`` the rules refuse right now, each with why: the page disables them,
-    ``resolve`` refuses them.
+    """The actions on ``item`` the rules refuse right now, each with why: the page disables them;
+    ``resolve`` meets the same rule in ``transitions.approve``.
 
     Approving a queued (gate) decision releases the model's output, so it is refused while the
     system is stopped or every model behind the decision is (``transitions.approved_output``, the
@@ -203,9 +203,7 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> R
         if item.status == ReviewItem.Status.RESOLVED or item.claimed_by_id not in (None, user.pk):
             _raise_taken(item)
         raise ActionError("conflict", "claim this item before resolving it")
-    decision = transitions.lock(item.decision_id)
-    if why := _refused(item.kind, decision).get(action):
-        raise ActionError("conflict", why, "action")
+    decision = transitions.lock(item.decision_id)  # approving asks transitions.approved_output, as the page does
     system = item.system
     who = user.get_username()
     review = {"action": action, "note": note, "by": who, "at": now.isoformat(), "kind": item.kind}
