@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
@@ -131,17 +132,18 @@ def overview_data(request: HttpRequest) -> HttpResponse:
 
 def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUploadForm | None = None,
                  window: FromDecisionsForm | None = None, status: int = 200,
-                 breaker: BreakerForm | None = None, drill: DrillForm | None = None,
-                 mitigation_form: MitigationForm | None = None) -> HttpResponse:
+                 card: dict[str, forms.Form] | None = None) -> HttpResponse:
+    """The page; ``card``: a card's bound form by its name in the template, kept as it was typed."""
     ref = references.current(system.id)
     return render(request, "dashboards/system.html", {
         "system": system, "state": system_state(system),
         "reference": references.describe(ref) if ref is not None else None,
         "upload_form": upload or ReferenceUploadForm(prefix="ref"),
         "window_form": window or FromDecisionsForm(prefix="window"),
-        "breaker_form": breaker or BreakerForm(prefix="breaker"),
-        "drill_form": drill or DrillForm(prefix="drill"),
-        "mitigation_form": mitigation_form or MitigationForm(prefix="mitigation"),
+        "breaker_form": BreakerForm(prefix="breaker"),
+        "drill_form": DrillForm(prefix="drill"),
+        "mitigation_form": MitigationForm(prefix="mitigation"),
+        **(card or {}),
         "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     }, status=status)
 
@@ -208,23 +210,33 @@ def alert_ack(request: HttpRequest, slug: str, alert_id: str) -> HttpResponse:
     return redirect(reverse("system-monitor", args=[system.slug]) + "#alerts")
 
 
+def _card_form(request: HttpRequest, system: AISystem, form: forms.Form, anchor: str,
+               act: Callable[[dict[str, Any]], str], page_form: str) -> HttpResponse:
+    """A system-page card's form (admins): ``act`` does it with the cleaned data and says what was
+    done; a refusal lands on its field (or the form) and the page comes back with what was typed."""
+    if form.is_valid():
+        try:
+            done = act(form.cleaned_data)
+        except ActionError as exc:
+            form.add_error(exc.field if exc.field in form.fields else None, sentence(exc.message))
+        else:
+            messages.success(request, done)
+            return redirect(reverse("system-monitor", args=[system.slug]) + "#" + anchor)
+    return _system_page(request, system, status=422, card={page_form: form})
+
+
 @role_required(access.ADMIN)
 @require_POST
 def system_breaker(request: HttpRequest, slug: str) -> HttpResponse:
     """The system page's form: an admin opens or closes a breaker by hand, with a reason."""
     system = get_object_or_404(AISystem, slug=slug)
-    form = BreakerForm(request.POST, prefix="breaker")
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            b = breaker_actions.set_by_hand(request.user, system.slug, data["state"], data["reason"], data["model"])
-        except ActionError as exc:
-            form.add_error("reason" if exc.field == "reason" else None, sentence(exc.message))
-        else:
-            what = f"model {b.model}'s breaker" if b.model else "the breaker"
-            messages.success(request, f"{what} is {b.get_state_display()} now")
-            return redirect(reverse("system-monitor", args=[system.slug]) + "#breaker")
-    return _system_page(request, system, status=422, breaker=form)
+
+    def act(data: dict[str, Any]) -> str:
+        b = breaker_actions.set_by_hand(request.user, system.slug, data["state"], data["reason"], data["model"])
+        what = f"model {b.model}'s breaker" if b.model else "the breaker"
+        return f"{what} is {b.get_state_display()} now"
+
+    return _card_form(request, system, BreakerForm(request.POST, prefix="breaker"), "breaker", act, "breaker_form")
 
 
 @role_required(access.ADMIN)
@@ -232,7 +244,6 @@ def system_breaker(request: HttpRequest, slug: str) -> HttpResponse:
 def system_drill(request: HttpRequest, slug: str) -> HttpResponse:
     """The chaos-drill card: an admin starts a drill (``op=start``) or stops the running one (``op=stop``)."""
     system = get_object_or_404(AISystem, slug=slug)
-    url = reverse("system-monitor", args=[system.slug]) + "#drill"
     if request.POST.get("op") == "stop":
         try:
             stopped = drills.stop(request.user, request.POST.get("drill", ""))
@@ -241,18 +252,13 @@ def system_drill(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             drill_report.write(stopped)  # the report at once: the page shows it on the redirect
             messages.success(request, "The drill is stopped: decisions go to the model again.")
-        return redirect(url)
-    form = DrillForm(request.POST, prefix="drill")
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            d = drills.start(request.user, system.slug, data["kind"], data["minutes"], data["share"], data["reason"])
-        except ActionError as exc:
-            form.add_error(exc.field if exc.field in form.fields else None, sentence(exc.message))
-        else:
-            messages.success(request, sentence(f"Drill started: {drills.describe(d)} until {d.ends_at:%H:%M:%S} UTC"))
-            return redirect(url)
-    return _system_page(request, system, status=422, drill=form)
+        return redirect(reverse("system-monitor", args=[system.slug]) + "#drill")
+
+    def act(data: dict[str, Any]) -> str:
+        d = drills.start(request.user, system.slug, data["kind"], data["minutes"], data["share"], data["reason"])
+        return sentence(f"Drill started: {drills.describe(d)} until {d.ends_at:%H:%M:%S} UTC")
+
+    return _card_form(request, system, DrillForm(request.POST, prefix="drill"), "drill", act, "drill_form")
 
 
 @role_required(access.ADMIN)
@@ -260,21 +266,16 @@ def system_drill(request: HttpRequest, slug: str) -> HttpResponse:
 def system_mitigation(request: HttpRequest, slug: str) -> HttpResponse:
     """The Feedback loops card's form: an admin starts or ends the mitigation, with a reason."""
     system = get_object_or_404(AISystem, slug=slug)
-    form = MitigationForm(request.POST, prefix="mitigation")
-    if form.is_valid():
-        data = form.cleaned_data
-        try:
-            if data["active"] == "start":
-                mitigation.start(request.user, system.slug, data["reason"])
-            else:
-                mitigation.stop(request.user, system.slug, data["reason"])
-        except ActionError as exc:
-            form.add_error("reason" if exc.field == "reason" else None, sentence(exc.message))
-        else:
-            done = "started" if data["active"] == "start" else "ended"
-            messages.success(request, f"feedback-loop mitigation {done}")
-            return redirect(reverse("system-monitor", args=[system.slug]) + "#loops-card")
-    return _system_page(request, system, status=422, mitigation_form=form)
+
+    def act(data: dict[str, Any]) -> str:
+        if data["active"] == "start":
+            mitigation.start(request.user, system.slug, data["reason"])
+            return "feedback-loop mitigation started"
+        mitigation.stop(request.user, system.slug, data["reason"])
+        return "feedback-loop mitigation ended"
+
+    return _card_form(request, system, MitigationForm(request.POST, prefix="mitigation"), "loops-card", act,
+                      "mitigation_form")
 
 
 def _wants_json(request: HttpRequest) -> bool:
