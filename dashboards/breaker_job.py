@@ -1,4 +1,5 @@
-"""The breaker evaluation of a monitoring tick: every system's newest windows, in three queries.
+"""The breaker evaluation of a monitoring tick: every system's and every model's newest windows,
+in a few set-based queries (eight for all systems when nothing changes).
 
 Reads what the drift and performance jobs stored (metric points, drift results, the open
 feedback-loop alerts), asks ``oversight.breakers.step`` what each system's breaker should do,

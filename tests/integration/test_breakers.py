@@ -361,30 +361,31 @@ def test_a_model_whose_own_accuracy_falls_is_left_out_by_its_breaker(world, djan
 
 def test_approving_a_release_while_another_admin_engages_again_never_deadlocks(tworld):
     """Both lock the switch first: one waits for the other; the switch ends engaged either way."""
+    import functools
     import threading
 
     from django.db import connection
 
     second = second_admin()
+
+    def run(fn, barrier, failures):
+        try:
+            barrier.wait()
+            fn()
+        except actions.ActionError:
+            pass  # "already withdrawn": the engage came first
+        except Exception as exc:  # a deadlock would land here
+            failures.append(exc)
+        finally:
+            connection.close()
+
     for i in range(8):
         actions.set_killswitch(tworld.admin, "global", True, f"incident {i}")
         asked = actions.set_killswitch(tworld.admin, "global", False, "fixed")
         barrier, failures = threading.Barrier(2), []
-
-        def run(fn):
-            try:
-                barrier.wait()
-                fn()
-            except actions.ActionError:
-                pass  # "already withdrawn": the engage came first
-            except Exception as exc:  # a deadlock would land here
-                failures.append(exc)
-            finally:
-                connection.close()
-
-        threads = [threading.Thread(target=run, args=(lambda: actions.approve_release(second, asked.public_id),)),
-                   threading.Thread(target=run, args=(lambda: actions.set_killswitch(
-                       tworld.admin, "global", True, "again"),))]
+        approve = functools.partial(actions.approve_release, second, asked.public_id)
+        engage = functools.partial(actions.set_killswitch, tworld.admin, "global", True, "again")
+        threads = [threading.Thread(target=run, args=(fn, barrier, failures)) for fn in (approve, engage)]
         for t in threads:
             t.start()
         for t in threads:
