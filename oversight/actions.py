@@ -33,6 +33,7 @@ POLICY_FIELDS = (
     "guardrails",
     "fallback_rule",
     "loop_mitigation",
+    "routing",
 )
 
 

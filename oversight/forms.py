@@ -46,6 +46,7 @@ class PolicyForm(forms.Form):
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
         "review_expiry_s", "fallback", "fallback_rule", "drift", "breaker", "guardrails", "loop_mitigation",
+        "routing",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -80,6 +81,11 @@ class PolicyForm(forms.Form):
         label="Feedback-loop mitigation (JSON)", required=False, rows=2,
         help_text='{"mode": "auto"} mitigates by itself when the feedback-loop alert fires, "click" after an '
                   'admin\'s click (the default), "off" never; "exploration_share": 0.15, "model_weight": 0.5',
+    )
+    routing = JSONTextField(
+        label="Hosted models: routing (JSON)", required=False, rows=2,
+        help_text='{"mode": "ensemble"} every hosted model votes (the default); {"mode": "bandit", "floor": 0.01} '
+                  'Thompson sampling picks one per decision; "wait_ms": 1000 how long a request waits for them',
     )
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 

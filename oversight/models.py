@@ -46,6 +46,8 @@ class AISystem(models.Model):
     fallback_rule = models.JSONField(default=dict, blank=True)
     # Feedback-loop mitigation (oversight.mitigation): {"mode": "off"|"auto"|"click", ...}.
     loop_mitigation = models.JSONField(default=dict, blank=True)
+    # How hosted models answer (oversight.routing): {"mode": "ensemble"|"bandit", "floor": 0.01, "wait_ms": 1000}.
+    routing = models.JSONField(default=dict, blank=True)
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -74,6 +76,7 @@ class AISystem(models.Model):
             "guardrails": self.guardrails,
             "fallback_rule": self.fallback_rule,
             "loop_mitigation": self.loop_mitigation,
+            "routing": self.routing,
         }
 
 
@@ -391,3 +394,155 @@ class LoopMitigation(models.Model):
             models.UniqueConstraint(fields=["system"], condition=models.Q(ended_at__isnull=True),
                                     name="loop_mitigation_one_active"),
         ]
+
+
+class HostedModel(models.Model):
+    """A model Oversight scores itself, on the ``scoring`` workers (``oversight.adapters``): a Python
+    callable named by dotted path, or an HTTP model server. Voters' answers combine by weight
+    (``oversight.ensemble``); a context model may veto models or items."""
+
+    class Kind(models.TextChoices):
+        PYTHON = "python", "Python callable"
+        HTTP = "http", "HTTP model server"
+
+    class Protocol(models.TextChoices):
+        JSON = "json", "JSON (request and answer as they are)"
+        V2 = "v2", "Open Inference Protocol v2"
+
+    class Role(models.TextChoices):
+        VOTER = "voter", "voter"
+        CONTEXT = "context", "context model (may veto)"
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="hosted_models")
+    name = models.CharField(max_length=200)  # the name votes, kill switches and breakers use
+    kind = models.CharField(max_length=8, choices=Kind.choices)
+    target = models.CharField(max_length=500)  # dotted path or URL
+    protocol = models.CharField(max_length=8, choices=Protocol.choices, default=Protocol.JSON)
+    role = models.CharField(max_length=8, choices=Role.choices, default=Role.VOTER)
+    weight = models.FloatField(default=1.0, validators=[MinValueValidator(0.0)])
+    timeout_ms = models.PositiveIntegerField(default=500)
+    enabled = models.BooleanField(default=True)
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering: ClassVar = ["system", "name"]
+        constraints: ClassVar = [models.UniqueConstraint(fields=["system", "name"], name="hosted_model_unique")]
+
+
+class ScoringJob(models.Model):
+    """A decision waiting for its hosted models: the ``scoring`` task takes its id. The id is the
+    decision's own: the worker (scored) and the web process (deadline passed: fallback) both insert
+    the decision with it, and the primary key lets exactly one of them win (``oversight.scoring``)."""
+
+    id = models.UUIDField(primary_key=True)
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
+    body = models.JSONField()  # the request body as the client sent it
+    created_at = models.DateTimeField()
+    deadline = models.DateTimeField()
+
+
+class BanditArm(models.Model):
+    """Thompson sampling over a system's models (``oversight.bandits``): Beta(alpha, beta) of each
+    arm's reward, updated from outcomes."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="bandit_arms")
+    model = models.CharField(max_length=200)
+    alpha = models.FloatField(default=1.0)
+    beta = models.FloatField(default=1.0)
+    pulls = models.PositiveIntegerField(default=0)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints: ClassVar = [models.UniqueConstraint(fields=["system", "model"], name="bandit_arm_unique")]
+
+
+class Rollout(models.Model):
+    """A new model version taking over from another step by step (``oversight.rollouts``)."""
+
+    class State(models.TextChoices):
+        RUNNING = "running"
+        COMPLETED = "completed"
+        ROLLED_BACK = "rolled_back", "rolled back"
+        CANCELLED = "cancelled"
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="rollouts")
+    candidate = models.CharField(max_length=200)  # the new version (a hosted model's name)
+    baseline = models.CharField(max_length=200)  # the version it replaces
+    steps = models.JSONField()  # shares in percent, e.g. [1, 5, 20, 50, 100]
+    step = models.PositiveSmallIntegerField(default=0)  # index into steps
+    step_seconds = models.PositiveIntegerField(default=3600)
+    guard = models.JSONField(default=dict, blank=True)  # regression rule (oversight.rollouts.Guard)
+    state = models.CharField(max_length=12, choices=State.choices, default=State.RUNNING)
+    reason = models.TextField(blank=True, default="")
+    started_by = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    step_started_at = models.DateTimeField()
+    ended_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering: ClassVar = ["-started_at", "-id"]
+        constraints: ClassVar = [
+            models.UniqueConstraint(fields=["system"], condition=models.Q(state="running"), name="rollout_one_running"),
+        ]
+
+    @property
+    def public_id(self) -> str:
+        return f"rol_{self.pk}"
+
+    @property
+    def share(self) -> float:
+        """The candidate's share of traffic now (0–1)."""
+        return float(self.steps[self.step]) / 100.0 if self.state == self.State.RUNNING else (
+            1.0 if self.state == self.State.COMPLETED else 0.0)
+
+
+class RolloutEvent(models.Model):
+    """One step of a rollout (started, advanced, rolled back, completed): drawn on the system's page."""
+
+    rollout = models.ForeignKey(Rollout, on_delete=models.CASCADE, related_name="events")
+    share = models.FloatField()  # the candidate's share after the event, 0–1
+    kind = models.CharField(max_length=16)  # started | advanced | rolled_back | completed | cancelled
+    reason = models.TextField()
+    by = models.CharField(max_length=200)
+    at = models.DateTimeField()
+
+    class Meta:
+        ordering: ClassVar = ["at", "id"]
+
+
+class Curated(models.Model):
+    """What editors pin into or block from a system's outputs (``oversight.picks``), for the
+    decisions whose context matches, from ``starts_at`` until ``ends_at`` (open-ended: null)."""
+
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
+    item = models.CharField(max_length=200)
+    segment = models.CharField(max_length=100, blank=True, default="")  # matches context["segment"]
+    context = models.JSONField(default=dict, blank=True)  # every key must equal the decision's context
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField(null=True, blank=True)
+    note = models.TextField(blank=True, default="")
+    created_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+    removed_at = models.DateTimeField(null=True, blank=True)  # removed picks stay: decisions name them
+    removed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+                                   related_name="+")
+
+    class Meta:
+        abstract = True
+        ordering: ClassVar = ["system", "starts_at", "id"]
+
+
+class Pick(Curated):
+    position = models.PositiveSmallIntegerField(default=1)  # 1: first
+
+    @property
+    def public_id(self) -> str:
+        return f"pck_{self.pk}"
+
+
+class BlockedItem(Curated):
+    @property
+    def public_id(self) -> str:
+        return f"blk_{self.pk}"

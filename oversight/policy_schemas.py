@@ -173,6 +173,21 @@ class LoopMitigationPolicy(BaseModel):
         return _drop_none(handler(self))
 
 
+class RoutingPolicy(BaseModel):
+    """How a system's hosted models answer (oversight.routing): every model votes (``ensemble``), or
+    Thompson sampling picks one per decision (``bandit``, each keeping ``floor`` of the traffic);
+    ``wait_ms``: how long a request waits for them when it gives no ``?wait_ms=``."""
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["ensemble", "bandit"] | None = None
+    floor: float | None = Field(default=None, ge=0, le=0.2)
+    wait_ms: int | None = Field(default=None, ge=1, le=30_000)
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> Any:
+        return _drop_none(handler(self))
+
+
 def _drop_none(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _drop_none(v) for k, v in value.items() if v is not None}

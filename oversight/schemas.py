@@ -35,6 +35,7 @@ from oversight.policy_schemas import (
     LoopMitigationPolicy,
     Nested,
     NotBool,
+    RoutingPolicy,
     Seconds,
     TimeWindow,
     Window,
@@ -237,6 +238,7 @@ class SystemIn(In):
     guardrails: GuardrailPolicy = Field(default_factory=GuardrailPolicy)
     fallback_rule: FallbackPolicy = Field(default_factory=FallbackPolicy)
     loop_mitigation: LoopMitigationPolicy = Field(default_factory=LoopMitigationPolicy)
+    routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
 
     @field_validator("fallback")
     @classmethod
@@ -265,6 +267,7 @@ class SystemPatch(In):
     guardrails: GuardrailPolicy | None = None
     fallback_rule: FallbackPolicy | None = None
     loop_mitigation: LoopMitigationPolicy | None = None
+    routing: RoutingPolicy | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
@@ -334,6 +337,7 @@ class SystemOut(BaseModel):
     guardrails: dict[str, Any]
     fallback_rule: dict[str, Any]
     loop_mitigation: dict[str, Any]
+    routing: dict[str, Any]
     policy_version: int
     killed: bool
     kill_reason: str | None
