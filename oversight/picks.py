@@ -162,18 +162,20 @@ def apply(curation: Curation | None, output: Any, context: Mapping[str, Any] | N
             continue
         placed.append(p)
     last = -1
-    where: list[tuple[Rule, int]] = []
     picked = {p.item for p in placed}
     result = [i for i in result if i not in picked]
     for p in placed:
-        index = min(max(p.position - 1, last + 1), len(result))
-        result.insert(index, p.item)
-        where.append((p, index))
-        last = index
-    if items and len(result) > len(items):
-        keep = max(len(items), last + 1)  # picks sit at indexes 0..last at most
-        result = result[:keep]
-    for p, index in where:
+        last = min(max(p.position - 1, last + 1), len(result))
+        result.insert(last, p.item)
+    excess = len(result) - len(items) if items else 0
+    for index in range(len(result) - 1, -1, -1):  # model items from the end go, picks stay
+        if excess <= 0:
+            break
+        if result[index] not in picked:
+            del result[index]
+            excess -= 1
+    for p in placed:
+        index = result.index(p.item)
         shift = "" if index == p.position - 1 else f" (asked for {p.position})"
         reasons.append(f"editor pick {p.id}: {p.item} at position {index + 1}{shift} for {describe_match(p)}{_by(p)}")
     if result == items:
@@ -214,13 +216,16 @@ def overlaps(rules: Iterable[Rule]) -> dict[str, list[str]]:
 # --- loading --------------------------------------------------------------------------------------
 
 
-def load_all(now: datetime) -> dict[int, Curation]:
-    """system id -> its picks and blocks not removed and not yet ended (one query per table)."""
+def load_all(now: datetime, *, system_id: int | None = None) -> dict[int, Curation]:
+    """system id -> its picks and blocks not removed and not yet ended (one query per table);
+    ``system_id``: that system's only."""
     from django.db.models import Q
 
     from oversight.models import BlockedItem, Pick
 
     live = Q(removed_at__isnull=True) & (Q(ends_at__isnull=True) | Q(ends_at__gt=now))
+    if system_id is not None:
+        live &= Q(system_id=system_id)
     fields = ("id", "system_id", "item", "segment", "context", "starts_at", "ends_at", "created_by__username")
     picks: dict[int, list[Rule]] = {}
     blocks: dict[int, list[Rule]] = {}
