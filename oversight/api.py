@@ -15,7 +15,7 @@ from ninja import Router
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import access, actions, breaker_actions, breakers, config, decisions, drills, readiness
+from oversight import access, actions, breaker_actions, breakers, config, decisions, drills, readiness, scoring
 from oversight.jsonapi import (
     ApiError,
     api,
@@ -59,11 +59,27 @@ from oversight.schemas import (
 client = Router(tags=["decisions"], auth=auth)
 
 
+def _wait_ms(request: HttpRequest) -> int | None:
+    value = request.GET.get("wait_ms")
+    if value is None:
+        return None
+    if not value.isdigit() or not 1 <= int(value) <= scoring.MAX_WAIT_MS:
+        raise ApiError(422, "invalid", f"wait_ms must be a whole number of milliseconds from 1 to "
+                       f"{scoring.MAX_WAIT_MS}, not {value[:20]!r}", "wait_ms")
+    return int(value)
+
+
 @client.post("/systems/{system}/decisions", response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut})
 def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
-    """The hot path: gate the decision, store it (and its review item) in one statement, answer."""
+    """The hot path: gate the decision, store it (and its review item) in one statement, answer.
+    Without a ``prediction``, the system's hosted models score it first (``?wait_ms=`` bounds the wait)."""
     entry = system_for(request, system, client_only=True)
-    result = decisions.submit_one(entry, payload, getattr(request, "_json_body", None))
+    wait_ms = _wait_ms(request)
+    raw = getattr(request, "_json_body", None)
+    if scoring.wanted(entry, payload):
+        result = scoring.submit(entry, payload, raw, wait_ms)
+    else:
+        result = decisions.submit_one(entry, payload, raw)
     if result.error is not None:
         raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
     assert result.decision is not None

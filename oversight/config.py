@@ -25,11 +25,21 @@ from django.utils import timezone
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from oversight import breakers
+from oversight import adapters, breakers, picks
 from oversight.fallbacks import FallbackRule
 from oversight.gate import CLOSED_BREAKER, BreakerState, KillState, Policy
 from oversight.guardrails import Guardrails
-from oversight.models import AISystem, ApiKey, Breaker, Drill, KillSwitch, LoopMitigation, Readiness
+from oversight.models import (
+    AISystem,
+    ApiKey,
+    Breaker,
+    Drill,
+    HostedModel,
+    KillSwitch,
+    LoopMitigation,
+    Readiness,
+    Rollout,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +73,37 @@ class ActiveDrill(NamedTuple):
     ends_at: datetime
 
 
+DEFAULT_WAIT_MS = 1000
+DEFAULT_FLOOR = 0.01
+
+
+@dataclass(frozen=True, slots=True)
+class Routing:
+    """How a system's hosted models answer (policy field ``routing``): all vote, or a bandit picks one."""
+
+    mode: str = "ensemble"  # ensemble | bandit
+    floor: float = DEFAULT_FLOOR  # bandit: each arm's least share of the traffic
+    wait_ms: int = DEFAULT_WAIT_MS  # how long a request waits for the models by default
+
+    @classmethod
+    def from_json(cls, data: dict[str, object] | None) -> Routing:
+        data = data or {}
+        return cls(str(data.get("mode") or "ensemble"), float(data.get("floor", DEFAULT_FLOOR)),  # type: ignore[arg-type]
+                   int(data.get("wait_ms") or DEFAULT_WAIT_MS))  # type: ignore[call-overload]
+
+
+DEFAULT_ROUTING = Routing()
+
+
+class RolloutState(NamedTuple):
+    """A rollout running on a system: the candidate answers in place of the baseline for ``share``."""
+
+    id: str
+    candidate: str
+    baseline: str
+    share: float
+
+
 @dataclass(frozen=True)
 class SystemEntry:
     id: int
@@ -76,6 +117,10 @@ class SystemEntry:
     drill: ActiveDrill | None = None  # a chaos drill running on the system
     fallback_rule: FallbackRule | None = None  # None: the fixed fallback output
     mitigation: tuple[float, float] | None = None  # feedback-loop mitigation: (exploration share, model weight)
+    hosted: tuple[adapters.Spec, ...] = ()  # enabled hosted models (oversight.scoring)
+    routing: Routing = DEFAULT_ROUTING
+    rollout: RolloutState | None = None
+    curation: picks.Curation | None = None  # editors' picks and blocks (oversight.picks)
 
 
 @dataclass(frozen=True)
@@ -185,6 +230,13 @@ def load_snapshot() -> Snapshot:
                   for d in Drill.objects.filter(ended_at__isnull=True, ends_at__gt=timezone.now())}
         mitigations = {m[0]: (m[1], m[2]) for m in LoopMitigation.objects.filter(ended_at__isnull=True)
                        .values_list("system_id", "exploration_share", "model_weight")}
+        hosted: dict[int, list[adapters.Spec]] = {}
+        for m in HostedModel.objects.filter(enabled=True).order_by("system_id", "name"):
+            hosted.setdefault(m.system_id, []).append(
+                adapters.Spec(m.name, m.kind, m.target, m.protocol, m.role, m.weight, m.timeout_ms))
+        rollouts = {r.system_id: RolloutState(r.public_id, r.candidate, r.baseline, r.share)
+                    for r in Rollout.objects.filter(state=Rollout.State.RUNNING)}
+        curations = picks.load_all(timezone.now())
         by_slug: dict[str, SystemEntry] = {}
         by_id: dict[int, SystemEntry] = {}
         for s in AISystem.objects.all():
@@ -212,6 +264,10 @@ def load_snapshot() -> Snapshot:
                 drill=drills.get(s.id),
                 fallback_rule=FallbackRule.from_json(s.fallback_rule),
                 mitigation=mitigations.get(s.id),
+                hosted=tuple(hosted.get(s.id, ())),
+                routing=Routing.from_json(s.routing) if s.routing else DEFAULT_ROUTING,
+                rollout=rollouts.get(s.id),
+                curation=curations.get(s.id),
             )
             by_slug[s.slug] = entry
             by_id[s.id] = entry

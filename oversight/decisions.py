@@ -19,8 +19,9 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from oversight import bulk, fallbacks, gate, hooks, jsonutil, mitigation, ratelimit
+from oversight import bandit_arms, bulk, fallbacks, gate, hooks, jsonutil, mitigation, picks, ratelimit
 from oversight.config import SystemEntry
+from oversight.ensemble import Combined
 from oversight.models import Decision, Outcome
 from oversight.schemas import DecisionIn, OutcomeIn
 
@@ -59,32 +60,57 @@ def _prediction(p: DecisionIn) -> gate.Prediction | None:
     return gate.Prediction(p.prediction.output, p.prediction.confidence, p.prediction.model, votes)
 
 
+def _hosted_prediction(scored: Combined) -> gate.Prediction | None:
+    """The gate's view of what the hosted models said: the combined answer and the votes that counted."""
+    if not scored.answered:
+        return None
+    votes = tuple(gate.Vote(v["model"], v.get("output"), v.get("confidence")) for v in scored.votes
+                  if "error" not in v and "vetoed" not in v and v.get("role") != "context")
+    return gate.Prediction(scored.output, scored.confidence, scored.model, votes)
+
+
 def build(
     system: SystemEntry, payload: DecisionIn, now: datetime, draw: float | None = None, raw: Any = None,
-    decision_id: uuid.UUID | None = None, over_rate: bool = False,
+    decision_id: uuid.UUID | None = None, over_rate: bool = False, scored: Combined | None = None,
+    failure: str | None = None, failure_reason: str | None = None,
 ) -> Decision:
     """Gate one decision: the row, not yet stored. ``raw`` is the body as sent (for its digest);
     ``over_rate``: the system's guardrail rate is used up (``ratelimit.over``). A chaos drill running
-    on the system (``oversight.drills``) makes the model fail for its share of decisions."""
-    drill, failure = system.drill, None
+    on the system (``oversight.drills``) makes the model fail for its share of decisions.
+    ``scored``: what the system's hosted models answered (``oversight.scoring``), in place of the
+    client's prediction; ``failure``/``failure_reason``: how and why they did not (e.g. the deadline)."""
+    drill = system.drill
     # The snapshot reloads only when the epoch moves: a drill past its end injects nothing more.
-    if drill is not None and drill.ends_at > now and _rng.random() < drill.share:
+    if failure is None and drill is not None and drill.ends_at > now and _rng.random() < drill.share:
         failure = drill.kind
+    stored: dict[str, Any] | None
+    if scored is not None:
+        prediction = _hosted_prediction(scored)
+        stored = scored.record()
+        if failure is None and not scored.answered and scored.failure:
+            failure, failure_reason = scored.failure, "no hosted model answered"
+    else:
+        prediction = _prediction(payload)
+        stored = payload.prediction.model_dump(mode="json") if payload.prediction else None
     verdict = gate.decide(
-        system.policy, system.kills, _prediction(payload), _rng.random() if draw is None else draw,
+        system.policy, system.kills, prediction, _rng.random() if draw is None else draw,
         system.breaker, _rng.random() if system.breaker.state == "half_open" else 0.0, system.readiness,
-        over_rate, failure,
+        over_rate, failure, failure_reason,
     )
+    if scored is not None and scored.reasons:
+        verdict.reasons[:0] = scored.reasons
     verdict = mitigation.apply(system.mitigation, verdict, _rng.random() if system.mitigation else 1.0,
                                system.policy.fallback)
     verdict = fallbacks.resolve(system.fallback_rule, verdict, payload.context, payload.features)
+    if system.curation is not None:
+        stored = _curate(system, verdict, stored, payload.context, now)
     return Decision(
         id=decision_id or uuid7(),
         system_id=system.id,
         subject=payload.subject,
         context=payload.context,
         features=payload.features,
-        prediction=payload.prediction.model_dump(mode="json") if payload.prediction else None,
+        prediction=stored,
         model=verdict.model,
         output=verdict.output,
         confidence=verdict.confidence,
@@ -101,6 +127,21 @@ def build(
         review=None,
         failure=verdict.failure,
     )
+
+
+def _curate(system: SystemEntry, verdict: gate.Verdict, stored: dict[str, Any] | None, context: dict[str, Any],
+            now: datetime) -> dict[str, Any] | None:
+    """Editors' picks and blocks (``oversight.picks``) in the output that leaves, or, while a person
+    decides, in the output suggested to them. Returns the prediction to store."""
+    if verdict.output is not None:
+        verdict.output, reasons = picks.apply(system.curation, verdict.output, context, now)
+        verdict.reasons.extend(reasons)
+    elif stored is not None and verdict.status == gate.PENDING_REVIEW:
+        output, reasons = picks.apply(system.curation, stored.get("output"), context, now)
+        if reasons:
+            stored = {**stored, "output": output}
+            verdict.reasons.extend(f"suggested output: {r}" for r in reasons)
+    return stored
 
 
 DEADLOCK = "40P01"
@@ -123,6 +164,16 @@ def _replay(system: SystemEntry, d: Decision) -> Submitted:
     if prior is not None and prior.request_hash == d.request_hash:
         return Submitted(prior, replayed=True)
     return Submitted(None, error=IdempotencyConflict(key))
+
+
+replay_of_key = _replay
+
+
+def replay_of(prior: Decision, payload: DecisionIn, raw: Any = None) -> Submitted:
+    """A request whose idempotency key is stored already: the replay, or a conflict."""
+    if prior.request_hash == request_hash(payload if raw is None else raw):
+        return Submitted(prior, replayed=True)
+    return Submitted(None, error=IdempotencyConflict(prior.idempotency_key or ""))
 
 
 def submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[Any] | None = None) -> list[Submitted]:
@@ -178,12 +229,17 @@ def _submit(system: SystemEntry, payloads: Sequence[DecisionIn], raws: Sequence[
 
 @transaction.atomic
 def record_outcome(decision: Decision, payload: OutcomeIn) -> Outcome:
-    return Outcome.objects.create(
+    """Store a client's outcome; a reward for a decision the bandit routed teaches its arm too."""
+    outcome = Outcome.objects.create(
         decision=decision,
         label=payload.label,
         reward=payload.reward,
         observed_at=payload.observed_at or timezone.now(),
     )
+    routed = (decision.prediction or {}).get("routing") if isinstance(decision.prediction, dict) else None
+    if payload.reward is not None and isinstance(routed, dict) and routed.get("bandit"):
+        bandit_arms.record_reward(decision.system_id, str(routed["bandit"]), payload.reward)
+    return outcome
 
 
 def iso(t: datetime) -> str:

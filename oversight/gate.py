@@ -185,17 +185,22 @@ DRILL_REASONS = {
 }
 
 
+def _drill_reason(failure: str) -> str:
+    return DRILL_REASONS.get(failure, f"drill: {failure}")
+
+
 def decide(
     policy: Policy, kills: KillState, prediction: Prediction | None, audit_draw: float,
     breaker: BreakerState = CLOSED_BREAKER, canary_draw: float = 0.0, readiness: int | None = None,
-    over_rate: bool = False, failure: str | None = None,
+    over_rate: bool = False, failure: str | None = None, failure_reason: str | None = None,
 ) -> Verdict:
     """Apply the gate. ``audit_draw`` and ``canary_draw`` are uniform numbers in [0, 1) (random in
     production): the first picks the audit sample, the second a half-open breaker's canary share.
     ``readiness``: the system's readiness score (None: never assessed); 0–1 sends every decision to a
     person (``oversight.readiness``). ``over_rate``: the system's guardrail rate for this minute is
     used up (counted by ``oversight.ratelimit``). ``failure``: how the model failed on this
-    decision ("error", "garbage", "deadline"), or None."""
+    decision ("error", "garbage", "deadline"), or None; ``failure_reason`` says it in words (a drill's
+    wording when not given)."""
     stopped = kills.stopped
     if stopped is not None:
         return _fallback(policy, ROUTE_KILLED, [stopped], prediction)
@@ -209,6 +214,10 @@ def decide(
                 f"circuit breaker half-open: outside the {share} canary share ({breaker.reason})"], prediction)
         reasons.append(f"circuit breaker half-open: in the {share} canary share")
     if prediction is None:
+        if failure is not None:
+            verdict = _fallback(policy, ROUTE_FALLBACK, [*reasons, failure_reason or _drill_reason(failure)], None)
+            verdict.failure = failure
+            return verdict
         return _fallback(policy, ROUTE_FALLBACK,
                          [*reasons, "no prediction was sent and the system has no hosted model"], None)
 
@@ -218,9 +227,9 @@ def decide(
         return _fallback(policy, stop_route, reasons, prediction)
 
     if failure is not None:
-        # The model failed: a chaos drill injects this (oversight.drills); hosted scoring (a later
-        # issue) will set the same failure for real ones. The client gets the fallback.
-        verdict = _fallback(policy, ROUTE_FALLBACK, [*reasons, DRILL_REASONS.get(failure, f"drill: {failure}")], live)
+        # The model failed: a chaos drill injects this (oversight.drills), hosted scoring
+        # (oversight.scoring) sets it for real failures. The client gets the fallback.
+        verdict = _fallback(policy, ROUTE_FALLBACK, [*reasons, failure_reason or _drill_reason(failure)], live)
         verdict.failure = failure
         return verdict
 

@@ -199,7 +199,8 @@ CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "monitoring"
-CELERY_TASK_ROUTES = {"dashboards.tasks.*": {"queue": "monitoring"}, "reviewqueue.tasks.*": {"queue": "monitoring"}}
+CELERY_TASK_ROUTES = {"oversight.tasks.score": {"queue": "scoring"}, "oversight.tasks.*": {"queue": "monitoring"},
+                      "dashboards.tasks.*": {"queue": "monitoring"}, "reviewqueue.tasks.*": {"queue": "monitoring"}}
 CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -222,6 +223,7 @@ CELERY_BEAT_SCHEDULE = {
                  "options": {"expires": BREAKER_INTERVAL_S}},
     # Chaos drills end on time (and their reports follow the breaker until it recovers).
     "drills": {"task": "dashboards.tasks.finish_drills", "schedule": 15.0, "options": {"expires": 15.0}},
+    "scoring-jobs": {"task": "oversight.tasks.sweep_scoring_jobs", "schedule": 300.0, "options": {"expires": 300.0}},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
                       "options": {"expires": EXPIRY_INTERVAL_S}},
 }

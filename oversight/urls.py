@@ -10,6 +10,7 @@ from dashboards.api import router as monitoring_router
 from dashboards.monitoring_api import router as drift_router
 from oversight import health, views
 from oversight.api import api
+from oversight.hosted_api import router as hosted_router
 from oversight.safety_api import router as safety_router
 from reviewqueue import views as review
 from reviewqueue.api import router as review_router
@@ -18,6 +19,7 @@ api.add_router("", review_router)
 api.add_router("", drift_router)
 api.add_router("", monitoring_router)
 api.add_router("", safety_router)
+api.add_router("", hosted_router)
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True),

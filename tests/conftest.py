@@ -247,3 +247,34 @@ def celery_worker_proc(django_db_setup: None) -> Iterator[subprocess.Popen[bytes
     finally:
         stop(proc)
         log.close()
+
+
+@pytest.fixture(scope="session")
+def scoring_worker_proc(django_db_setup: None, tmp_path_factory: Any) -> Iterator[subprocess.Popen[bytes]]:
+    """A real Celery worker on the scoring queue (prefork, one child), using the test database."""
+    (BASE_DIR / "var").mkdir(exist_ok=True)
+    log = open(BASE_DIR / "var" / "test-scoring.log", "wb")  # noqa: SIM115
+    env = {**test_database_env(), "HOSTED_MARKERS": str(tmp_path_factory.mktemp("markers"))}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "scoring",
+         "-c", "1", "-n", f"test-scoring-{os.getpid()}@%h", "--loglevel", "INFO"],
+        env=env, cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_worker_ready(BASE_DIR / "var" / "test-scoring.log", proc)
+        proc.markers = Path(env["HOSTED_MARKERS"])  # type: ignore[attr-defined]
+        yield proc
+    finally:
+        stop(proc)
+        log.close()
+
+
+def _wait_worker_ready(log: Path, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the worker exited: {log.read_text()[-2000:]}")
+        if b"ready." in log.read_bytes():
+            return
+        time.sleep(0.1)
+    raise RuntimeError("the worker did not become ready")

@@ -1,0 +1,176 @@
+"""Hosted scoring: a decision sent without a ``prediction`` is scored by its system's hosted models
+on the ``scoring`` Celery workers, within the request's deadline.
+
+The web process writes a ``ScoringJob`` (the request, under the id the decision will have), sends
+the task with that id, and waits for it up to the deadline (``?wait_ms=``, or the policy's
+``routing.wait_ms``). The worker reads the job, asks the models (``oversight.adapters``) which
+the configuration lets answer (kill switches and open breakers as of this task; a rollout's share;
+the bandit's pick), combines their answers (``oversight.ensemble``), gates the decision like any
+other (``oversight.decisions.build``) and inserts it with the job's id. Past the deadline the web
+process inserts the fallback under the same id instead, with the miss recorded
+(``failure = "deadline"``) for the breakers. The primary key decides which of the two lands, so a
+task that runs twice (a worker killed mid-task: the task acknowledges late and is delivered again)
+or too late never doubles a decision, and a decision acknowledged to the client is never lost.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from celery.exceptions import TimeoutError as CeleryTimeout
+from django.db import transaction
+from django.utils import timezone
+from uuid_utils.compat import uuid7
+
+from oversight import adapters, bandit_arms, bandits, bulk, config, decisions, ensemble, hooks, ratelimit
+from oversight.celery import app
+from oversight.config import SystemEntry
+from oversight.models import Decision, ScoringJob
+from oversight.schemas import DecisionIn
+
+TASK = "oversight.tasks.score"
+MAX_WAIT_MS = 30_000
+_rng = random.Random()  # routing draws (rollout share, bandit): fair, not secret  # noqa: S311
+_ANY_CONFLICT = "ON CONFLICT DO NOTHING"  # the id (the other side won) or the idempotency key (a retry)
+
+
+def wanted(system: SystemEntry, payload: DecisionIn) -> bool:
+    """Whether this decision is scored by hosted models: no prediction sent, and the system has some."""
+    return payload.prediction is None and bool(system.hosted)
+
+
+def submit(system: SystemEntry, payload: DecisionIn, raw: Any, wait_ms: int | None) -> decisions.Submitted:
+    """Score one decision on the workers and store it; past the deadline, store the fallback."""
+    key = payload.idempotency_key
+    if key:
+        prior = Decision.objects.filter(system_id=system.id, idempotency_key=key).first()
+        if prior is not None:  # a retry: answer with what was stored, without scoring again
+            return decisions.replay_of(prior, payload, raw)
+    if system.kills.stopped is not None or system.breaker.state == "open":
+        return decisions.submit_one(system, payload, raw)  # the gate answers with the fallback at once
+    wait = wait_ms or system.routing.wait_ms
+    now = timezone.now()
+    job = ScoringJob.objects.create(
+        id=uuid7(), system_id=system.id, created_at=now, deadline=now + timedelta(milliseconds=wait),
+        body=raw if raw is not None else payload.model_dump(mode="json", exclude_unset=True))
+    result = app.send_task(TASK, args=(str(job.id),), queue="scoring")
+    try:
+        result.get(timeout=wait / 1000.0, propagate=False, disable_sync_subtasks=False)
+    except CeleryTimeout:
+        pass
+    finally:
+        result.forget()  # the decision is the record; the task's result is only the signal
+    stored = Decision.objects.filter(id=job.id).first()
+    if stored is not None:
+        return decisions.Submitted(stored)
+    return _deadline_passed(system, payload, raw, job, wait)
+
+
+def _deadline_passed(system: SystemEntry, payload: DecisionIn, raw: Any, job: ScoringJob, wait: int
+                     ) -> decisions.Submitted:
+    d = decisions.build(system, payload, timezone.now(), raw=raw, decision_id=job.id,
+                        over_rate=ratelimit.over(system)[0], failure=adapters.DEADLINE,
+                        failure_reason=f"the hosted models did not answer within {wait} ms")
+    with transaction.atomic():
+        inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
+        ScoringJob.objects.filter(id=job.id).delete()
+    if inserted:
+        return decisions.Submitted(d)
+    stored = Decision.objects.filter(id=job.id).first()  # the worker landed it a moment ago
+    if stored is not None:
+        return decisions.Submitted(stored)
+    return decisions.replay_of_key(system, d)  # a concurrent retry with the same idempotency key
+
+
+# --- the worker's side -------------------------------------------------------------------------
+
+
+def plan(system: SystemEntry, draw: random.Random = _rng) -> tuple[list[adapters.Spec], list[str], dict[str, Any]]:
+    """Which models answer this decision, and why: models stopped by a kill switch or an open
+    breaker are not asked; a running rollout asks its candidate in place of its baseline for its
+    share; in bandit mode Thompson sampling picks one voter (context models are always asked)."""
+    reasons: list[str] = []
+    routing: dict[str, Any] = {}
+    specs: list[adapters.Spec] = []
+    for s in system.hosted:
+        why = system.kills.models.get(s.name)
+        if why is not None:
+            reasons.append(f"model {s.name} not asked: kill switch engaged ({why})")
+            continue
+        why = system.breaker.models.get(s.name)
+        if why is not None:
+            reasons.append(f"model {s.name} not asked: circuit breaker open ({why})")
+            continue
+        specs.append(s)
+    names = {s.name for s in specs}
+    r = system.rollout
+    if r is not None and r.candidate in names and r.baseline in names:
+        pct = f"{r.share * 100:g} %"
+        if draw.random() < r.share:
+            specs = [s for s in specs if s.name != r.baseline]
+            reasons.append(f"rollout {r.id}: {r.candidate} answers in place of {r.baseline} ({pct} of decisions)")
+            routing["rollout"] = {"id": r.id, "arm": r.candidate}
+        else:
+            specs = [s for s in specs if s.name != r.candidate]
+            routing["rollout"] = {"id": r.id, "arm": r.baseline}
+    voters = [s for s in specs if s.role != "context"]
+    if system.routing.mode == "bandit" and len(voters) > 1:
+        arms = bandit_arms.arms_of(system.id, [s.name for s in voters])
+        chosen, why = bandits.choose(arms, system.routing.floor, draw)
+        specs = [s for s in specs if s.role == "context" or s.name == chosen]
+        reasons.append(why)
+        routing["bandit"] = chosen
+    return specs, reasons, routing
+
+
+def request_for(system: SystemEntry, payload: DecisionIn, decision_id: uuid.UUID) -> dict[str, Any]:
+    """What every hosted model is sent (``oversight.adapters``)."""
+    return {"decision": f"dec_{decision_id.hex}", "system": system.slug, "subject": payload.subject,
+            "context": payload.context, "features": payload.features}
+
+
+def score(system: SystemEntry, payload: DecisionIn, decision_id: uuid.UUID, budget_s: float) -> ensemble.Combined:
+    """Ask the models and combine their answers (nothing asked when the system is stopped or tripped:
+    the gate answers with the fallback)."""
+    if system.kills.stopped is not None or system.breaker.state == "open":
+        return ensemble.Combined()
+    specs, reasons, routing = plan(system)
+    answers = adapters.call_all(specs, request_for(system, payload, decision_id), budget_s)
+    combined = ensemble.combine(answers, {s.name: s.weight for s in specs}, {s.name: s.role for s in specs})
+    combined.reasons[:0] = reasons
+    combined.routing = routing
+    return combined
+
+
+def run_job(job_id: str) -> dict[str, Any]:
+    """The ``scoring`` task: score the job's decision and insert it, unless that is done already
+    (a redelivered task), the deadline has passed (the web process answers with the fallback), or
+    the job is gone. Idempotent."""
+    jid = uuid.UUID(job_id)
+    job = ScoringJob.objects.filter(id=jid).first()
+    if job is None:
+        return {"job": job_id, "status": "done" if Decision.objects.filter(id=jid).exists() else "gone"}
+    snapshot = config.cache.current()  # this task's view: a kill switch flipped before it is honoured
+    system = snapshot.systems_by_id.get(job.system_id)
+    now = timezone.now()
+    budget = (job.deadline - now).total_seconds()
+    if system is None or budget <= 0:
+        return {"job": job_id, "status": "late"}
+    payload = DecisionIn.model_validate(job.body)
+    combined = score(system, payload, jid, budget)
+    d = decisions.build(system, payload, timezone.now(), raw=job.body, decision_id=jid, scored=combined,
+                        over_rate=ratelimit.over(system)[0])
+    with transaction.atomic():
+        inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
+        ScoringJob.objects.filter(id=jid).delete()
+    return {"job": job_id, "status": "scored" if inserted else "exists"}
+
+
+def sweep(older_than_s: float = 600.0) -> int:
+    """Delete jobs whose web process went away before their deadline (nothing was acknowledged)."""
+    cutoff = timezone.now() - timedelta(seconds=older_than_s)
+    deleted, _ = ScoringJob.objects.filter(deadline__lt=cutoff).delete()
+    return deleted

@@ -1,0 +1,221 @@
+"""Hosted scoring end to end: the API (production ASGI app) → a real Celery worker on the scoring
+queue → the models → the ensemble → the gate → PostgreSQL, with deadlines, failures, kill switches
+and a worker killed mid-task."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import psutil
+import pytest
+
+from oversight import actions, hosted
+from oversight.models import AISystem, AuditEvent, Decision, ScoringJob
+from tests.conftest import World
+
+pytestmark = pytest.mark.usefixtures("scoring_worker_proc")
+
+
+def _register(slug: str, name: str, target: str, **extra: Any) -> None:
+    hosted.register(None, slug, {"name": name, "kind": "python", "target": f"tests.hosted_models:{target}", **extra})
+
+
+def _decide(world: World, slug: str, wait_ms: int = 5000, **body: Any) -> Any:
+    body.setdefault("subject", "listener-1")
+    return world.client_for(slug).post(f"/api/v1/systems/{slug}/decisions?wait_ms={wait_ms}", body,
+                                       content_type="application/json")
+
+
+def _stored(resp: Any) -> Decision:
+    return Decision.objects.get(id=resp.json()["id"].removeprefix("dec_"))
+
+
+def test_an_ensemble_votes_and_the_context_model_vetoes(tworld: World) -> None:
+    _register("sup", "collab", "recommend", weight=2)
+    _register("sup", "calm", "calm")
+    _register("sup", "bedtime", "bedtime", role="context")
+    r = _decide(tworld, "sup", context={"hour": 23, "activity": "sleep"})
+    assert r.status_code == 201, r.content
+    body = r.json()
+    assert body["status"] == "released" and body["route"] == "auto"
+    assert "t-metal" not in body["output"]["items"]  # however sure the collaborative filter was
+    assert body["output"]["items"][0] == "t-jazz"  # in both lists: fused rank puts it first
+    assert any("item t-metal vetoed: bedtime: nothing loud" in x for x in body["reasons"])
+    assert any(x.startswith("ensemble of 2 models") for x in body["reasons"])
+    votes = {v["model"]: v for v in _stored(r).prediction["votes"]}
+    assert set(votes) == {"collab", "calm", "bedtime"}
+    assert votes["collab"]["confidence"] == 0.9 and votes["collab"]["weight"] == 2
+    assert votes["bedtime"]["veto"]["items"] == ["t-metal"]
+    # In the afternoon the same ensemble keeps metal.
+    r = _decide(tworld, "sup", context={"hour": 15})
+    assert "t-metal" in r.json()["output"]["items"]
+
+
+def test_labels_win_by_weighted_vote_and_low_confidence_goes_to_a_person(tworld: World) -> None:
+    _register("sup", "a", "approve")
+    _register("sup", "b", "refer")
+    r = _decide(tworld, "sup")
+    body = r.json()
+    # approve 0.8 against refer 0.6: approve wins with 0.8 of 2.0 weighted confidence = 0.4 < 0.6.
+    assert body["status"] == "pending_review" and body["output"] is None
+    assert body["confidence"] == pytest.approx(0.4)
+    assert any("a agreed" in x for x in body["reasons"])
+    assert _stored(r).prediction["output"] == {"label": "approve"}  # what the person is shown
+
+
+def test_a_hanging_model_meets_the_deadline_and_the_fallback_answers(tworld: World) -> None:
+    _register("sup", "slow", "hang", timeout_ms=10_000)
+    started = time.monotonic()
+    r = _decide(tworld, "sup", wait_ms=400)
+    took = time.monotonic() - started
+    assert r.status_code == 201
+    body = r.json()
+    assert body["status"] == "fallback" and body["route"] == "fallback"
+    assert body["output"] == {"items": ["safe"]}
+    # The worker bounds the model by what is left of the 400 ms, or the web process stops waiting.
+    assert any(x == "the hosted models did not answer within 400 ms" or x.startswith(
+        "model slow did not answer (deadline: no answer within") for x in body["reasons"]), body["reasons"]
+    assert took < 2.0, f"the client waited {took:.2f} s for a 400 ms deadline"
+    d = _stored(r)
+    assert d.failure == "deadline"  # counted for the breakers (gate.deadline_miss_rate)
+    # The model finishes later; its task finds the decision stored and adds nothing.
+    time.sleep(3.5)
+    assert Decision.objects.filter(id=d.id).count() == 1
+    assert _stored(r).route == "fallback"
+    assert not ScoringJob.objects.filter(id=d.id).exists()
+
+
+@pytest.mark.parametrize(("target", "failure", "said"), [
+    ("boom", "error", "RuntimeError: model weights missing"),
+    ("garbage", "garbage", "the answer is str, not an object with an output"),
+])
+def test_a_failing_model_gives_the_fallback_never_a_500(tworld: World, target: str, failure: str, said: str) -> None:
+    _register("sup", "m", target)
+    r = _decide(tworld, "sup")
+    assert r.status_code == 201
+    body = r.json()
+    assert body["status"] == "fallback" and body["output"] == {"items": ["safe"]}
+    assert any(said in x for x in body["reasons"]), body["reasons"]
+    assert "no hosted model answered" in body["reasons"]
+    assert _stored(r).failure == failure
+
+
+def test_one_failing_voter_leaves_the_others_to_answer(tworld: World) -> None:
+    _register("sup", "collab", "recommend")
+    _register("sup", "broken", "boom")
+    body = _decide(tworld, "sup").json()
+    assert body["status"] == "released" and body["output"]["items"][0] == "t-metal"
+    assert any(x.startswith("model broken did not answer (error") for x in body["reasons"])
+
+
+def test_the_worker_honours_a_model_kill_switch_on_its_next_task(tworld: World) -> None:
+    _register("sup", "collab", "recommend")
+    _register("sup", "calm", "calm")
+    assert "t-metal" in _decide(tworld, "sup").json()["output"]["items"]
+    actions.set_killswitch(tworld.admin, "model", True, "plays metal to everyone", "sup", "collab")
+    r = _decide(tworld, "sup")
+    body = r.json()
+    assert body["output"]["items"] == ["t-ambient", "t-jazz"]
+    assert "model collab not asked: kill switch engaged (plays metal to everyone)" in body["reasons"]
+    assert {v["model"] for v in _stored(r).prediction["votes"]} == {"calm"}
+    # The whole system stopped: nothing is scored, the fallback answers at once.
+    actions.set_killswitch(tworld.admin, "system", True, "stop everything", "sup")
+    body = _decide(tworld, "sup").json()
+    assert body["route"] == "killed" and body["output"] == {"items": ["safe"]}
+
+
+def test_a_retry_with_the_same_key_replays_without_scoring_again(tworld: World) -> None:
+    _register("sup", "echo", "echo_subject")
+    first = _decide(tworld, "sup", idempotency_key="req-1")
+    again = _decide(tworld, "sup", idempotency_key="req-1")
+    assert first.status_code == 201 and again.status_code == 200
+    assert again.json()["id"] == first.json()["id"]
+    other = _decide(tworld, "sup", idempotency_key="req-1", subject="someone-else")
+    assert other.status_code == 409 and other.json()["error"]["field"] == "idempotency_key"
+    assert Decision.objects.filter(system=tworld.supervised).count() == 1
+
+
+def test_a_worker_killed_mid_task_neither_loses_nor_doubles_the_decision(
+        tworld: World, scoring_worker_proc: Any) -> None:
+    _register("sup", "m", "slow_once", timeout_ms=20_000)
+    marker = scoring_worker_proc.markers / "slow-once-killed-mid-task"
+    killed: list[int] = []
+
+    def kill_the_child_mid_task() -> None:
+        deadline = time.monotonic() + 15
+        while not marker.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        pid = int(marker.read_text())
+        psutil.Process(pid).kill()  # the pool child running the task: SIGKILL, no goodbye
+        killed.append(pid)
+
+    killer = threading.Thread(target=kill_the_child_mid_task)
+    killer.start()
+    r = _decide(tworld, "sup", wait_ms=20_000, subject="killed-mid-task")
+    killer.join()
+    assert killed, "the task never started"
+    body = r.json()
+    assert r.status_code == 201, body
+    # Delivered again to a new child (acks late, rejected on worker loss), scored once.
+    assert body["route"] == "auto" and body["output"] == {"items": ["after-restart"]}
+    assert Decision.objects.filter(system=tworld.supervised).count() == 1
+
+
+def test_wait_ms_out_of_range_is_refused_with_a_message(tworld: World) -> None:
+    _register("sup", "echo", "echo_subject")
+    for bad in ("0", "abc", "30001"):
+        r = tworld.client_for("sup").post(f"/api/v1/systems/sup/decisions?wait_ms={bad}", {"subject": "x"},
+                                          content_type="application/json")
+        assert r.status_code == 422
+        assert r.json()["error"]["field"] == "wait_ms"
+        assert "from 1 to 30000" in r.json()["error"]["message"]
+
+
+class _V2Server(BaseHTTPRequestHandler):
+    """A model server speaking the Open Inference Protocol v2: spam if the text says 'win'."""
+
+    def do_GET(self) -> None:  # noqa: N802
+        self.send_response(200)
+        self.end_headers()
+        self.wfile.write(b'{"name": "spam-v2", "ready": true}')
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        text = next(t["data"][0] for t in body["inputs"] if t["name"] == "text")
+        label = "spam" if "win" in text else "ham"
+        answer = {"model_name": "spam-v2", "id": body["id"], "outputs": [
+            {"name": "output", "shape": [1], "datatype": "BYTES", "data": [label]},
+            {"name": "confidence", "shape": [1], "datatype": "FP64", "data": [0.97]}]}
+        data = json.dumps(answer).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def test_an_http_model_server_speaking_open_inference_v2(tworld: World) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _V2Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/v2/models/spam-v2/infer"
+        hosted.register(None, "auto", {"name": "spam-v2", "kind": "http", "target": url, "protocol": "v2",
+                                       "timeout_ms": 2000})
+        r = _decide(tworld, "auto", features={"text": "win a prize now"})
+        body = r.json()
+        assert body["status"] == "released" and body["output"] == "spam" and body["confidence"] == 0.97
+        assert _decide(tworld, "auto", features={"text": "see you at lunch"}).json()["output"] == "ham"
+    finally:
+        server.shutdown()
+    # The server is gone: the model errors, the fallback answers (and registering it now is refused).
+    body = _decide(tworld, "auto", features={"text": "hello"}).json()
+    assert body["status"] == "fallback" and body["output"] == {"label": "hold"}
+    assert AuditEvent.objects.filter(action="model.register", target="spam-v2").exists()
+    assert AISystem.objects.get(slug="auto").hosted_models.count() == 1
