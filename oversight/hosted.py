@@ -161,3 +161,23 @@ def remove(actor: Any, slug: str, name: str, reason: str = "") -> None:
     audit.record(actor, "model.remove", system=system, target=name, reason=reason,
                  data={k: v for k, v in snapshot.items() if k != "created_at"})
     config.bump_epoch()
+
+
+def apply(actor: Any, slug: str, data: dict[str, Any], reason: str = "") -> str:
+    """Policies as code: register the model, or bring the registered one in line with ``data``.
+    Says what happened: created, changed or unchanged."""
+    payload = validated(data)
+    assert isinstance(payload, HostedModelIn)
+    current = HostedModel.objects.filter(system__slug=slug, name=payload.name).first()
+    if current is None:
+        register(actor, slug, data)
+        return "created"
+    if current.kind != payload.kind:
+        raise ActionError("conflict", f"{payload.name} is a {current.kind} model; remove it to register it as "
+                          f"{payload.kind}", "kind")
+    wanted = payload.model_dump(exclude={"name", "kind"})
+    changes = {k: v for k, v in wanted.items() if getattr(current, k) != v}
+    if not changes:
+        return "unchanged"
+    update(actor, slug, payload.name, changes, reason)
+    return "changed"

@@ -41,14 +41,16 @@ def test_an_ensemble_votes_and_the_context_model_vetoes(tworld: World) -> None:
     r = _decide(tworld, "sup", context={"hour": 23, "activity": "sleep"})
     assert r.status_code == 201, r.content
     body = r.json()
-    assert body["status"] == "released" and body["route"] == "auto"
+    assert body["status"] == "released"
+    assert body["route"] == "auto"
     assert "t-metal" not in body["output"]["items"]  # however sure the collaborative filter was
     assert body["output"]["items"][0] == "t-jazz"  # in both lists: fused rank puts it first
     assert any("item t-metal vetoed: bedtime: nothing loud" in x for x in body["reasons"])
     assert any(x.startswith("ensemble of 2 models") for x in body["reasons"])
     votes = {v["model"]: v for v in _stored(r).prediction["votes"]}
     assert set(votes) == {"collab", "calm", "bedtime"}
-    assert votes["collab"]["confidence"] == 0.9 and votes["collab"]["weight"] == 2
+    assert votes["collab"]["confidence"] == 0.9
+    assert votes["collab"]["weight"] == 2
     assert votes["bedtime"]["veto"]["items"] == ["t-metal"]
     # In the afternoon the same ensemble keeps metal.
     r = _decide(tworld, "sup", context={"hour": 15})
@@ -61,7 +63,8 @@ def test_labels_win_by_weighted_vote_and_low_confidence_goes_to_a_person(tworld:
     r = _decide(tworld, "sup")
     body = r.json()
     # approve 0.8 against refer 0.6: approve wins with 0.8 of 2.0 weighted confidence = 0.4 < 0.6.
-    assert body["status"] == "pending_review" and body["output"] is None
+    assert body["status"] == "pending_review"
+    assert body["output"] is None
     assert body["confidence"] == pytest.approx(0.4)
     assert any("a agreed" in x for x in body["reasons"])
     assert _stored(r).prediction["output"] == {"label": "approve"}  # what the person is shown
@@ -74,7 +77,8 @@ def test_a_hanging_model_meets_the_deadline_and_the_fallback_answers(tworld: Wor
     took = time.monotonic() - started
     assert r.status_code == 201
     body = r.json()
-    assert body["status"] == "fallback" and body["route"] == "fallback"
+    assert body["status"] == "fallback"
+    assert body["route"] == "fallback"
     assert body["output"] == {"items": ["safe"]}
     # The worker bounds the model by what is left of the 400 ms, or the web process stops waiting.
     assert any(x == "the hosted models did not answer within 400 ms" or x.startswith(
@@ -98,7 +102,8 @@ def test_a_failing_model_gives_the_fallback_never_a_500(tworld: World, target: s
     r = _decide(tworld, "sup")
     assert r.status_code == 201
     body = r.json()
-    assert body["status"] == "fallback" and body["output"] == {"items": ["safe"]}
+    assert body["status"] == "fallback"
+    assert body["output"] == {"items": ["safe"]}
     assert any(said in x for x in body["reasons"]), body["reasons"]
     assert "no hosted model answered" in body["reasons"]
     assert _stored(r).failure == failure
@@ -108,7 +113,8 @@ def test_one_failing_voter_leaves_the_others_to_answer(tworld: World) -> None:
     _register("sup", "collab", "recommend")
     _register("sup", "broken", "boom")
     body = _decide(tworld, "sup").json()
-    assert body["status"] == "released" and body["output"]["items"][0] == "t-metal"
+    assert body["status"] == "released"
+    assert body["output"]["items"][0] == "t-metal"
     assert any(x.startswith("model broken did not answer (error") for x in body["reasons"])
 
 
@@ -125,17 +131,20 @@ def test_the_worker_honours_a_model_kill_switch_on_its_next_task(tworld: World) 
     # The whole system stopped: nothing is scored, the fallback answers at once.
     actions.set_killswitch(tworld.admin, "system", True, "stop everything", "sup")
     body = _decide(tworld, "sup").json()
-    assert body["route"] == "killed" and body["output"] == {"items": ["safe"]}
+    assert body["route"] == "killed"
+    assert body["output"] == {"items": ["safe"]}
 
 
 def test_a_retry_with_the_same_key_replays_without_scoring_again(tworld: World) -> None:
     _register("sup", "echo", "echo_subject")
     first = _decide(tworld, "sup", idempotency_key="req-1")
     again = _decide(tworld, "sup", idempotency_key="req-1")
-    assert first.status_code == 201 and again.status_code == 200
+    assert first.status_code == 201
+    assert again.status_code == 200
     assert again.json()["id"] == first.json()["id"]
     other = _decide(tworld, "sup", idempotency_key="req-1", subject="someone-else")
-    assert other.status_code == 409 and other.json()["error"]["field"] == "idempotency_key"
+    assert other.status_code == 409
+    assert other.json()["error"]["field"] == "idempotency_key"
     assert Decision.objects.filter(system=tworld.supervised).count() == 1
 
 
@@ -161,7 +170,8 @@ def test_a_worker_killed_mid_task_neither_loses_nor_doubles_the_decision(
     body = r.json()
     assert r.status_code == 201, body
     # Delivered again to a new child (acks late, rejected on worker loss), scored once.
-    assert body["route"] == "auto" and body["output"] == {"items": ["after-restart"]}
+    assert body["route"] == "auto"
+    assert body["output"] == {"items": ["after-restart"]}
     assert Decision.objects.filter(system=tworld.supervised).count() == 1
 
 
@@ -210,12 +220,15 @@ def test_an_http_model_server_speaking_open_inference_v2(tworld: World) -> None:
                                        "timeout_ms": 2000})
         r = _decide(tworld, "auto", features={"text": "win a prize now"})
         body = r.json()
-        assert body["status"] == "released" and body["output"] == "spam" and body["confidence"] == 0.97
+        assert body["status"] == "released"
+        assert body["output"] == "spam"
+        assert body["confidence"] == 0.97
         assert _decide(tworld, "auto", features={"text": "see you at lunch"}).json()["output"] == "ham"
     finally:
         server.shutdown()
     # The server is gone: the model errors, the fallback answers (and registering it now is refused).
     body = _decide(tworld, "auto", features={"text": "hello"}).json()
-    assert body["status"] == "fallback" and body["output"] == {"label": "hold"}
+    assert body["status"] == "fallback"
+    assert body["output"] == {"label": "hold"}
     assert AuditEvent.objects.filter(action="model.register", target="spam-v2").exists()
     assert AISystem.objects.get(slug="auto").hosted_models.count() == 1

@@ -8,7 +8,8 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pydantic import ValidationError
 
-from oversight import actions
+from oversight import actions, hosted
+from oversight.errors import ActionError
 from oversight.schemas import SystemIn
 
 
@@ -33,7 +34,8 @@ class Command(BaseCommand):
         if not isinstance(entries, list):
             raise CommandError(f"{path}: expected a list of systems (or a mapping with a 'systems' list)")
         validated = []
-        known = set(SystemIn.model_fields)
+        models: list[list[dict[str, Any]]] = []
+        known = set(SystemIn.model_fields) | {"models"}
         for i, entry in enumerate(entries):
             unknown = sorted(set(entry) - known) if isinstance(entry, dict) else []
             if unknown:
@@ -41,6 +43,13 @@ class Command(BaseCommand):
                     f"{path}: systems[{i}]: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(known))} "
                     "(nothing was applied)"
                 )
+            listed: Any = []
+            if isinstance(entry, dict):
+                entry = dict(entry)
+                listed = entry.pop("models", None) or []
+            if not isinstance(listed, list):
+                raise CommandError(f"{path}: systems[{i}].models: expected a list of hosted models "
+                                   "(nothing was applied)")
             try:
                 validated.append(SystemIn.model_validate(entry))
             except ValidationError as exc:
@@ -48,7 +57,21 @@ class Command(BaseCommand):
                 where = "".join(f".{p}" for p in first["loc"])
                 msg = str(first["msg"]).removeprefix("Value error, ")
                 raise CommandError(f"{path}: systems[{i}]{where}: {msg} (nothing was applied)") from exc
+            for j, m in enumerate(listed):
+                try:
+                    checked = hosted.validated(m if isinstance(m, dict) else {})
+                    if isinstance(checked, hosted.HostedModelIn) and checked.kind == "python":
+                        hosted.check_target(checked.kind, checked.target)
+                except ActionError as exc:
+                    raise CommandError(
+                        f"{path}: systems[{i}].models[{j}]: {exc.message} (nothing was applied)") from exc
+            models.append(listed)
         reason = opts["reason"] or f"apply_policies {path.name}"
-        for payload in validated:
+        for payload, listed in zip(validated, models, strict=True):
             system, what = actions.apply_policy(None, payload.model_dump(exclude_unset=True), reason)
             self.stdout.write(f"{system.slug}: {what} (policy v{system.policy_version})")
+            for m in listed:
+                try:
+                    self.stdout.write(f"{system.slug}: model {m['name']}: {hosted.apply(None, system.slug, m, reason)}")
+                except ActionError as exc:
+                    raise CommandError(f"{system.slug}: model {m['name']}: {exc.message}") from exc
