@@ -8,7 +8,7 @@ from django.urls import path
 from dashboards import views as dash
 from dashboards.api import router as monitoring_router
 from dashboards.monitoring_api import router as drift_router
-from oversight import health, views
+from oversight import editorial_views, health, views
 from oversight.api import api
 from oversight.hosted_api import router as hosted_router
 from oversight.safety_api import router as safety_router
@@ -19,6 +19,7 @@ api.add_router("", review_router)
 api.add_router("", drift_router)
 api.add_router("", monitoring_router)
 api.add_router("", safety_router)
+api.add_router("", "oversight.editorial_api.router")
 api.add_router("", hosted_router)
 
 urlpatterns = [
@@ -48,6 +49,10 @@ urlpatterns = [
     path("audit/", views.audit_page, name="audit"),
     path("audit/export.csv", views.audit_export, name="audit-export"),
     path("audit/verify/", views.audit_verify, name="audit-verify"),
+    path("editorial/", editorial_views.index, name="editorial"),
+    path("editorial/<slug:slug>/", editorial_views.system_page, name="editorial-system"),
+    path("editorial/<slug:slug>/<str:kind>/add/", editorial_views.add, name="editorial-add"),
+    path("editorial/<slug:slug>/<str:kind>/<str:rule_id>/remove/", editorial_views.remove, name="editorial-remove"),
     path("review/", review.queue, name="review-queue"),
     path("review/next/", review.claim_next, name="review-next"),
     path("review/<str:item_id>/", review.item, name="review-item"),
