@@ -127,7 +127,7 @@ def remove_pick(request: HttpRequest, pick_id: str) -> dict[str, Any]:
 
 
 @router.get("/systems/{system}/picks/preview", response=PreviewOut)
-def preview(request: HttpRequest, system: str, context: list[str] = Query(default=[]),  # noqa: B008
+def preview_picks(request: HttpRequest, system: str, context: list[str] = Query(default=[]),  # noqa: B008
             segment: str = "") -> dict[str, Any]:
     """What a decision with this context would receive now: ``?segment=night&context=activity=sleep
     &context=hour=23`` (each ``context`` a ``key=value`` pair; values compare as text, so ``hour=23``

@@ -9,6 +9,7 @@ in the server's before that, always with the zone's name.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import unquote
 
 from django.contrib import messages
 from django.http import Http404, HttpRequest, HttpResponse
@@ -59,7 +60,7 @@ def _shown(output: Any) -> dict[str, Any]:
 def _page(request: HttpRequest, system: AISystem, *, pick_form: PickForm | None = None,
           block_form: CurationForm | None = None, status: int = 200) -> HttpResponse:
     now = timezone.now()
-    where = zone(request.COOKIES.get("tz"))
+    where = zone(unquote(request.COOKIES.get("tz", "")))
     preview_form = PreviewForm(request.GET if "preview" in request.GET else None)
     shown = None
     if preview_form.is_bound and preview_form.is_valid():

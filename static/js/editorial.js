@@ -4,7 +4,7 @@
   var tz = "";
   try { tz = Intl.DateTimeFormat().resolvedOptions().timeZone || ""; } catch (e) { tz = ""; }
   if (!tz) return;
-  document.cookie = "tz=" + encodeURIComponent(tz) + "; path=/; SameSite=Lax; max-age=31536000";
+  if (/^[A-Za-z0-9_+\-\/]+$/.test(tz)) document.cookie = "tz=" + tz + "; path=/; SameSite=Lax; max-age=31536000";
   document.querySelectorAll("input[data-tz]").forEach(function (input) { input.value = tz; });
   document.querySelectorAll("form [data-tz-label]").forEach(function (el) { el.textContent = tz; });
 })();
