@@ -94,3 +94,24 @@ def bare_insert(request: HttpRequest) -> HttpResponse:
             policy_version, data.get("occurred_at") or now, now, now if released else None,
         ])
     return JsonResponse({"id": f"dec_{decision_id.hex}", "status": status})
+
+
+@csrf_exempt
+@require_POST
+def score_in_process(request: HttpRequest, slug: str) -> HttpResponse:
+    """Hosted scoring without Celery, for ``bench/scoring.py``: the worker's own steps (ask the models,
+    combine, gate, insert: ``oversight.scoring.score``, ``decisions.build``, ``bulk.insert_one``) run
+    in this request instead. The difference to the API's hosted path is what the scoring queue costs."""
+    from oversight import bulk, config, decisions, hooks, scoring
+    from oversight.schemas import DecisionIn
+
+    entry = config.cache.current().systems_by_slug.get(slug)
+    if entry is None:
+        return JsonResponse({"error": "no such system"}, status=404)
+    raw = json.loads(request.body)
+    payload = DecisionIn.model_validate(raw)
+    decision_id = uuid7()
+    combined = scoring.score(entry, payload, decision_id, entry.routing.wait_ms / 1000.0)
+    d = decisions.build(entry, payload, timezone.now(), raw=raw, decision_id=decision_id, scored=combined)
+    bulk.insert_one(d, "ON CONFLICT DO NOTHING", hooks.rows_for(entry, [d]))
+    return JsonResponse(decisions.public(d, entry.slug), status=201)

@@ -1,7 +1,8 @@
 """Hosted scoring: a decision sent without a ``prediction`` is scored by its system's hosted models
 on the ``scoring`` Celery workers, within the request's deadline.
 
-The web process writes a ``ScoringJob`` (the request, under the id the decision will have), sends
+The web process writes a ``ScoringJob`` (the request, under the id the decision will have; an
+UNLOGGED table, swept ten minutes after the deadline), sends
 the task with that id, and waits for it up to the deadline (``?wait_ms=``, or the policy's
 ``routing.wait_ms``). The worker reads the job, asks the models (``oversight.adapters``) which
 the configuration lets answer (kill switches and open breakers as of this task; a rollout's share;
@@ -21,7 +22,6 @@ from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
-from django.db import transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
@@ -74,9 +74,7 @@ def _deadline_passed(system: SystemEntry, payload: DecisionIn, raw: Any, job: Sc
     d = decisions.build(system, payload, timezone.now(), raw=raw, decision_id=job.id,
                         over_rate=ratelimit.over(system)[0], failure=adapters.DEADLINE,
                         failure_reason=f"the hosted models did not answer within {wait} ms")
-    with transaction.atomic():
-        inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
-        ScoringJob.objects.filter(id=job.id).delete()
+    inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
     if inserted:
         return decisions.Submitted(d)
     stored = Decision.objects.filter(id=job.id).first()  # the worker landed it a moment ago
@@ -152,7 +150,7 @@ def run_job(job_id: str) -> dict[str, Any]:
     jid = uuid.UUID(job_id)
     job = ScoringJob.objects.filter(id=jid).first()
     if job is None:
-        return {"job": job_id, "status": "done" if Decision.objects.filter(id=jid).exists() else "gone"}
+        return {"job": job_id, "status": "gone"}  # swept: its deadline is long past
     snapshot = config.cache.current()  # this task's view: a kill switch flipped before it is honoured
     system = snapshot.systems_by_id.get(job.system_id)
     now = timezone.now()
@@ -163,14 +161,15 @@ def run_job(job_id: str) -> dict[str, Any]:
     combined = score(system, payload, jid, budget)
     d = decisions.build(system, payload, timezone.now(), raw=job.body, decision_id=jid, scored=combined,
                         over_rate=ratelimit.over(system)[0])
-    with transaction.atomic():
-        inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
-        ScoringJob.objects.filter(id=jid).delete()
+    # One statement (the decision and its review item): the job row stays until the sweep, so a
+    # redelivered task scores again and finds the decision there (ON CONFLICT: nothing doubles).
+    inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
     return {"job": job_id, "status": "scored" if inserted else "exists"}
 
 
 def sweep(older_than_s: float = 600.0) -> int:
-    """Delete jobs whose web process went away before their deadline (nothing was acknowledged)."""
+    """Delete the jobs whose deadline is long past (each decision is stored by then, or was never
+    acknowledged: its web process went away)."""
     cutoff = timezone.now() - timedelta(seconds=older_than_s)
     deleted, _ = ScoringJob.objects.filter(deadline__lt=cutoff).delete()
     return deleted

@@ -1,0 +1,195 @@
+"""Hosted-scoring bench (issue 10): what the ``scoring`` queue costs a decision.
+
+One run, against a database of its own (``oversight_bench_scoring``, recreated) and a Redis prefix
+of its own (``oversight-bench-scoring``):
+
+* uvicorn (``--workers``, default 2) serving ``oversight.asgi:application`` with the bench views on,
+  and two Celery workers on the ``scoring`` queue (``-c 1`` each: two scoring processes);
+* a level-3 system ``bench-hosted`` with two hosted models (``bench/hosted_models.py``): a
+  matrix-factorisation recommender over 5,000 items and a time-of-day context model that vetoes
+  loud items at night;
+* two kinds of request with the same bodies (a listener, an hour, features; no prediction):
+
+  - **celery**: ``POST /api/v1/systems/bench-hosted/decisions?wait_ms=2000``, the API: a scoring
+    job, the task on the queue, a worker asks the models, combines, gates and inserts, the web
+    process answers when the task is done;
+  - **in-process**: ``POST /api/score-in-process/bench-hosted`` (``oversight/benchviews.py``): the
+    worker's own steps (``scoring.score``, ``decisions.build``, ``bulk.insert_one``) in the request.
+
+Two phases, each in interleaved blocks (ABBA…) so both kinds see the same machine:
+latency with one client sending back to back (p50/p99: the Celery overhead, target ≤ 5 ms p50 over
+in-process), and throughput with ``--clients`` (default 8) keep-alive clients (decisions/s).
+
+Prints a table, writes ``bench/results/scoring.json``; exit status 0 either way (a measurement).
+
+    python -m bench.scoring [--duration 5] [--blocks 6] [--clients 8] [--workers 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import platform
+import random
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench.run import BASE_DIR, RESULTS_DIR, Conn, Server, log, prepare_environment, summarize
+
+BENCH_DB = "oversight_bench_scoring"
+PREFIX = "oversight-bench-scoring"
+SLUG = "bench-hosted"
+PATHS = {"celery": f"/api/v1/systems/{SLUG}/decisions?wait_ms=2000", "in-process": f"/api/score-in-process/{SLUG}"}
+TARGET_OVERHEAD_MS = 5.0
+
+SETUP = """
+import json
+import django
+django.setup()
+from oversight import access, actions, hosted
+access.ensure_groups()
+s = actions.create_system(None, {"slug": "%s", "name": "Bench hosted", "level": 3, "fallback": {"items": ["top"]},
+                                 "routing": {"wait_ms": 2000}})
+_, key = actions.create_api_key(None, s, "bench")
+hosted.register(None, s.slug, {"name": "collab", "kind": "python", "target": "bench.hosted_models:collab",
+                               "weight": 2, "timeout_ms": 1000})
+hosted.register(None, s.slug, {"name": "daypart", "kind": "python", "target": "bench.hosted_models:daypart",
+                               "role": "context", "timeout_ms": 1000})
+print("BENCH_SETUP " + json.dumps({"key": key}))
+""" % SLUG
+
+
+def body(rng: random.Random) -> bytes:
+    return json.dumps({"subject": f"listener-{rng.randrange(1000)}",
+                       "context": {"hour": rng.randrange(24), "device": rng.choice(["phone", "speaker"])},
+                       "features": {"tempo": round(rng.gauss(110, 20), 1)}}).encode()
+
+
+def request_bytes(path: str, key: str, payload: bytes) -> bytes:
+    return (f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n").encode() + payload
+
+
+async def block(port: int, kind: str, key: str, clients: int, duration: float, seed: int) -> dict[str, Any]:
+    rng = random.Random(seed)
+    conns = [await Conn.open(port) for _ in range(clients)]
+    latencies: list[float] = []
+    outcomes: dict[str, int] = {}
+    end = time.perf_counter() + duration
+
+    async def client(conn: Conn) -> None:
+        while time.perf_counter() < end:
+            data = request_bytes(PATHS[kind], key, body(rng))
+            t0 = time.perf_counter()
+            status, answer = await conn.request(data)
+            latencies.append(time.perf_counter() - t0)
+            route = json.loads(answer).get("route", "?") if status in (200, 201) else f"http {status}"
+            outcomes[route] = outcomes.get(route, 0) + 1
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in conns))
+    took = time.perf_counter() - t0
+    for c in conns:
+        c.close()
+    return {"kind": kind, "latencies": latencies, "outcomes": outcomes, "seconds": took}
+
+
+def phase(port: int, key: str, clients: int, duration: float, blocks: int, seed: int) -> dict[str, Any]:
+    kinds = ("celery", "in-process")
+    merged: dict[str, dict[str, Any]] = {k: {"latencies": [], "outcomes": {}, "seconds": 0.0} for k in kinds}
+    per_block: list[dict[str, Any]] = []
+    for b in range(blocks):
+        order = kinds if b % 4 in (0, 3) else kinds[::-1]  # ABBA
+        for kind in order:
+            r = asyncio.run(block(port, kind, key, clients, duration, seed + b))
+            m = merged[kind]
+            m["latencies"] += r["latencies"]
+            m["seconds"] += r["seconds"]
+            for k, v in r["outcomes"].items():
+                m["outcomes"][k] = m["outcomes"].get(k, 0) + v
+            per_block.append({"block": b, "kind": kind, "p50_ms": summarize(r["latencies"])["p50_ms"],
+                              "n": len(r["latencies"])})
+    out: dict[str, Any] = {"clients": clients, "blocks": per_block}
+    for kind, m in merged.items():
+        s = summarize(m["latencies"])
+        out[kind] = {"p50_ms": s["p50_ms"], "p99_ms": s["p99_ms"], "n": len(m["latencies"]),
+                     "per_s": len(m["latencies"]) / m["seconds"] if m["seconds"] else 0.0, "outcomes": m["outcomes"]}
+    return out
+
+
+def start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in (1, 2):
+        logf = open(RESULTS_DIR / f"scoring-worker-{i}.log", "wb")  # noqa: SIM115 - lives as long as the worker
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "scoring", "-c", "1",
+             "-n", f"bench-scoring-{i}@%h", "--loglevel", "WARNING"],
+            cwd=BASE_DIR, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True))
+    return procs
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--duration", type=float, default=5.0, help="seconds per block")
+    p.add_argument("--blocks", type=int, default=6, help="blocks per kind and phase")
+    p.add_argument("--clients", type=int, default=8, help="clients in the throughput phase")
+    p.add_argument("--workers", type=int, default=2, help="uvicorn workers")
+    p.add_argument("--seed", type=int, default=3)
+    args = p.parse_args(argv)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    environment = prepare_environment(BENCH_DB, PREFIX)
+    log(f"migrating {BENCH_DB}")
+    subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=BASE_DIR,
+                   env=environment.env, check=True)
+    out = subprocess.run([sys.executable, "-c", SETUP], cwd=BASE_DIR, env=environment.env, check=True,
+                         capture_output=True, text=True)
+    key = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_SETUP "))[12:])["key"]
+    server = Server(environment, args.workers, {})
+    workers = start_workers(environment.env)
+    try:
+        server.start()
+        time.sleep(3)  # the workers connect to the broker
+        log("warm-up")
+        phase(server.port, key, 2, 2.0, 2, args.seed)
+        log("latency: one client, interleaved blocks")
+        latency = phase(server.port, key, 1, args.duration, args.blocks, args.seed + 100)
+        log(f"throughput: {args.clients} clients, interleaved blocks")
+        throughput = phase(server.port, key, args.clients, args.duration, max(2, args.blocks // 2), args.seed + 200)
+    finally:
+        server.stop()
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=20)
+    overhead = latency["celery"]["p50_ms"] - latency["in-process"]["p50_ms"]
+    results = {
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(),
+        "latency": latency, "throughput": throughput,
+        "target": {"celery_p50_overhead_ms": overhead, "max_ms": TARGET_OVERHEAD_MS,
+                   "pass": overhead <= TARGET_OVERHEAD_MS},
+    }
+    (RESULTS_DIR / "scoring.json").write_text(json.dumps(results, indent=2))
+    print(render(results))
+    return 0
+
+
+def render(r: dict[str, Any]) -> str:
+    lines = ["", f"{'phase':<28}{'kind':<12}{'p50 ms':>9}{'p99 ms':>9}{'dec/s':>9}{'n':>8}  routes"]
+    for name, ph in (("latency (1 client)", r["latency"]), (f"throughput ({r['throughput']['clients']} clients)",
+                                                             r["throughput"])):
+        for kind in ("celery", "in-process"):
+            k = ph[kind]
+            lines.append(f"{name:<28}{kind:<12}{k['p50_ms']:>9.2f}{k['p99_ms']:>9.2f}{k['per_s']:>9.0f}{k['n']:>8}  "
+                         f"{k['outcomes']}")
+    t = r["target"]
+    lines.append(f"\nCelery overhead at p50: {t['celery_p50_overhead_ms']:.2f} ms (target ≤ {t['max_ms']:.0f} ms): "
+                 f"{'PASS' if t['pass'] else 'FAIL'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
