@@ -1,5 +1,6 @@
-"""The demo world: three people (one per role), three systems (one per level), their keys; and the
-demo's scenario (normal traffic, the March-2020 shift, a feedback loop) that the simulator follows."""
+"""The demo world: three people (one per role), three systems (one per level), their keys, the music
+recommender's hosted models (``oversight.music``); and the demo's scenario (normal traffic, the
+March-2020 shift, a feedback loop) that the simulator follows."""
 
 from __future__ import annotations
 
@@ -16,18 +17,26 @@ from django.db import transaction
 
 from oversight import access, actions, audit, credentials, embedded
 from oversight.errors import ActionError
-from oversight.models import AISystem, ApiKey
+from oversight.models import AISystem, ApiKey, HostedModel
+
+RECOMMENDER = "nightly-recs"
 
 DEMO_SYSTEMS: list[dict[str, Any]] = [
     {"slug": "loan-approvals", "name": "Loan approvals (critical)", "level": 1, "confidence_threshold": 0.9,
      "audit_sample_rate": 0.0, "review_sla_s": 600, "fallback": {"decision": "refer-to-branch"}},
+    # Scored by its hosted models (oversight.music, registered by seed()); the fallback is the
+    # popularity baseline's five most played tracks (oversight.music.models.fallback_items()).
     # Two-minute windows: a shift shows within a monitoring tick or two, not an hour later.
     {"slug": "nightly-recs", "name": "Nightly music recommendations", "level": 2, "confidence_threshold": 0.6,
-     "audit_sample_rate": 0.05, "review_sla_s": 900, "fallback": {"items": ["editorial-calm-1", "editorial-calm-2"]},
-     "window": {"kind": "time", "seconds": 120},
-     # The simulated listeners' mean reward is ~0.49 on a normal night: the breaker opens on a
-     # window well under that (March 2020), not on every window.
-     "breaker": {"min_mean_reward": 0.3, "cooldown_s": 120}},
+     "audit_sample_rate": 0.05, "review_sla_s": 900, "fallback": {"items": ["t321", "t199", "t265", "t305", "t345"]},
+     "window": {"kind": "time", "seconds": 120}, "routing": {"mode": "ensemble"},
+     # The simulated listeners play ~84 % of the ensemble's first tracks through on a normal day,
+     # ~50 % from March 2020 on, ~72 % once the collaborative filter is killed; the fallback's
+     # ~48 % / ~68 %. The breaker opens on a window under 0.6; half-open, half the decisions go to
+     # the models (the window's reward mixes them with the fallback's), so it closes again once
+     # the models do well. Drift alone does not open it (a share of 1 is not above 1): the
+     # monitoring page shows the drift, the skips decide.
+     "breaker": {"min_mean_reward": 0.6, "max_drifted_share": 1.0, "canary_share": 0.5, "cooldown_s": 120}},
     {"slug": "spam-filter", "name": "Comment spam filter (autonomous)", "level": 3, "confidence_threshold": 0.5,
      "audit_sample_rate": 0.02, "review_sla_s": 3600, "fallback": {"label": "hold"},
      "breaker": {"min_mean_reward": 0.25, "cooldown_s": 120}},
@@ -72,11 +81,44 @@ def seed() -> dict[str, Any]:
             system = AISystem.objects.get(slug=spec["slug"])
             _, secret = actions.create_api_key(None, system, "demo traffic simulator")
             store["keys"][spec["slug"]] = secret
+    seed_recommender()
     path = _secrets_file()
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(store, indent=2))
     path.chmod(0o600)
     return store
+
+
+def seed_recommender() -> list[str]:
+    """Register the music recommender's hosted models on ``nightly-recs`` (those missing), after
+    training (or loading) the collaborative filter, so the workers find it under ``var/music/``.
+    A demo database from before hosted models also gets the recommender's fallback and breaker,
+    and a new reference (the old one was of the client's own predictions). Returns the names
+    registered now."""
+    from oversight import hosted
+    from oversight.music import ensemble, models
+
+    models.warm()
+    system = AISystem.objects.get(slug=RECOMMENDER)
+    have = set(HostedModel.objects.filter(system=system).values_list("name", flat=True))
+    upgrade = not have
+    added = []
+    for spec in ensemble.HOSTED:
+        if spec["name"] not in have:
+            hosted.register(None, RECOMMENDER, spec)
+            added.append(spec["name"])
+    if upgrade:
+        wanted = next(s for s in DEMO_SYSTEMS if s["slug"] == RECOMMENDER)
+        changes = {k: wanted[k] for k in ("fallback", "breaker", "routing") if getattr(system, k) != wanted[k]}
+        if changes:
+            actions.update_system(None, RECOMMENDER, changes, "demo seed: the recommender's hosted models")
+        from dashboards import references
+
+        if references.current(system.id) is not None:
+            from django.core.management import call_command
+
+            call_command("seed_demo_reference", "--replace")
+    return added
 
 
 # --- the demo's scenario ------------------------------------------------------------------------

@@ -10,59 +10,71 @@ from typing import Any
 
 import httpx
 
-GENRES = ["metal", "ambient", "jazz", "pop", "classical", "lofi"]
-DEVICES = ["phone", "speaker", "laptop"]
-ACTIVITIES = ["commute", "workout", "work", "relax", "sleep", "party"]
-# How listeners spend their listening, as usual and from the week of March 16, 2020 on.
-ACTIVITY_MIX = {"normal": [0.25, 0.15, 0.2, 0.2, 0.1, 0.1], "march-2020": [0.0, 0.03, 0.35, 0.3, 0.3, 0.02]}
-_COMMUTE_HOURS = [0.2, 0.1, 0.1, 0.1, 0.2, 0.6, 2, 6, 7, 3, 2, 2, 2.5, 2, 2, 2.5, 3, 6, 6, 3, 3, 3, 2, 1]
-_HOME_HOURS = [0.8, 0.5, 0.4, 0.4, 0.4, 0.4, 0.5, 0.8, 1.5, 3, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5, 3.5, 3, 3, 3, 3,
-               2.5, 2]
-HOUR_MIX = {"normal": _COMMUTE_HOURS, "march-2020": _HOME_HOURS}
-GENRE_OF = {"commute": ["pop", "metal"], "workout": ["metal", "pop"], "work": ["lofi", "classical", "jazz"],
-            "relax": ["jazz", "ambient"], "sleep": ["ambient", "classical"], "party": ["pop"]}
-TEMPO_OF = {"commute": (120, 20), "workout": (150, 15), "work": (95, 15), "relax": (90, 15), "sleep": (65, 8),
-            "party": (128, 10)}
-CATALOGUE = [f"t{i}" for i in range(1, 501)]
-_POPULARITY = [1 / i for i in range(1, 501)]  # a long tail: a few tracks are played far more often
+from oversight.music import world as music
+
+#: How long the simulator lets the hosted models take (``?wait_ms=``); past it the fallback answers.
+WAIT_MS = 1000
+#: The share of shown recommendations whose outcome (played through or skipped) is reported.
+OUTCOME_SHARE = 0.8
+CATALOGUE = music.catalogue().ids
+
+
+def nightly_moment(rng: random.Random, scenario: str) -> tuple[music.Moment, dict[str, Any], dict[str, Any]]:
+    """A listener's moment for the music recommender: (the moment, context, features).
+
+    ``march-2020``: routines change overnight (no commute, little gym, at home all day, more sleep
+    and rest, calmer music). ``feedback-loop``: the usual routines."""
+    m = music.moment(rng, music.world_of(scenario))
+    return m, m.context(), m.features(rng)
 
 
 def nightly_row(rng: random.Random, scenario: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], float]:
-    """One listener's moment for the music recommender: (features, context, output, confidence).
-
-    ``march-2020``: routines change overnight (no commute, little gym, at home all day, calmer
-    music) and the model, trained on the old routines, is less sure. ``feedback-loop``: normal
-    listeners, but the recommendations narrow to the few tracks that were clicked before."""
-    mix = "march-2020" if scenario == "march-2020" else "normal"
-    activity = rng.choices(ACTIVITIES, ACTIVITY_MIX[mix])[0]
-    hour = rng.choices(range(24), HOUR_MIX[mix])[0]
-    mean, sd = TEMPO_OF[activity]
-    features = {"hour": hour, "activity": activity, "tempo": round(rng.gauss(mean, sd), 1),
-                "genre": rng.choice(GENRE_OF[activity])}
+    """One decision of the music recommender as the hosted models would make it, scored here in
+    the process: (features, context, output, confidence). The demo's reference ("listening before
+    March 2020") is made of these. In a feedback loop the recommendations narrow to a few tracks
+    that were clicked before, with the client's own confidence."""
+    m, context, features = nightly_moment(rng, scenario)
     if scenario == "feedback-loop":
-        items = rng.sample(CATALOGUE[:8], 3)
-    else:
-        items = list(dict.fromkeys(rng.choices(CATALOGUE, _POPULARITY, k=3)))
-    confidence = rng.betavariate(3, 3) if mix == "march-2020" else rng.betavariate(5, 2)
-    return features, {"device": rng.choice(DEVICES)}, {"items": items}, round(confidence, 3)
+        return features, context, {"items": rng.sample(CATALOGUE[:8], 3)}, round(rng.betavariate(5, 2), 3)
+    from oversight.music import ensemble
+
+    output, confidence = ensemble.score({"subject": m.subject, "context": context, "features": features})
+    return features, context, output, round(confidence, 3)
+
+
+def nightly_reward(scenario: str, moment: music.Moment, output: Any, rng: random.Random) -> float | None:
+    """The listener plays the first recommended track: 1 when they play it through, 0 when they
+    skip it (their taste and the moment decide). None: nothing was shown, or not a track of the
+    catalogue."""
+    items = output.get("items") if isinstance(output, dict) else None
+    if not items or not isinstance(items[0], str):
+        return None
+    track = music.catalogue().index.get(items[0])
+    if track is None:
+        return None
+    p = music.play_through(music.world_of(scenario), moment.user, moment.activity, track)
+    return 1.0 if rng.random() < p else 0.0
 
 
 def nightly_outcome(rng: random.Random, scenario: str, status: str, confidence: float) -> float | None:
-    """The reward (a play that was not skipped) a listener's answer gives back, or None when they gave none.
-
-    Normally rewards barely depend on the model's confidence; in a feedback loop the model is
-    retrained on the clicks its own released recommendations caused, so rewards follow it."""
-    if scenario == "feedback-loop":
-        if status != "released" or rng.random() > 0.6:
-            return None
-        return min(1.0, max(0.0, confidence + rng.gauss(0, 0.05)))
-    if rng.random() > 0.3:
+    """In a feedback loop (the client sends its own predictions): the model is retrained on the
+    clicks its own released recommendations caused, so rewards follow its confidence."""
+    if status != "released" or rng.random() > 0.6:
         return None
-    mean = 0.3 if scenario == "march-2020" else 0.5
-    return min(1.0, max(0.0, rng.gauss(mean + 0.1 * (confidence - 0.5), 0.25)))
+    return min(1.0, max(0.0, confidence + rng.gauss(0, 0.05)))
+
+
+def nightly_body(rng: random.Random, scenario: str) -> tuple[dict[str, Any], music.Moment]:
+    """A decision for the hosted recommender: no prediction (its hosted models score it), the
+    listener's context and features. Also the moment, to answer for the listener afterwards."""
+    m, context, features = nightly_moment(rng, scenario)
+    body = {"subject": m.subject, "context": context, "features": features, "idempotency_key": str(uuid.uuid4())}
+    return body, m
 
 
 def decision_body(system: str, rng: random.Random, scenario: str = "normal") -> dict[str, Any]:
+    """A decision with the client's own prediction (the demo's other systems; the recommender in
+    a feedback loop, where the client retrains on its own clicks)."""
     output: dict[str, Any]
     features: dict[str, Any]
     context: dict[str, Any]
@@ -107,17 +119,19 @@ def _wait_until_up(client: httpx.Client, log: Callable[[str], None], timeout_s: 
 
 def run(base_url: str, keys: dict[str, str], rate: float, duration_s: float | None,
         log: Callable[[str], None] = print, seed: int | None = None,
-        scenario: Callable[[], str] = lambda: "normal") -> dict[str, int]:
+        scenario: Callable[[], str] = lambda: "normal", recommender: str = "nightly-recs") -> dict[str, int]:
     """Send decisions (and outcomes) at ``rate``/s until ``duration_s`` (or forever). ``scenario`` is
-    asked every couple of seconds which scenario the listeners follow."""
+    asked every couple of seconds which scenario the listeners follow. ``recommender``: the system
+    whose hosted models recommend music to the simulated listeners (outside a feedback loop)."""
     rng = random.Random(seed)
     counts: dict[str, int] = {}
+    skips = Skips()
     interval = 1.0 / rate if rate > 0 else 1.0
     deadline = time.monotonic() + duration_s if duration_s else None
     systems = list(keys)
     weights = [WEIGHTS.get(s, 0.2) for s in systems]
     current, asked_at = scenario(), time.monotonic()
-    with httpx.Client(base_url=base_url, timeout=10) as client:
+    with httpx.Client(base_url=base_url, timeout=10 + WAIT_MS / 1000) as client:
         _wait_until_up(client, log)
         next_at = time.monotonic()
         while deadline is None or time.monotonic() < deadline:
@@ -129,27 +143,71 @@ def run(base_url: str, keys: dict[str, str], rate: float, duration_s: float | No
             system = rng.choices(systems, weights)[0]
             headers = {"Authorization": f"Bearer {keys[system]}"}
             try:
-                body = decision_body(system, rng, current)
-                r = client.post(f"/api/v1/systems/{system}/decisions", json=body, headers=headers)
-                status = f"http-{r.status_code}"
-                if r.status_code < 500:
-                    status = r.json().get("status", status)
+                if system == recommender and current != "feedback-loop":
+                    status = _listen(client, rng, current, system, headers, skips)
+                else:
+                    body = decision_body(system, rng, current)
+                    r = client.post(f"/api/v1/systems/{system}/decisions", json=body, headers=headers)
+                    status = _status(r)
+                    if r.status_code == 201:
+                        _outcome(client, rng, current, system, r.json(), body, headers)
                 counts[status] = counts.get(status, 0) + 1
-                if r.status_code == 201:
-                    _outcome(client, rng, current, system, r.json(), body, headers)
             except httpx.HTTPError as exc:
                 log(f"simulator: {exc.__class__.__name__}: {exc}; retrying")
                 time.sleep(1)
             total = sum(counts.values())
             if total and total % 200 == 0:
-                log("simulator: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+                log("simulator: " + ", ".join(f"{k}={v}" for k, v in sorted(counts.items())) + skips.line())
             next_at += interval
             time.sleep(max(0.0, next_at - time.monotonic()))
     return counts
 
 
+class Skips:
+    """The listeners' recent skip rate, for the simulator's log line."""
+
+    def __init__(self, size: int = 200) -> None:
+        self.size = size
+        self.recent: list[float] = []
+
+    def add(self, reward: float) -> None:
+        self.recent = [*self.recent[-(self.size - 1):], reward]
+
+    def line(self) -> str:
+        if not self.recent:
+            return ""
+        return f"; listeners skipped {1 - sum(self.recent) / len(self.recent):.0%} of the last {len(self.recent)}"
+
+
+def _status(r: httpx.Response) -> str:
+    if r.status_code < 500:
+        try:
+            return str(r.json().get("status", f"http-{r.status_code}"))
+        except ValueError:
+            pass
+    return f"http-{r.status_code}"
+
+
+def _listen(client: httpx.Client, rng: random.Random, scenario: str, system: str, headers: dict[str, str],
+            skips: Skips) -> str:
+    """One listener asks the hosted recommender, plays the first track, reports played or skipped."""
+    body, moment = nightly_body(rng, scenario)
+    r = client.post(f"/api/v1/systems/{system}/decisions", params={"wait_ms": WAIT_MS}, json=body, headers=headers)
+    status = _status(r)
+    if r.status_code != 201:
+        return status
+    made = r.json()
+    reward = nightly_reward(scenario, moment, made.get("output"), rng)
+    if reward is not None:
+        skips.add(reward)
+        if rng.random() < OUTCOME_SHARE:
+            client.post(f"/api/v1/decisions/{made['id']}/outcome", json={"reward": reward}, headers=headers)
+    return status
+
+
 def _outcome(client: httpx.Client, rng: random.Random, scenario: str, system: str, made: dict[str, Any],
              body: dict[str, Any], headers: dict[str, str]) -> None:
+    """Outcomes of decisions that came with the client's own prediction."""
     if system == "nightly-recs":
         reward = nightly_outcome(rng, scenario, made.get("status", ""), body["prediction"]["confidence"])
     elif made.get("status") == "released" and rng.random() < 0.3:
