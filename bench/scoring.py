@@ -52,7 +52,7 @@ import django
 django.setup()
 from oversight import access, actions, hosted
 access.ensure_groups()
-s = actions.create_system(None, {"slug": "%s", "name": "Bench hosted", "level": 3, "fallback": {"items": ["top"]},
+s = actions.create_system(None, {"slug": "SLUG", "name": "Bench hosted", "level": 3, "fallback": {"items": ["top"]},
                                  "routing": {"wait_ms": 2000}})
 _, key = actions.create_api_key(None, s, "bench")
 hosted.register(None, s.slug, {"name": "collab", "kind": "python", "target": "bench.hosted_models:collab",
@@ -60,7 +60,7 @@ hosted.register(None, s.slug, {"name": "collab", "kind": "python", "target": "be
 hosted.register(None, s.slug, {"name": "daypart", "kind": "python", "target": "bench.hosted_models:daypart",
                                "role": "context", "timeout_ms": 1000})
 print("BENCH_SETUP " + json.dumps({"key": key}))
-""" % SLUG
+""".replace("SLUG", SLUG)
 
 
 def body(rng: random.Random) -> bytes:

@@ -67,4 +67,5 @@ if settings.BENCH_BASELINE:
     urlpatterns += [
         path("api/bare", benchviews.bare, name="bare"),
         path("api/bare-insert", benchviews.bare_insert, name="bare-insert"),
+        path("api/score-in-process/<slug:slug>", benchviews.score_in_process, name="score-in-process"),
     ]
