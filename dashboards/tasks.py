@@ -54,3 +54,12 @@ def finish_drills(now: datetime | None = None) -> dict[str, Any]:
     from dashboards import drill_report
 
     return drill_report.finish_due(now)
+
+
+@shared_task(name="dashboards.tasks.run_rollouts", ignore_result=False)
+def run_rollouts(now: datetime | None = None) -> dict[str, Any]:
+    """Advance, complete or roll back the running rollouts, and store the bandit series (see
+    dashboards.rollout_job)."""
+    from dashboards import rollout_job
+
+    return rollout_job.run_all(now)

@@ -143,9 +143,17 @@ def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUpload
         "breaker_form": BreakerForm(prefix="breaker"),
         "drill_form": DrillForm(prefix="drill"),
         "mitigation_form": MitigationForm(prefix="mitigation"),
+        "rollouts": _rollouts(system, card),
         **(card or {}),
         "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     }, status=status)
+
+
+def _rollouts(system: AISystem, card: dict[str, forms.Form] | None) -> dict[str, Any]:
+    """The Rollouts and bandit card (dashboards.rollout_views), its forms as typed after a refusal."""
+    from dashboards import rollout_views
+
+    return rollout_views.card(system, card or {})
 
 
 @any_role

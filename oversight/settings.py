@@ -226,6 +226,8 @@ CELERY_BEAT_SCHEDULE = {
     "scoring-jobs": {"task": "oversight.tasks.sweep_scoring_jobs", "schedule": 300.0, "options": {"expires": 300.0}},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
                       "options": {"expires": EXPIRY_INTERVAL_S}},
+    # Rollouts advance or roll back on their outcomes; the bandit's shares and posteriors are charted.
+    "rollouts": {"task": "dashboards.tasks.run_rollouts", "schedule": 15.0, "options": {"expires": 15.0}},
 }
 
 LOGGING = {

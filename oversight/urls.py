@@ -5,12 +5,14 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
+from dashboards import rollout_views
 from dashboards import views as dash
 from dashboards.api import router as monitoring_router
 from dashboards.monitoring_api import router as drift_router
 from oversight import editorial_views, health, views
 from oversight.api import api
 from oversight.hosted_api import router as hosted_router
+from oversight.rollout_api import router as rollout_router
 from oversight.safety_api import router as safety_router
 from reviewqueue import views as review
 from reviewqueue.api import router as review_router
@@ -21,6 +23,7 @@ api.add_router("", monitoring_router)
 api.add_router("", safety_router)
 api.add_router("", "oversight.editorial_api.router")
 api.add_router("", hosted_router)
+api.add_router("", rollout_router)
 
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True),
@@ -40,6 +43,8 @@ urlpatterns = [
     path("monitor/<slug:slug>/breaker/", dash.system_breaker, name="system-breaker"),
     path("monitor/<slug:slug>/mitigation/", dash.system_mitigation, name="system-mitigation"),
     path("monitor/<slug:slug>/drill/", dash.system_drill, name="system-drill"),
+    path("monitor/<slug:slug>/rollouts/", rollout_views.system_rollouts, name="system-rollouts"),
+    path("monitor/<slug:slug>/rollouts/data.json", rollout_views.rollouts_data, name="system-rollouts-data"),
     path("killswitch/", views.killswitch, name="killswitch"),
     path("killswitch/releases/<str:request_id>/<str:decision>/", views.release_decide, name="release-decide"),
     path("demo/scenario/", views.demo_scenario, name="demo-scenario"),
