@@ -144,9 +144,17 @@ def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUpload
         "drill_form": DrillForm(prefix="drill"),
         "mitigation_form": MitigationForm(prefix="mitigation"),
         "rollouts": _rollouts(system, card),
+        "hosted_card": _hosted(system, card),
         **(card or {}),
         "max_upload": settings.DATA_UPLOAD_MAX_MEMORY_SIZE,
     }, status=status)
+
+
+def _hosted(system: AISystem, card: dict[str, forms.Form] | None) -> dict[str, Any]:
+    """The Hosted models card (dashboards.hosted_views), its form as typed after a refusal."""
+    from dashboards import hosted_views
+
+    return hosted_views.card(system, card or {})
 
 
 def _rollouts(system: AISystem, card: dict[str, forms.Form] | None) -> dict[str, Any]:

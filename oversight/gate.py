@@ -219,7 +219,7 @@ def decide(
             verdict.failure = failure
             return verdict
         return _fallback(policy, ROUTE_FALLBACK,
-                         [*reasons, "no prediction was sent and the system has no hosted model"], None)
+                         [*reasons, "no prediction was sent and no hosted model scored this decision"], None)
 
     live, kill_reasons, stop_route = drop_killed(prediction, kills, breaker)
     reasons.extend(kill_reasons)

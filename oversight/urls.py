@@ -5,7 +5,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import path
 
-from dashboards import rollout_views
+from dashboards import hosted_views, rollout_views
 from dashboards import views as dash
 from dashboards.api import router as monitoring_router
 from dashboards.monitoring_api import router as drift_router
@@ -43,6 +43,7 @@ urlpatterns = [
     path("monitor/<slug:slug>/breaker/", dash.system_breaker, name="system-breaker"),
     path("monitor/<slug:slug>/mitigation/", dash.system_mitigation, name="system-mitigation"),
     path("monitor/<slug:slug>/drill/", dash.system_drill, name="system-drill"),
+    path("monitor/<slug:slug>/models/", hosted_views.system_models, name="system-models"),
     path("monitor/<slug:slug>/rollouts/", rollout_views.system_rollouts, name="system-rollouts"),
     path("monitor/<slug:slug>/rollouts/data.json", rollout_views.rollouts_data, name="system-rollouts-data"),
     path("killswitch/", views.killswitch, name="killswitch"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from typing import Any
 
 from django.contrib import messages
 from django.core.paginator import Paginator
@@ -80,6 +81,24 @@ def _blocked(obj: ReviewItem) -> dict[str, str]:
     return {action: sentence(why) for action, why in actions.blocked_actions(obj).items()}
 
 
+def _votes(prediction: Any) -> list[dict[str, Any]]:
+    """Each model's vote as the item page lists it (hosted ensembles, or votes a client sent)."""
+    votes = prediction.get("votes") if isinstance(prediction, dict) else None
+    out = []
+    for v in votes if isinstance(votes, list) else []:
+        if not isinstance(v, dict):
+            continue
+        veto = v.get("veto") or {}
+        out.append({
+            "model": v.get("model", ""), "role": v.get("role", "voter"), "confidence": v.get("confidence"),
+            "weight": v.get("weight"), "error": v.get("error", ""), "detail": v.get("detail", ""),
+            "vetoed": v.get("vetoed", ""),
+            "said": "" if "error" in v else json.dumps(v.get("output"), ensure_ascii=False)[:300],
+            "veto": ", ".join([*veto.get("models", []), *veto.get("items", [])][:20]) if isinstance(veto, dict) else "",
+        })
+    return out
+
+
 def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200) -> HttpResponse:
     d = obj.decision
     stopstate.page_is_about(request, obj.system.slug)  # the banner shows this system's stopped models too
@@ -89,6 +108,7 @@ def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: 
         "form": form,
         "blocked": _blocked(obj),
         "mine": obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk,
+        "votes": _votes(d.prediction),
         "pretty": {
             "context": json.dumps(d.context, indent=2, ensure_ascii=False),
             "features": json.dumps(d.features, indent=2, ensure_ascii=False),

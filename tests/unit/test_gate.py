@@ -152,7 +152,7 @@ def test_kill_switch_answers_the_fallback_even_without_a_prediction():
 def test_no_prediction_and_no_hosted_model_answers_the_fallback(level: int):
     verdict = gate.decide(policy(level), KillState(), None, 0.0)
     assert (verdict.status, verdict.route, verdict.output) == ("fallback", "fallback", FALLBACK)
-    assert verdict.reasons == ["no prediction was sent and the system has no hosted model", FALLBACK_REASON]
+    assert verdict.reasons == ["no prediction was sent and no hosted model scored this decision", FALLBACK_REASON]
     assert verdict.status != "pending_review"
     assert not verdict.audit
 
