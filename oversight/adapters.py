@@ -204,7 +204,7 @@ def call(spec: Spec, request: dict[str, Any], timeout_s: float | None = None) ->
             raw = load_callable(spec.target)(request)
         answer = normalise(spec.name, raw)
     except httpx.TimeoutException:
-        answer = Answer(spec.name, error=DEADLINE, detail=f"no answer within {spec.timeout_ms} ms")
+        answer = Answer(spec.name, error=DEADLINE, detail=f"no answer within {round(timeout_s * 1000)} ms")
     except _Garbage as exc:
         answer = Answer(spec.name, error=GARBAGE, detail=str(exc))
     except Exception as exc:  # noqa: BLE001 - a model's failure is recorded, never raised to the client

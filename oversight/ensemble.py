@@ -104,7 +104,7 @@ def combine(answers: Sequence[Answer], weights: dict[str, float], roles: dict[st
             voters.append(a)
     if not voters:
         if failures:
-            out.failure = max(set(failures), key=failures.count)
+            out.failure = max(failures, key=failures.count)  # a tie: the first model's
         return out
     lists = [_items(a.output) for a in voters]
     if all(items is not None for items in lists):

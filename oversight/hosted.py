@@ -70,7 +70,7 @@ def check_target(kind: str, target: str) -> None:
     try:
         # Any HTTP answer means a server is there (a model server may refuse a bare GET).
         httpx.get(target, timeout=REACH_TIMEOUT_S)
-    except httpx.HTTPError as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError) as exc:  # ValueError: a host name idna refuses
         raise ActionError("invalid", f"the model URL {target} cannot be reached ({type(exc).__name__}: {exc}); "
                           "check the address and that the model server is running", "target") from exc
 
