@@ -15,8 +15,8 @@ from django.utils.crypto import get_random_string
 
 from dashboards import drift
 from dashboards.models import Alert, Reference
-from oversight import actions, config, drills
-from oversight.models import AISystem, ApiKey, KillSwitch, PersonalToken
+from oversight import actions, config, drills, editorial, hosted, rollout_actions
+from oversight.models import AISystem, ApiKey, BlockedItem, KillSwitch, PersonalToken, Pick
 from reviewqueue.models import ReviewItem
 from tests.asgiclient import ApiClient
 from tests.conftest import decision_body, second_admin
@@ -47,6 +47,7 @@ class Setup:
     theirs: str = ""  # a release request of crit's switch by another admin (admin may approve it)
     mine: str = ""  # a release request of a crit model's switch by admin (only admin may withdraw it)
     drill: str = ""  # a chaos drill running on "sup" (admin may stop it)
+    rollout: str = ""  # a rollout running on "sup" (admin may advance, roll back or cancel it)
 
     def caller(self, who: str) -> ApiClient:
         w = self.world
@@ -121,6 +122,23 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "start_drill":       (A, F, F, F, F, F, 201),
     "stop_drill":        (A, F, F, F, F, F, 200),
     "list_drills":       (A, F, F, F, 200, 200, 200),
+    "list_models":       (A, 200, N, F, 200, 200, 200),
+    "register_model":    (A, F, F, F, F, F, 201),
+    "update_model":      (A, F, F, F, F, F, 200),
+    "remove_model":      (A, F, F, F, F, F, 204),
+    "list_picks":        (A, F, F, F, 200, 200, 200),
+    "create_pick":       (A, F, F, F, F, 201, 201),
+    "remove_pick":       (A, F, F, F, F, 200, 200),
+    "preview_picks":     (A, F, F, F, 200, 200, 200),
+    "list_blocked":      (A, F, F, F, 200, 200, 200),
+    "create_block":      (A, F, F, F, F, 201, 201),
+    "remove_block":      (A, F, F, F, F, 200, 200),
+    "list_rollouts":     (A, 200, N, F, 200, 200, 200),
+    "start_rollout":     (A, F, F, F, F, F, 201),
+    "advance_rollout":   (A, F, F, F, F, F, 200),
+    "rollback_rollout":  (A, F, F, F, F, F, 200),
+    "cancel_rollout":    (A, F, F, F, F, F, 200),
+    "get_bandit":        (A, 200, N, F, 200, 200, 200),
 }
 
 
@@ -166,10 +184,54 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "stop_drill": ("post", f"/api/v1/drills/{s.drill}/stop", None),
         "list_drills": ("get", "/api/v1/systems/sup/drills", None),
     }
+    requests.update(_later_requests(endpoint, s))
     method, url, data = requests[endpoint]
     if isinstance(data, bytes):  # a raw upload
         return getattr(client, method)(url, data, content_type="text/csv")
     return send(client, method, url, data)
+
+
+def _later_requests(endpoint: str, s: Setup) -> dict[str, tuple[str, str, Any]]:
+    """Hosted models, editors' picks and rollouts (their objects are made in the test)."""
+    live_pick = Pick.objects.filter(removed_at__isnull=True).order_by("id").first()
+    live_block = BlockedItem.objects.filter(removed_at__isnull=True).order_by("id").first()
+    return {
+        "list_models": ("get", "/api/v1/systems/sup/models", None),
+        "register_model": ("post", "/api/v1/systems/sup/models",
+                           {"name": "v3", "kind": "python", "target": "tests.hosted_models:calm"}),
+        "update_model": ("patch", "/api/v1/systems/sup/models/v1", {"weight": 3, "reason": "trust it more"}),
+        "remove_model": ("delete", "/api/v1/systems/sup/models/v2", None),
+        "list_picks": ("get", "/api/v1/systems/sup/picks", None),
+        "create_pick": ("post", "/api/v1/systems/sup/picks", {"item": "t42", "context": {"activity": "sleep"}}),
+        "remove_pick": ("delete", f"/api/v1/picks/{live_pick.public_id if live_pick else 'pck_0'}", None),
+        "preview_picks": ("get", "/api/v1/systems/sup/picks/preview?context=activity=sleep", None),
+        "list_blocked": ("get", "/api/v1/systems/sup/blocked", None),
+        "create_block": ("post", "/api/v1/systems/sup/blocked", {"item": "t9"}),
+        "remove_block": ("delete", f"/api/v1/blocked/{live_block.public_id if live_block else 'blk_0'}", None),
+        "list_rollouts": ("get", "/api/v1/systems/sup/rollouts", None),
+        "start_rollout": ("post", "/api/v1/systems/sup/rollouts", {"candidate": "v2", "baseline": "v1", "reason": "r"}),
+        "advance_rollout": ("post", f"/api/v1/rollouts/{s.rollout}/advance", {"reason": "looks good"}),
+        "rollback_rollout": ("post", f"/api/v1/rollouts/{s.rollout}/rollback", {"reason": "looks bad"}),
+        "cancel_rollout": ("post", f"/api/v1/rollouts/{s.rollout}/cancel", {"reason": "not now"}),
+        "get_bandit": ("get", "/api/v1/systems/sup/bandit", None),
+    } if endpoint in LATER else {}
+
+
+LATER = {"list_models", "register_model", "update_model", "remove_model", "list_picks", "create_pick", "remove_pick",
+         "preview_picks", "list_blocked", "create_block", "remove_block", "list_rollouts", "start_rollout",
+         "advance_rollout", "rollback_rollout", "cancel_rollout", "get_bandit"}
+
+
+def _later_objects(endpoint: str, s: Setup) -> None:
+    if endpoint not in LATER:
+        return
+    for name, target in (("v1", "recommend"), ("v2", "calm")):
+        hosted.register(None, "sup", {"name": name, "kind": "python", "target": f"tests.hosted_models:{target}"})
+    if endpoint in ("advance_rollout", "rollback_rollout", "cancel_rollout"):
+        s.rollout = rollout_actions.start(s.world.admin, "sup", "v2", "v1", reason="try v2").public_id
+    for _ in range(2):  # editor and admin each remove one
+        editorial.create_pick(s.world.editor, "sup", item="t1")
+        editorial.create_block(s.world.editor, "sup", item="t2")
 
 
 @pytest.mark.parametrize("endpoint", list(MATRIX))
@@ -183,6 +245,7 @@ def test_every_endpoint_from_every_side(setup, endpoint):
         release_requests(setup)
     if endpoint == "stop_drill":
         setup.drill = drills.start(setup.world.admin, "sup", "error", 5, 1.0, "game day").public_id
+    _later_objects(endpoint, setup)
     want = dict(zip(CALLERS, MATRIX[endpoint], strict=True))
     order = sorted(CALLERS, key=lambda who: want[who] < 400)  # refused callers first
     got: dict[str, int] = {}
