@@ -12,7 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from oversight import jsonutil
@@ -83,6 +83,8 @@ def combine(answers: Sequence[Answer], weights: dict[str, float], roles: dict[st
                 veto_items.setdefault(item, f"{why} ({a.model})")
     voters: list[Answer] = []
     failures: list[str] = []
+    seen_veto: set[str] = set()
+    longest = 0  # the longest list a voter gave: the fused list is as long, vetoes notwithstanding
     for a in answers:
         role = roles.get(a.model, "voter")
         weight = weights.get(a.model, 1.0)
@@ -99,8 +101,18 @@ def combine(answers: Sequence[Answer], weights: dict[str, float], roles: dict[st
             out.reasons.append(f"model {a.model} vetoed: {veto_models[a.model]}")
             out.votes.append(_vote_record(a, weight, role, vetoed=veto_models[a.model]))
             continue
-        out.votes.append(_vote_record(a, weight, role))
-        if weight > 0:
+        out.votes.append(_vote_record(a, weight, role))  # what the model said, vetoed items included
+        items = _items(a.output)
+        if items is not None:
+            longest = max(longest, len(items))
+        if veto_items and items is not None:  # vetoed items leave every list, whatever the others answer
+            kept = [i for i in items if not (isinstance(i, str) and i in veto_items)]
+            for item in items:
+                if isinstance(item, str) and item in veto_items and item not in seen_veto:
+                    seen_veto.add(item)
+                    out.reasons.append(f"item {item} vetoed: {veto_items[item]}")
+            a = replace(a, output={**a.output, "items": kept})
+        if weight > 0 and a.output is not None:  # a voter that answers nothing casts no vote
             voters.append(a)
     if not voters:
         if failures:
@@ -108,29 +120,24 @@ def combine(answers: Sequence[Answer], weights: dict[str, float], roles: dict[st
         return out
     lists = [_items(a.output) for a in voters]
     if all(items is not None for items in lists):
-        _fuse_items(out, voters, lists, weights, veto_items)  # type: ignore[arg-type]
+        _fuse_items(out, voters, lists, weights, longest)  # type: ignore[arg-type]
     else:
         _vote_labels(out, voters, weights)
     return out
 
 
 def _fuse_items(out: Combined, voters: list[Answer], lists: list[list[Any]], weights: dict[str, float],
-                veto_items: dict[str, str]) -> None:
+                length: int) -> None:
     scores: dict[str, float] = {}
     first_seen: dict[str, Any] = {}
-    removed: dict[str, str] = {}
     contribution: dict[str, float] = {}
     for a, items in zip(voters, lists, strict=True):
         strength = weights.get(a.model, 1.0) * _conf(a)
         for rank, item in enumerate(items, start=1):
             key = item if isinstance(item, str) else jsonutil.dumps(item, sort_keys=True).decode()
-            if isinstance(item, str) and item in veto_items:
-                removed.setdefault(item, veto_items[item])
-                continue
             first_seen.setdefault(key, item)
             scores[key] = scores.get(key, 0.0) + strength / rank
             contribution[a.model] = contribution.get(a.model, 0.0) + strength / rank
-    length = max(len(items) for items in lists)
     ranked = sorted(scores, key=lambda k: -scores[k])[:length]
     base = dict(voters[0].output) if isinstance(voters[0].output, dict) else {}
     base["items"] = [first_seen[k] for k in ranked]
@@ -138,8 +145,6 @@ def _fuse_items(out: Combined, voters: list[Answer], lists: list[list[Any]], wei
     out.output = base
     out.confidence = round(sum(weights.get(a.model, 1.0) * _conf(a) for a in voters) / total_w, 6)
     out.model = max(voters, key=lambda a: contribution.get(a.model, 0.0)).model
-    for item, why in sorted(removed.items()):
-        out.reasons.append(f"item {item} vetoed: {why}")
     if len(voters) == 1:
         out.reasons.append(f"answer from model {out.model} (confidence {_fmt(out.confidence)})")
     else:

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 from django.db import IntegrityError, transaction
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from oversight import adapters, audit, config
 from oversight.errors import ActionError
@@ -35,18 +35,21 @@ class HostedModelIn(BaseModel):
 
     @field_validator("target")
     @classmethod
-    def _stripped(cls, value: str) -> str:
-        return value.strip()
-
-    @model_validator(mode="after")
-    def _target_fits_kind(self) -> HostedModelIn:
-        if self.kind == "http" and not self.target.startswith(("http://", "https://")):
+    def _target_fits_kind(cls, value: str, info: ValidationInfo) -> str:
+        value = value.strip()
+        kind = info.data.get("kind")
+        if kind == "http" and not value.startswith(("http://", "https://")):
             raise ValueError("an HTTP model's target is its URL, starting with http:// or https://")
-        if self.kind == "python" and self.target.startswith(("http://", "https://")):
+        if kind == "python" and value.startswith(("http://", "https://")):
             raise ValueError('a URL is an HTTP model: set kind to "http"')
-        if self.kind == "python" and self.protocol != "json":
+        return value
+
+    @field_validator("protocol")
+    @classmethod
+    def _protocol_fits_kind(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("kind") == "python" and value != "json":
             raise ValueError('protocol "v2" is for HTTP model servers')
-        return self
+        return value
 
 
 class HostedModelPatch(BaseModel):
@@ -137,10 +140,7 @@ def update(actor: Any, slug: str, name: str, data: dict[str, Any], reason: str =
     before = public(m)
     for k, v in changes.items():
         setattr(m, k, v)
-    try:
-        HostedModelIn.model_validate({k: v for k, v in public(m).items() if k != "created_at"})
-    except ValidationError as exc:
-        raise ActionError("invalid", str(exc.errors()[0]["msg"]).removeprefix("Value error, ")) from exc
+    validated({k: v for k, v in public(m).items() if k != "created_at"})  # the whole model still fits
     if m.enabled and ("target" in changes or (changes.get("enabled") and not before["enabled"])):
         check_target(m.kind, m.target)
     m.save()

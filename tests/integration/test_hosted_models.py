@@ -249,7 +249,6 @@ def test_bad_input_is_refused_with_a_message_and_its_field(world: World, body: d
     assert said in err["message"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a kind/target/protocol mismatch is refused with field null")
 @pytest.mark.parametrize(("body", "field"), [
     ({"kind": "http", "target": RECOMMEND}, "target"),
     ({"kind": "python", "target": "https://models.example/infer"}, "target"),
@@ -259,7 +258,6 @@ def test_a_kind_that_does_not_fit_the_target_names_the_field(world: World, body:
     assert _refused(world, {"name": "m", **body})["field"] == field
 
 
-@pytest.mark.xfail(strict=True, reason="bug: a kind/target/protocol mismatch is refused with field null")
 @pytest.mark.parametrize(("body", "field"), [
     ({"target": "http://127.0.0.1:9/infer"}, "target"),
     ({"protocol": "v2"}, "protocol"),

@@ -322,7 +322,6 @@ def test_no_answers_at_all() -> None:
 # --- known gaps -------------------------------------------------------------------------------
 
 
-@pytest.mark.xfail(strict=True, reason="bug: item vetoes are applied only when every voter gives an item list")
 def test_a_vetoed_item_stays_out_when_voters_give_different_shapes() -> None:
     answers = [said("collab", items("t-metal", "t-pop"), 0.9), said("labeller", {"label": "rock"}, 0.3),
                veto("bedtime", items_=("t-metal",), reason="bedtime")]
