@@ -111,6 +111,25 @@ def _validate_items(
     return valid, raws, slots
 
 
+def _submit_valid(entry: config.SystemEntry, valid: list[DecisionIn], raws: list[Any], wait_ms: int | None
+                  ) -> list[decisions.Submitted]:
+    """Items with predictions are stored together (one transaction, COPY for many); items without
+    them, on a system with hosted models, are scored on the workers first. In order."""
+    hosted = [i for i, p in enumerate(valid) if scoring.wanted(entry, p)]
+    if not hosted:
+        return decisions.submit(entry, valid, raws)
+    scored = set(hosted)
+    rest = [i for i in range(len(valid)) if i not in scored]
+    out: list[decisions.Submitted | None] = [None] * len(valid)
+    for i, r in zip(rest, decisions.submit(entry, [valid[i] for i in rest], [raws[i] for i in rest]) if rest
+                    else [], strict=True):
+        out[i] = r
+    for i, r in zip(hosted, scoring.submit_many(entry, [valid[i] for i in hosted], [raws[i] for i in hosted],
+                                                wait_ms), strict=True):
+        out[i] = r
+    return [r for r in out if r is not None]
+
+
 @client.post("/systems/{system}/decisions/batch", response={200: BatchOut})
 def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpResponse:
     entry = system_for(request, system, client_only=True)
@@ -122,7 +141,7 @@ def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpRes
         )
     checked = {"text_checked": True} if raw_text_storable(request.body) else None
     valid, raws, slots = _validate_items(payload.items, checked)
-    submitted = iter(decisions.submit(entry, valid, raws) if valid else [])
+    submitted = iter(_submit_valid(entry, valid, raws, _wait_ms(request)) if valid else [])
     results: list[dict[str, Any]] = []
     for slot in slots:
         if slot is not None:

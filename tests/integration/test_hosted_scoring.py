@@ -232,3 +232,30 @@ def test_an_http_model_server_speaking_open_inference_v2(tworld: World) -> None:
     assert body["output"] == {"label": "hold"}
     assert AuditEvent.objects.filter(action="model.register", target="spam-v2").exists()
     assert AISystem.objects.get(slug="auto").hosted_models.count() == 1
+
+
+def test_a_batch_scores_items_without_a_prediction_and_keeps_the_order(tworld: World) -> None:
+    _register("sup", "echo", "echo_subject")
+    items = [
+        {"subject": "a", "idempotency_key": "k-a"},
+        {"subject": "b", "prediction": {"output": {"items": ["mine"]}, "confidence": 0.9}},
+        {"subject": "c"},
+        {"subject": "a", "idempotency_key": "k-a"},  # a repeat inside the batch replays the first
+        {"subject": 5},  # invalid: fails alone
+    ]
+    r = tworld.client_for("sup").post("/api/v1/systems/sup/decisions/batch?wait_ms=5000", {"items": items},
+                                      content_type="application/json")
+    assert r.status_code == 200
+    res = r.json()["results"]
+    assert res[0]["output"]["subject"] == "a"
+    assert res[0]["route"] == "auto"
+    assert res[1]["output"] == {"items": ["mine"]}  # the client's own prediction, not scored
+    assert res[2]["output"]["subject"] == "c"
+    assert res[3]["id"] == res[0]["id"]
+    assert res[3]["replayed"] is True
+    assert res[4]["error"]["field"] == "items.4.subject" or "items[4]" in res[4]["error"]["message"]
+    assert Decision.objects.filter(system=tworld.supervised).count() == 3
+    again = tworld.client_for("sup").post("/api/v1/systems/sup/decisions/batch", {"items": items[:1]},
+                                          content_type="application/json").json()["results"]
+    assert again[0]["id"] == res[0]["id"]
+    assert again[0]["replayed"] is True
