@@ -13,7 +13,7 @@ from django.views.decorators.http import require_POST
 
 from oversight import access, hosted
 from oversight.access import role_required
-from oversight.models import AISystem, HostedModel
+from oversight.models import AISystem, HostedModel, KillSwitch
 
 ANCHOR = "hosted-models"
 
@@ -38,8 +38,13 @@ class ModelActionForm(forms.Form):
 
 
 def card(system: AISystem, bound: dict[str, forms.Form]) -> dict[str, Any]:
-    return {"models": list(HostedModel.objects.filter(system=system)),
-            "form": bound.get("hosted_form") or HostedModelForm(prefix="hosted")}
+    """The models, each with its kill switch's reason when one is engaged (``killed``)."""
+    killed = dict(KillSwitch.objects.filter(scope=KillSwitch.Scope.MODEL, system=system, engaged=True)
+                  .values_list("model", "reason"))
+    models = list(HostedModel.objects.filter(system=system))
+    for m in models:
+        m.killed = killed.get(m.name)  # type: ignore[attr-defined]
+    return {"models": models, "form": bound.get("hosted_form") or HostedModelForm(prefix="hosted")}
 
 
 @role_required(access.ADMIN)

@@ -3,7 +3,7 @@ look) and each model's vote on a review item's page."""
 
 from __future__ import annotations
 
-from oversight.models import AuditEvent, HostedModel
+from oversight.models import AuditEvent, HostedModel, KillSwitch
 from reviewqueue.models import ReviewItem
 from tests.conftest import World, csrf_session
 
@@ -74,3 +74,21 @@ def test_the_review_page_shows_every_vote(world: World) -> None:
     assert "carried it" in votes
     assert "&lt;refer&gt;" in votes  # escaped
     assert "0.4" in votes
+
+
+def test_an_admin_kills_a_model_from_its_row_and_releases_it(world: World) -> None:
+    _register(world)
+    admin = csrf_session(world.admin)
+    r = admin.post("/killswitch/", {"scope": "model", "system": "sup", "model": "collab", "engaged": "true",
+                                    "reason": "plays metal at bedtime", "next": "/monitor/sup/#hosted-models"})
+    assert r.status_code == 302
+    assert r["Location"] == "/monitor/sup/#hosted-models"
+    assert KillSwitch.objects.get(scope="model", model="collab").engaged
+    page = admin.get("/monitor/sup/").content.decode()
+    card = page[page.index('id="hosted-models"'):]
+    assert "killed" in card
+    assert "plays metal at bedtime" in card
+    assert "Release kill" in card
+    admin.post("/killswitch/", {"scope": "model", "system": "sup", "model": "collab", "engaged": "false",
+                                "reason": "released on the system page", "next": "/monitor/sup/#hosted-models"})
+    assert not KillSwitch.objects.get(scope="model", model="collab").engaged
