@@ -83,7 +83,7 @@ def combine(answers: Sequence[Answer], weights: dict[str, float], roles: dict[st
                 veto_items.setdefault(item, f"{why} ({a.model})")
     voters: list[Answer] = []
     failures: list[str] = []
-    seen_veto: set[str] = set()
+    seen_veto: dict[str, str] = {}  # vetoed items some voter gave, in order, with the veto's reason
     longest = 0  # the longest list a voter gave: the fused list is as long, vetoes notwithstanding
     for a in answers:
         role = roles.get(a.model, "voter")
@@ -109,11 +109,16 @@ def combine(answers: Sequence[Answer], weights: dict[str, float], roles: dict[st
             kept = [i for i in items if not (isinstance(i, str) and i in veto_items)]
             for item in items:
                 if isinstance(item, str) and item in veto_items and item not in seen_veto:
-                    seen_veto.add(item)
-                    out.reasons.append(f"item {item} vetoed: {veto_items[item]}")
+                    seen_veto[item] = veto_items[item]
             a = replace(a, output={**a.output, "items": kept})
         if weight > 0 and a.output is not None:  # a voter that answers nothing casts no vote
             voters.append(a)
+    by_reason: dict[str, list[str]] = {}
+    for item, why in seen_veto.items():
+        by_reason.setdefault(why, []).append(item)
+    for why, vetoed in by_reason.items():
+        shown = ", ".join(vetoed[:10]) + (f" and {len(vetoed) - 10} more" if len(vetoed) > 10 else "")
+        out.reasons.append(f"{'items' if len(vetoed) > 1 else 'item'} {shown} vetoed: {why}")
     if not voters:
         if failures:
             out.failure = max(failures, key=failures.count)  # a tie: the first model's

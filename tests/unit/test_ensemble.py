@@ -327,3 +327,12 @@ def test_a_vetoed_item_stays_out_when_voters_give_different_shapes() -> None:
                veto("bedtime", items_=("t-metal",), reason="bedtime")]
     c = combine(answers, {}, {"bedtime": "context"})
     assert "t-metal" not in jsonutil.dumps(c.output).decode()
+
+
+def test_items_vetoed_for_one_reason_are_named_in_one_reason_line() -> None:
+    loud = tuple(f"t{i}" for i in range(12))
+    answers = [said("collab", items(*loud, "calm"), 0.9), veto("night", items_=loud, reason="night: nothing loud")]
+    c = combine(answers, {}, {"night": "context"})
+    assert c.output == {"items": ["calm"]}
+    lines = [r for r in c.reasons if "vetoed" in r]
+    assert lines == ["items t0, t1, t2, t3, t4, t5, t6, t7, t8, t9 and 2 more vetoed: night: nothing loud (night)"]
