@@ -20,9 +20,9 @@ Two phases, each in interleaved blocks (ABBA…) so both kinds see the same mach
 latency with one client sending back to back (p50/p99: the Celery overhead, target ≤ 5 ms p50 over
 in-process), and throughput with ``--clients`` (default 8) keep-alive clients (decisions/s).
 
-Prints a table, writes ``bench/results/scoring.json``; exit status 0 either way (a measurement).
+Prints a table, writes ``bench/results/scoring-<pool>.json``; exit status 0 either way (a measurement).
 
-    python -m bench.scoring [--duration 5] [--blocks 6] [--clients 8] [--workers 2]
+    python -m bench.scoring [--duration 5] [--blocks 6] [--clients 8] [--workers 2] [--pool prefork|solo]
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ from bench.run import BASE_DIR, RESULTS_DIR, Conn, Server, log, prepare_environm
 BENCH_DB = "oversight_bench_scoring"
 PREFIX = "oversight-bench-scoring"
 SLUG = "bench-hosted"
-PATHS = {"celery": f"/api/v1/systems/{SLUG}/decisions?wait_ms=2000", "in-process": f"/api/score-in-process/{SLUG}"}
+API_PATH = f"/api/v1/systems/{SLUG}/decisions?wait_ms=2000"
+PATHS = {"celery": API_PATH, "in-process": f"/api/score-in-process/{SLUG}"}
+KINDS = ("celery", "in-process")
 TARGET_OVERHEAD_MS = 5.0
 
 SETUP = """
@@ -98,14 +100,15 @@ async def block(port: int, kind: str, key: str, clients: int, duration: float, s
     return {"kind": kind, "latencies": latencies, "outcomes": outcomes, "seconds": took}
 
 
-def phase(port: int, key: str, clients: int, duration: float, blocks: int, seed: int) -> dict[str, Any]:
-    kinds = ("celery", "in-process")
+def phase(ports: dict[str, int], key: str, clients: int, duration: float, blocks: int, seed: int
+          ) -> dict[str, Any]:
+    kinds = KINDS
     merged: dict[str, dict[str, Any]] = {k: {"latencies": [], "outcomes": {}, "seconds": 0.0} for k in kinds}
     per_block: list[dict[str, Any]] = []
     for b in range(blocks):
         order = kinds if b % 4 in (0, 3) else kinds[::-1]  # ABBA
         for kind in order:
-            r = asyncio.run(block(port, kind, key, clients, duration, seed + b))
+            r = asyncio.run(block(ports[kind], kind, key, clients, duration, seed + b))
             m = merged[kind]
             m["latencies"] += r["latencies"]
             m["seconds"] += r["seconds"]
@@ -121,12 +124,12 @@ def phase(port: int, key: str, clients: int, duration: float, blocks: int, seed:
     return out
 
 
-def start_workers(env: dict[str, str]) -> list[subprocess.Popen[bytes]]:
+def start_workers(env: dict[str, str], pool: str) -> list[subprocess.Popen[bytes]]:
     procs = []
     for i in (1, 2):
         logf = open(RESULTS_DIR / f"scoring-worker-{i}.log", "wb")  # noqa: SIM115 - lives as long as the worker
         procs.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "scoring", "-c", "1",
+            [sys.executable, "-m", "celery", "-A", "oversight", "worker", "-Q", "scoring", "-c", "1", "--pool", pool,
              "-n", f"bench-scoring-{i}@%h", "--loglevel", "WARNING"],
             cwd=BASE_DIR, env=env, stdout=logf, stderr=subprocess.STDOUT, start_new_session=True))
     return procs
@@ -139,6 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--clients", type=int, default=8, help="clients in the throughput phase")
     p.add_argument("--workers", type=int, default=2, help="uvicorn workers")
     p.add_argument("--seed", type=int, default=3)
+    p.add_argument("--pool", default="prefork", choices=("prefork", "solo"),
+                   help="the scoring workers' pool (the Procfile's is prefork: a killed child's task is redelivered)")
     args = p.parse_args(argv)
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
     environment = prepare_environment(BENCH_DB, PREFIX)
@@ -149,16 +154,17 @@ def main(argv: list[str] | None = None) -> int:
                          capture_output=True, text=True)
     key = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_SETUP "))[12:])["key"]
     server = Server(environment, args.workers, {})
-    workers = start_workers(environment.env)
+    workers = start_workers(environment.env, args.pool)
     try:
         server.start()
+        ports = {"celery": server.port, "in-process": server.port}
         time.sleep(3)  # the workers connect to the broker
         log("warm-up")
-        phase(server.port, key, 2, 2.0, 2, args.seed)
+        phase(ports, key, 2, 2.0, 2, args.seed)
         log("latency: one client, interleaved blocks")
-        latency = phase(server.port, key, 1, args.duration, args.blocks, args.seed + 100)
+        latency = phase(ports, key, 1, args.duration, args.blocks, args.seed + 100)
         log(f"throughput: {args.clients} clients, interleaved blocks")
-        throughput = phase(server.port, key, args.clients, args.duration, max(2, args.blocks // 2), args.seed + 200)
+        throughput = phase(ports, key, args.clients, args.duration, max(2, args.blocks // 2), args.seed + 200)
     finally:
         server.stop()
         for w in workers:
@@ -166,29 +172,42 @@ def main(argv: list[str] | None = None) -> int:
         for w in workers:
             w.wait(timeout=20)
     overhead = latency["celery"]["p50_ms"] - latency["in-process"]["p50_ms"]
+    spread = block_spread(latency)
     results = {
-        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(),
+        "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(), "pool": args.pool,
         "latency": latency, "throughput": throughput,
         "target": {"celery_p50_overhead_ms": overhead, "max_ms": TARGET_OVERHEAD_MS,
                    "pass": overhead <= TARGET_OVERHEAD_MS},
+        "spread": spread,
     }
-    (RESULTS_DIR / "scoring.json").write_text(json.dumps(results, indent=2))
+    (RESULTS_DIR / f"scoring-{args.pool}.json").write_text(json.dumps(results, indent=2))
     print(render(results))
     return 0
 
 
 def render(r: dict[str, Any]) -> str:
-    lines = ["", f"{'phase':<28}{'kind':<12}{'p50 ms':>9}{'p99 ms':>9}{'dec/s':>9}{'n':>8}  routes"]
+    lines = [f"scoring workers: 2 × {r['pool']} (-c 1)", "",
+             f"{'phase':<28}{'kind':<12}{'p50 ms':>9}{'p99 ms':>9}{'dec/s':>9}{'n':>8}  routes"]
     for name, ph in (("latency (1 client)", r["latency"]), (f"throughput ({r['throughput']['clients']} clients)",
                                                              r["throughput"])):
-        for kind in ("celery", "in-process"):
+        for kind in KINDS:
             k = ph[kind]
             lines.append(f"{name:<28}{kind:<12}{k['p50_ms']:>9.2f}{k['p99_ms']:>9.2f}{k['per_s']:>9.0f}{k['n']:>8}  "
                          f"{k['outcomes']}")
     t = r["target"]
-    lines.append(f"\nCelery overhead at p50: {t['celery_p50_overhead_ms']:.2f} ms (target ≤ {t['max_ms']:.0f} ms): "
-                 f"{'PASS' if t['pass'] else 'FAIL'}")
+    sp = r["spread"]
+    lines.append(f"\nCelery overhead at p50 over in-process: {t['celery_p50_overhead_ms']:.2f} ms "
+                 f"(target ≤ {t['max_ms']:.0f} ms): {'PASS' if t['pass'] else 'FAIL'}")
+    lines.append(f"per-block overhead (celery − in-process p50): {sp['overhead_ms']} ms")
     return "\n".join(lines)
+
+
+def block_spread(ph: dict[str, Any]) -> dict[str, Any]:
+    """Per block, the Celery path's p50 minus the in-process one's: how much the figure moves."""
+    by_block: dict[int, dict[str, float]] = {}
+    for b in ph["blocks"]:
+        by_block.setdefault(b["block"], {})[b["kind"]] = b["p50_ms"]
+    return {"overhead_ms": [round(v["celery"] - v["in-process"], 2) for v in by_block.values()]}
 
 
 if __name__ == "__main__":

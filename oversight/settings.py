@@ -205,6 +205,9 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 3600
+# Celery's Django fix-up closes a prefork child's database connections, pool included, around every
+# task: a new connection per hosted-scoring task (about 12 ms here). Keep them for this many tasks.
+CELERY_DB_REUSE_MAX = env_int("OVERSIGHT_CELERY_DB_REUSE_MAX", 1000)
 MONITORING_INTERVAL_S = env_float("OVERSIGHT_MONITORING_INTERVAL_S", 10.0)
 DRIFT_INTERVAL_S = env_float("OVERSIGHT_DRIFT_INTERVAL_S", 60.0)
 EXPIRY_INTERVAL_S = env_float("OVERSIGHT_EXPIRY_INTERVAL_S", 30.0)  # how often pending decisions may expire
