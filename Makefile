@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast ensure-browser lint typecheck bench bench-safety services stop-services clean-var
+.PHONY: demo test test-fast ensure-browser lint typecheck bench bench-safety bench-scoring services stop-services clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,10 @@ bench: $(STAMP)
 # Kill-switch and breaker propagation under load (4 workers), breaker evaluation cost (issue 9).
 bench-safety: $(STAMP)
 	$(PY) -m bench.safety
+
+# Hosted scoring through the API and two scoring workers, next to the same models in-process (issue 10).
+bench-scoring: $(STAMP)
+	$(PY) -m bench.scoring
 
 services: $(STAMP)
 	$(PY) -m oversight.embedded up

@@ -82,8 +82,7 @@ def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> H
         result = decisions.submit_one(entry, payload, raw)
     if result.error is not None:
         raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
-    assert result.decision is not None
-    return json_response(decisions.public(result.decision, entry.slug), 200 if result.replayed else 201)
+    return json_response(result.public(entry.slug), 200 if result.replayed else 201)
 
 
 _DECISION_LIST = TypeAdapter(list[DecisionIn])
@@ -151,8 +150,7 @@ def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpRes
         if r.error is not None:
             results.append(error_body("idempotency_conflict", str(r.error), "idempotency_key"))
         else:
-            assert r.decision is not None
-            body = decisions.public(r.decision, entry.slug)
+            body = r.public(entry.slug)
             body["replayed"] = r.replayed
             results.append(body)
     return json_response({"results": results})

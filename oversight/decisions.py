@@ -42,6 +42,13 @@ class Submitted:
     decision: Decision | None
     replayed: bool = False
     error: IdempotencyConflict | None = None
+    body: dict[str, Any] | None = None  # the decision as the API shows it, when only that came back (scoring)
+
+    def public(self, slug: str) -> dict[str, Any]:
+        if self.body is not None:
+            return self.body
+        assert self.decision is not None
+        return public(self.decision, slug)
 
 
 def request_hash(body: Any) -> str:

@@ -54,16 +54,19 @@ def submit(system: SystemEntry, payload: DecisionIn, raw: Any, wait_ms: int | No
         return decisions.submit_one(system, payload, raw)  # the gate answers with the fallback at once
     wait = wait_ms or system.routing.wait_ms
     now = timezone.now()
-    job = ScoringJob.objects.create(
-        id=uuid7(), system_id=system.id, created_at=now, deadline=now + timedelta(milliseconds=wait),
-        body=raw if raw is not None else payload.model_dump(mode="json", exclude_unset=True))
+    job = ScoringJob(id=uuid7(), system_id=system.id, created_at=now, deadline=now + timedelta(milliseconds=wait),
+                     body=raw if raw is not None else payload.model_dump(mode="json", exclude_unset=True))
+    bulk.insert_one(job)  # one prepared INSERT (autocommit; the table is UNLOGGED)
     result = app.send_task(TASK, args=(str(job.id),), queue="scoring")
+    done: Any = None
     try:
-        result.get(timeout=wait / 1000.0, propagate=False, disable_sync_subtasks=False)
+        done = result.get(timeout=wait / 1000.0, propagate=False, disable_sync_subtasks=False)
     except CeleryTimeout:
         pass
     finally:
         result.forget()  # the decision is the record; the task's result is only the signal
+    if isinstance(done, dict) and done.get("status") == "scored" and isinstance(done.get("decision"), dict):
+        return decisions.Submitted(None, body=done["decision"])  # as the worker stored it
     stored = Decision.objects.filter(id=job.id).first()
     if stored is not None:
         return decisions.Submitted(stored)
@@ -228,8 +231,9 @@ def run_job(job_id: str) -> dict[str, Any]:
                         over_rate=ratelimit.over(system)[0])
     # One statement (the decision and its review item): the job row stays until the sweep, so a
     # redelivered task scores again and finds the decision there (ON CONFLICT: nothing doubles).
-    inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
-    return {"job": job_id, "status": "scored" if inserted else "exists"}
+    if bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d])):
+        return {"job": job_id, "status": "scored", "decision": decisions.public(d, system.slug)}
+    return {"job": job_id, "status": "exists"}
 
 
 def sweep(older_than_s: float = 600.0) -> int:
