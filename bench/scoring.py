@@ -65,6 +65,31 @@ print("BENCH_SETUP " + json.dumps({"key": key}))
 """.replace("SLUG", SLUG)
 
 
+NOOP = """
+import json, statistics, time
+import django
+django.setup()
+from oversight.celery import app
+ts = []
+for i in range(400):
+    t = time.perf_counter()
+    r = app.send_task("celery.accumulate", args=(1,), queue="scoring")
+    r.get(timeout=5)
+    r.forget()
+    ts.append((time.perf_counter() - t) * 1000)
+ts = sorted(ts[50:])
+print("NOOP " + json.dumps({"p50_ms": ts[len(ts) // 2], "p99_ms": ts[int(len(ts) * 0.99)], "n": len(ts)}))
+"""
+
+
+def noop_round_trip(env: dict[str, str]) -> dict[str, Any]:
+    """Celery's own floor here: a task that does nothing (Celery's built-in ``celery.accumulate``),
+    sent to the same scoring workers and waited for the same way, one after another."""
+    out = subprocess.run([sys.executable, "-c", NOOP], cwd=BASE_DIR, env=env, check=True, capture_output=True,
+                         text=True)
+    return json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("NOOP "))[5:])
+
+
 def body(rng: random.Random) -> bytes:
     return json.dumps({"subject": f"listener-{rng.randrange(1000)}",
                        "context": {"hour": rng.randrange(24), "device": rng.choice(["phone", "speaker"])},
@@ -163,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
         phase(ports, key, 2, 2.0, 2, args.seed)
         log("latency: one client, interleaved blocks")
         latency = phase(ports, key, 1, args.duration, args.blocks, args.seed + 100)
+        log("Celery's floor: a no-op task's round trip")
+        noop = noop_round_trip(environment.env)
         log(f"throughput: {args.clients} clients, interleaved blocks")
         throughput = phase(ports, key, args.clients, args.duration, max(2, args.blocks // 2), args.seed + 200)
     finally:
@@ -175,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
     spread = block_spread(latency)
     results = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.node(), "pool": args.pool,
-        "latency": latency, "throughput": throughput,
+        "latency": latency, "throughput": throughput, "noop_task": noop,
         "target": {"celery_p50_overhead_ms": overhead, "max_ms": TARGET_OVERHEAD_MS,
                    "pass": overhead <= TARGET_OVERHEAD_MS},
         "spread": spread,
@@ -199,6 +226,9 @@ def render(r: dict[str, Any]) -> str:
     lines.append(f"\nCelery overhead at p50 over in-process: {t['celery_p50_overhead_ms']:.2f} ms "
                  f"(target ≤ {t['max_ms']:.0f} ms): {'PASS' if t['pass'] else 'FAIL'}")
     lines.append(f"per-block overhead (celery − in-process p50): {sp['overhead_ms']} ms")
+    n = r["noop_task"]
+    lines.append(f"Celery's floor, a no-op task's round trip on the same workers: p50 {n['p50_ms']:.2f} ms, "
+                 f"p99 {n['p99_ms']:.2f} ms")
     return "\n".join(lines)
 
 
