@@ -225,10 +225,8 @@ def call_all(specs: Sequence[Spec], request: dict[str, Any], budget_s: float) ->
     """Every model at once, each bounded by its own timeout and all by ``budget_s``; in ``specs`` order."""
     if not specs:
         return []
-    if len(specs) == 1:  # no thread hop for a single HTTP model; a callable still needs its bound
-        spec = specs[0]
-        if spec.kind == "http":
-            return [call(spec, request, min(spec.timeout_ms / 1000.0, max(budget_s, 0.001)))]
+    # Every model on the pool, HTTP ones too: httpx's timeout bounds each phase of a request (connect,
+    # write, each read), not the whole of it; the wait below bounds the whole.
     futures = {_pool.submit(call, s, request, min(s.timeout_ms / 1000.0, max(budget_s, 0.001))): s for s in specs}
     limit = min(max(s.timeout_ms for s in specs) / 1000.0, max(budget_s, 0.0))
     wait(futures, timeout=limit)

@@ -128,21 +128,30 @@ def register(actor: Any, slug: str, data: dict[str, Any]) -> HostedModel:
     return m
 
 
-@transaction.atomic
 def update(actor: Any, slug: str, name: str, data: dict[str, Any], reason: str = "") -> HostedModel:
-    """Change a hosted model's weight, timeout, target, role, or switch it off and on."""
+    """Change a hosted model's weight, timeout, target or role, or switch it off and on. A model that
+    will answer at a new target, or again, is checked first, outside the transaction."""
     payload = validated(data, HostedModelPatch)
     changes = payload.model_dump(exclude_none=True)
     system = _system(slug)
+    current = HostedModel.objects.filter(system=system, name=name).first()
+    if current is None:
+        raise ActionError("not_found", f"{slug} has no model named {name!r}", "name")
+    will = {**public(current), **changes}
+    validated({k: v for k, v in will.items() if k != "created_at"})  # the whole model still fits
+    if will["enabled"] and ("target" in changes or (changes.get("enabled") and not current.enabled)):
+        check_target(will["kind"], will["target"])
+    with transaction.atomic():
+        return _update(actor, system, name, changes, reason)
+
+
+def _update(actor: Any, system: AISystem, name: str, changes: dict[str, Any], reason: str) -> HostedModel:
     m = HostedModel.objects.select_for_update().filter(system=system, name=name).first()
     if m is None:
-        raise ActionError("not_found", f"{slug} has no model named {name!r}", "name")
+        raise ActionError("not_found", f"{system.slug} has no model named {name!r}", "name")
     before = public(m)
     for k, v in changes.items():
         setattr(m, k, v)
-    validated({k: v for k, v in public(m).items() if k != "created_at"})  # the whole model still fits
-    if m.enabled and ("target" in changes or (changes.get("enabled") and not before["enabled"])):
-        check_target(m.kind, m.target)
     m.save()
     audit.record(actor, "model.update", system=system, target=m.name, reason=reason,
                  data={k: {"from": before[k], "to": v} for k, v in changes.items() if before[k] != v})
