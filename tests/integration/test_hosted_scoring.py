@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
-from oversight import actions, hosted
+from oversight import actions, breaker_actions, hosted
 from oversight.models import AISystem, AuditEvent, Decision
 from tests.conftest import World
 
@@ -259,3 +259,18 @@ def test_a_batch_scores_items_without_a_prediction_and_keeps_the_order(tworld: W
                                           content_type="application/json").json()["results"]
     assert again[0]["id"] == res[0]["id"]
     assert again[0]["replayed"] is True
+
+
+def test_the_worker_leaves_out_a_model_whose_breaker_is_open_and_asks_nobody_when_the_system_trips(
+        tworld: World) -> None:
+    _register("sup", "collab", "recommend")
+    _register("sup", "calm", "calm")
+    breaker_actions.set_by_hand(tworld.admin, "sup", "open", "too many skips", "collab")
+    r = _decide(tworld, "sup")
+    body = r.json()
+    assert body["output"]["items"] == ["t-ambient", "t-jazz"]
+    assert "model collab not asked: circuit breaker open (too many skips)" in body["reasons"]
+    breaker_actions.set_by_hand(tworld.admin, "sup", "open", "everything is off")
+    body = _decide(tworld, "sup").json()
+    assert body["route"] == "breaker_open"
+    assert body["output"] == {"items": ["safe"]}
