@@ -7,7 +7,8 @@ The policy field ``loop_mitigation``: ``{"mode": "off" | "auto" | "click", "expl
 weight 0.5). While a mitigation is active, a released decision is, with probability
 ``exploration_share``, answered from the non-model source instead: the system's fallback (its
 ``fallback_rule`` when it has one), route ``fallback``, with the reason. ``model_weight`` is kept
-with the mitigation for weighted ensembles (issue 10), which scale the model's votes by it.
+with the mitigation, not applied: a hosted ensemble's weights are relative, so scaling every voter
+alike would change nothing, and which voters are "the model" the loop runs through is not known.
 
 ``dashboards/breaker_job.py`` starts an ``auto`` mitigation when the alert opens and ends it when
 the alert is resolved; ``click`` mitigations are started and ended by an admin (the system page,
