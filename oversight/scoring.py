@@ -17,12 +17,14 @@ or too late never doubles a decision, and a decision acknowledged to the client 
 from __future__ import annotations
 
 import random
+import threading
 import time
 import uuid
 from datetime import timedelta
 from typing import Any
 
 from celery.exceptions import TimeoutError as CeleryTimeout
+from django.conf import settings
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
@@ -53,6 +55,36 @@ def submit(system: SystemEntry, payload: DecisionIn, raw: Any, wait_ms: int | No
     if system.kills.stopped is not None or system.breaker.state == "open":
         return decisions.submit_one(system, payload, raw)  # the gate answers with the fallback at once
     wait = wait_ms or system.routing.wait_ms
+    if not waiting.acquire(blocking=False):
+        # Every web thread that may wait for models is waiting: answer now, keep threads for the rest
+        # (pages, kill switches, decisions with predictions).
+        return _busy(system, payload, raw)
+    try:
+        return _score_and_wait(system, payload, raw, wait)
+    finally:
+        waiting.release()
+
+
+def _busy(system: SystemEntry, payload: DecisionIn, raw: Any) -> decisions.Submitted:
+    d = decisions.build(system, payload, timezone.now(), raw=raw, over_rate=ratelimit.over(system)[0],
+                        failure=adapters.DEADLINE, failure_reason=(
+                            f"the hosted models were not asked: {waiting_limit()} requests of this web process "
+                            "are already waiting for them"))
+    if bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d])):
+        return decisions.Submitted(d)
+    return decisions.replay_of_key(system, d)
+
+
+def waiting_limit() -> int:
+    """How many of a web process's request threads may wait for hosted models at once: all but two,
+    so pages, kill switches and decisions that bring their prediction always find a thread."""
+    return max(1, settings.WEB_THREADS - 2)
+
+
+waiting = threading.BoundedSemaphore(waiting_limit())
+
+
+def _score_and_wait(system: SystemEntry, payload: DecisionIn, raw: Any, wait: int) -> decisions.Submitted:
     now = timezone.now()
     job = ScoringJob(id=uuid7(), system_id=system.id, created_at=now, deadline=now + timedelta(milliseconds=wait),
                      body=raw if raw is not None else payload.model_dump(mode="json", exclude_unset=True))

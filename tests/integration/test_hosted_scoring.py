@@ -13,7 +13,7 @@ from typing import Any
 import psutil
 import pytest
 
-from oversight import actions, breaker_actions, hosted
+from oversight import actions, breaker_actions, hosted, scoring
 from oversight.models import AISystem, AuditEvent, Decision
 from tests.conftest import World
 
@@ -274,3 +274,26 @@ def test_the_worker_leaves_out_a_model_whose_breaker_is_open_and_asks_nobody_whe
     body = _decide(tworld, "sup").json()
     assert body["route"] == "breaker_open"
     assert body["output"] == {"items": ["safe"]}
+
+
+def test_when_every_thread_that_may_wait_is_waiting_the_fallback_answers_at_once(tworld: World) -> None:
+    _register("sup", "echo", "echo_subject")
+    taken = 0
+    while scoring.waiting.acquire(blocking=False):  # as if the other requests were all waiting
+        taken += 1
+    try:
+        assert taken == scoring.waiting_limit()
+        started = time.monotonic()
+        body = _decide(tworld, "sup").json()
+        assert time.monotonic() - started < 1.0
+        assert body["status"] == "fallback"
+        assert any("are already waiting for them" in r for r in body["reasons"])
+        assert _stored_id(body).failure == "deadline"
+    finally:
+        for _ in range(taken):
+            scoring.waiting.release()
+    assert _decide(tworld, "sup").json()["route"] == "auto"  # a thread is free again
+
+
+def _stored_id(body: dict[str, Any]) -> Decision:
+    return Decision.objects.get(id=body["id"].removeprefix("dec_"))
