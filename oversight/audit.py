@@ -211,6 +211,19 @@ def describe(event: AuditEvent) -> Details:
         kind = data_dict.get("kind")
         sentence = f"review item resolved: {what}" + (f" ({kind})" if kind and kind != "review" else "")
         return Details(sentence, [], decision=target, review_item=item)
+    if action.startswith("model."):
+        what = {"register": "registered", "update": "changed", "remove": "removed"}.get(action[6:], action[6:])
+        if action == "model.update":
+            changes = ", ".join(f"{k}: {plain(c.get('from'))} → {plain(c.get('to'))}" for k, c in data_dict.items()
+                                if isinstance(c, dict))
+            return Details(f"changed hosted model {target}" + (f": {changes}" if changes else ""), [])
+        return Details(f"{what} hosted model {target}", _table(data_dict))
+    if action.startswith("rollout."):
+        what = {"start": "started", "advance": "advanced", "rollback": "rolled back", "complete": "completed",
+                "cancel": "cancelled"}.get(action[8:], action[8:])
+        return Details(f"rollout {target} {what}", _table(data_dict))
+    if action in ("pick.remove", "block.remove"):
+        return Details(f"removed {target}", _table(data_dict))
     if action.endswith(".create") and data_dict:
         return Details(f"created {target}" if target else "created", _table(data_dict))
     if action.startswith("alert."):

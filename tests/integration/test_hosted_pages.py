@@ -3,6 +3,7 @@ look) and each model's vote on a review item's page."""
 
 from __future__ import annotations
 
+from oversight import hosted
 from oversight.models import AuditEvent, HostedModel, KillSwitch
 from reviewqueue.models import ReviewItem
 from tests.conftest import World, csrf_session
@@ -92,3 +93,11 @@ def test_an_admin_kills_a_model_from_its_row_and_releases_it(world: World) -> No
     admin.post("/killswitch/", {"scope": "model", "system": "sup", "model": "collab", "engaged": "false",
                                 "reason": "released on the system page", "next": "/monitor/sup/#hosted-models"})
     assert not KillSwitch.objects.get(scope="model", model="collab").engaged
+
+
+def test_the_audit_log_says_model_changes_in_words(world: World) -> None:
+    _register(world)
+    hosted.update(world.admin, "sup", "collab", {"weight": 4}, "trust it more")
+    page = world.person(world.admin).get("/audit/?system=sup").content.decode()
+    assert "registered hosted model collab" in page
+    assert "changed hosted model collab: weight: 2 → 4" in page
