@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 BROWSER_DIR = Path(__file__).resolve().parent / "browser"
-WORKER_FIXTURES = frozenset({"celery_worker_proc"})
+WORKER_FIXTURES = frozenset({"celery_worker_proc", "scoring_worker_proc"})
 
 
 def _under(path: Path, directory: Path) -> bool:
