@@ -20,6 +20,7 @@ from oversight import audit, events, transitions
 from oversight.config import SystemEntry
 from oversight.errors import ActionError
 from oversight.models import AISystem, Decision, Outcome
+from reviewqueue import triage
 from reviewqueue.models import ReviewItem
 
 LEASE_S = 300
@@ -43,6 +44,8 @@ def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list
             status=ReviewItem.Status.OPEN,
             due_at=d.created_at + sla,
             created_at=d.created_at,
+            level=system.policy.level,
+            confidence=d.confidence,
         )
         for d in chosen
     ]
@@ -60,7 +63,7 @@ def claim_next(user: User, system_slug: str | None = None, lease_s: int = LEASE_
         if not AISystem.objects.filter(slug=system_slug).exists():
             raise ActionError("not_found", f"no system {system_slug!r}", "system")
         qs = qs.filter(system__slug=system_slug)
-    item = qs.select_for_update(skip_locked=True, of=("self",)).order_by("due_at", "created_at", "id").first()
+    item = qs.select_for_update(skip_locked=True, of=("self",)).order_by(*triage.ORDER).first()
     if item is None:
         return None
     item.status = ReviewItem.Status.CLAIMED

@@ -46,6 +46,10 @@ class ReviewItem(models.Model):
     output = models.JSONField(null=True, blank=True)
     due_at = models.DateTimeField()
     created_at = models.DateTimeField()
+    # Copied from the system and the decision when the item is made, so the queue's order
+    # (reviewqueue.triage.ORDER: level, due, confidence) is one index on this table.
+    level = models.PositiveSmallIntegerField(default=2)
+    confidence = models.FloatField(null=True, blank=True)
 
     class Meta:
         ordering: ClassVar = ["due_at", "created_at"]
@@ -53,6 +57,11 @@ class ReviewItem(models.Model):
             models.Index(
                 fields=["due_at", "created_at"],
                 name="review_open_due",
+                condition=models.Q(status__in=["open", "claimed"]),
+            ),
+            models.Index(
+                fields=["level", "due_at", "confidence", "id"],
+                name="review_triage",
                 condition=models.Q(status__in=["open", "claimed"]),
             ),
             models.Index(fields=["system", "status"], name="review_system_status"),

@@ -6,9 +6,9 @@ import json
 import uuid
 from typing import Any
 
+from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.db.models import Q
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -18,8 +18,8 @@ from oversight import access, stopstate
 from oversight.access import person_of, role_required
 from oversight.errors import ActionError
 from oversight.formfields import MISSING, add_action_error, sentence
-from oversight.models import AISystem
-from reviewqueue import actions
+from oversight.models import AISystem, Level
+from reviewqueue import actions, triage
 from reviewqueue.forms import ReviewForm
 from reviewqueue.models import ReviewItem
 
@@ -33,24 +33,70 @@ def _uuid(value: str) -> uuid.UUID:
         raise Http404("no such review item") from None
 
 
+class QueueFilterForm(forms.Form):
+    """The queue's filters (a GET form): each field has a label on the page."""
+
+    system = forms.ChoiceField(label="System", required=False)
+    kind = forms.ChoiceField(label="Kind", required=False,
+                             choices=[("", "any kind"), *ReviewItem.Kind.choices])
+    level = forms.TypedChoiceField(label="Level", required=False, coerce=int, empty_value=None,
+                                   choices=[("", "any level"), *Level.choices])
+    reason = forms.CharField(label="Reason contains", required=False, max_length=200)
+    older = forms.IntegerField(label="Older than (minutes)", required=False, min_value=0, max_value=525600)
+    q = forms.CharField(label="Subject or decision id", required=False, max_length=200)
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        slugs = AISystem.objects.values_list("slug", flat=True)
+        self.fields["system"].choices = [("", "all systems"), *((s, s) for s in slugs)]  # type: ignore[attr-defined]
+
+    def filters(self) -> triage.Filters:
+        """What the valid fields ask for (a field with an error is shown with it and left out)."""
+        self.is_valid()
+        c = self.cleaned_data
+        return triage.Filters(
+            system=c.get("system") or "", kind=c.get("kind") or "", level=c.get("level"),
+            reason=(c.get("reason") or "").strip(), older_than_min=c.get("older"), search=(c.get("q") or "").strip(),
+        )
+
+
+def _model_output(item: ReviewItem) -> str:
+    """The model's proposed output, short, for one row of the list."""
+    prediction = item.decision.prediction
+    out = prediction.get("output") if isinstance(prediction, dict) else item.decision.output
+    if out is None:
+        return ""
+    text = json.dumps(out, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:79] + "…"
+
+
 @operator_only
 def queue(request: HttpRequest) -> HttpResponse:
-    system = request.GET.get("system", "")
-    qs = ReviewItem.objects.filter(~Q(status=ReviewItem.Status.RESOLVED)).select_related(
-        "decision", "system", "claimed_by"
-    )
-    if system:
-        qs = qs.filter(system__slug=system)
-    page = Paginator(qs.order_by("due_at", "created_at"), 50).get_page(request.GET.get("page"))
+    """Pending items in triage order (reviewqueue.triage), filtered; ``?part=totals`` answers the
+    list's live figures as JSON (the page asks when a queue push arrives)."""
+    form = QueueFilterForm(request.GET)
+    f = form.filters()
+    now = timezone.now()
+    qs = triage.apply(triage.pending(), f, now)
+    sums = triage.totals(qs, now)
+    if request.GET.get("part") == "totals":
+        return JsonResponse(sums.as_dict())
+    paginator = Paginator(qs.select_related("decision", "system", "claimed_by").order_by(*triage.ORDER), 50)
+    paginator.count = sums.total  # counted above, with the overdue ones
+    page = paginator.get_page(request.GET.get("page"))
     recent = (
         ReviewItem.objects.filter(status=ReviewItem.Status.RESOLVED, resolved_by=person_of(request))
         .select_related("decision", "system")
         .order_by("-resolved_at")[:10]
     )
     stopped = stopstate.current().stopped
+    keep = request.GET.copy()
+    keep.pop("page", None)
+    keep.pop("part", None)
     return render(request, "reviewqueue/queue.html", {
-        "page": page, "rows": [(it, stopped.get(it.system.slug)) for it in page], "system": system,
-        "systems": AISystem.objects.all(), "recent": recent, "now": timezone.now(),
+        "form": form, "filters": f, "page": page, "sums": sums, "keep": keep.urlencode(),
+        "rows": [(it, stopped.get(it.system.slug), _model_output(it)) for it in page],
+        "system": f.system, "recent": recent, "now": now,
     })
 
 
