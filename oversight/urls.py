@@ -63,6 +63,8 @@ urlpatterns = [
     path("review/next/", review.claim_next, name="review-next"),
     path("review/<str:item_id>/", review.item, name="review-item"),
     path("review/<str:item_id>/act/", review.act, name="review-act"),
+    path("review/<str:item_id>/heartbeat/", review.heartbeat, name="review-heartbeat"),
+    path("review/<str:item_id>/give-back/", review.give_back, name="review-give-back"),
 ]
 
 if settings.BENCH_BASELINE:

@@ -1,12 +1,18 @@
 """Review queue writes: enqueue (inside the decision's transaction), claim, resolve, release.
 
 Claims take the next free item with ``SELECT … FOR UPDATE SKIP LOCKED`` and a lease, so two
-people never get the same item; resolution is a compare-and-set on (status, claimant).
+people never get the same item; resolution is a compare-and-set on (status, claimant, live lease).
+
+A lease follows the person: the open item page renews it (``heartbeat``) and gives it back when
+it closes (``release``). A lapsed lease frees the item at once (``_claimable``); the beat job
+(``expire_due``) puts lapsed claims back to ``open`` so lists show them free. Every claim, give-back
+and lease expiry is audited (``lease.claim``, ``lease.give_back``, ``lease.expire``), as every
+resolution is (``review.<action>``). Each write takes an optional ``now``: tests inject the clock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -56,38 +62,97 @@ def _claimable(now: Any) -> Q:
 
 
 @transaction.atomic(durable=True)
-def claim_next(user: User, system_slug: str | None = None, lease_s: int = LEASE_S) -> ReviewItem | None:
-    now = timezone.now()
+def claim_next(
+    user: User, system_slug: str | None = None, lease_s: int = LEASE_S, now: datetime | None = None,
+    skip: Collection[Any] = (),
+) -> ReviewItem | None:
+    """Lease the next free item (of one system if given), other than the ids in ``skip`` (passed over)."""
+    now = now or timezone.now()
     qs = ReviewItem.objects.filter(_claimable(now))
     if system_slug:
         if not AISystem.objects.filter(slug=system_slug).exists():
             raise ActionError("not_found", f"no system {system_slug!r}", "system")
         qs = qs.filter(system__slug=system_slug)
+    if skip:
+        qs = qs.exclude(id__in=list(skip))
     item = qs.select_for_update(skip_locked=True, of=("self",)).order_by(*triage.ORDER).first()
     if item is None:
         return None
+    lapsed_holder = item.claimed_by_id if item.status == ReviewItem.Status.CLAIMED else None
+    lapsed_at = item.lease_expires_at
     item.status = ReviewItem.Status.CLAIMED
     item.claimed_by = user
     item.lease_expires_at = now + timedelta(seconds=lease_s)
     item.save(update_fields=["status", "claimed_by", "lease_expires_at"])
+    if lapsed_holder is not None:
+        _audit_expiry(item, lapsed_holder, lapsed_at)
+    _audit(user, "lease.claim", item)
     return item
 
 
 @transaction.atomic(durable=True)
-def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S) -> ReviewItem:
-    """Claim one named item (the operator opened it): free, lease expired, or already ours."""
-    now = timezone.now()
-    updated = (
-        ReviewItem.objects.filter(id=item_id)
-        .filter(_claimable(now) | Q(status=ReviewItem.Status.CLAIMED, claimed_by=user))
-        .update(status=ReviewItem.Status.CLAIMED, claimed_by=user, lease_expires_at=now + timedelta(seconds=lease_s))
-    )
+def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S, now: datetime | None = None) -> ReviewItem:
+    """Claim one named item (the operator opened it): free, lease lapsed, or already ours.
+
+    Ours with a live lease: the lease is renewed (the page's heartbeat), and nothing is audited.
+    Ours with a lapsed lease that nobody took since: claimed again, the lapse audited."""
+    now = now or timezone.now()
+    row = ReviewItem.objects.select_for_update(of=("self",)).filter(id=item_id).first()
+    if row is None:
+        raise ActionError("not_found", "no such review item")
+    ours_live = row.status == ReviewItem.Status.CLAIMED and row.claimed_by_id == user.pk and _live(row, now)
+    free = row.status == ReviewItem.Status.OPEN or (row.status == ReviewItem.Status.CLAIMED and not _live(row, now))
+    if not (ours_live or free):
+        _raise_taken(_with_people(item_id))
+    lapsed_holder = row.claimed_by_id if row.status == ReviewItem.Status.CLAIMED and not ours_live else None
+    lapsed_at = row.lease_expires_at
+    ReviewItem.objects.filter(id=item_id).update(
+        status=ReviewItem.Status.CLAIMED, claimed_by=user, lease_expires_at=now + timedelta(seconds=lease_s))
+    item = _with_people(item_id)
+    if lapsed_holder is not None:
+        _audit_expiry(item, lapsed_holder, lapsed_at)
+    if not ours_live:
+        _audit(user, "lease.claim", item)
+    return item
+
+
+def heartbeat(user: User, item_id: Any, lease_s: int = LEASE_S, now: datetime | None = None) -> ReviewItem:
+    """The open item page says its person is still there: renew the lease, or take the item
+    again if it lapsed and nobody else has it. Someone else's claim or a resolution is a conflict."""
+    return claim_item(user, item_id, lease_s, now)
+
+
+def _live(item: ReviewItem, now: datetime) -> bool:
+    return item.lease_expires_at is not None and item.lease_expires_at >= now
+
+
+def lease_live(item: ReviewItem, now: datetime | None = None) -> bool:
+    """Whether ``item`` is held right now: claimed, and its lease not lapsed (lists show the rest as open)."""
+    return item.status == ReviewItem.Status.CLAIMED and _live(item, now or timezone.now())
+
+
+def _with_people(item_id: Any) -> ReviewItem:
     item = ReviewItem.objects.select_related("claimed_by", "resolved_by").filter(id=item_id).first()
     if item is None:
         raise ActionError("not_found", "no such review item")
-    if updated != 1:
-        _raise_taken(item)
     return item
+
+
+def _decision_public_id(item: ReviewItem) -> str:
+    return f"dec_{item.decision_id.hex}"
+
+
+def _audit(user: User | None, action: str, item: ReviewItem, reason: str = "", **data: Any) -> None:
+    """One lease event, on the item's decision and system (recorded last: it takes the chain lock)."""
+    audit.record(user, action, system=AISystem(pk=item.system_id), target=_decision_public_id(item), reason=reason,
+                 data={"item": item.public_id, "kind": item.kind, **data})
+
+
+def _audit_expiry(item: ReviewItem, holder_id: int | None, lapsed_at: datetime | None) -> None:
+    holder = (User.objects.filter(pk=holder_id).values_list("username", flat=True).first() if holder_id else None
+              ) or "someone"
+    _audit(None, "lease.expire", item, reason=f"{holder}'s lease ran out",
+           held_by=holder, lapsed_at=lapsed_at.isoformat() if lapsed_at else None)
 
 
 def _raise_taken(item: ReviewItem) -> None:
@@ -97,7 +162,8 @@ def _raise_taken(item: ReviewItem) -> None:
             raise ActionError("conflict", "nobody resolved it in time: it expired and the system's fallback answered")
         raise ActionError("conflict", f"already resolved ({item.action}) by {who}")
     who = item.claimed_by.get_username() if item.claimed_by else "someone"
-    raise ActionError("conflict", f"claimed by {who}; wait for their lease to end or pick another item")
+    raise ActionError("conflict", f"claimed by {who}; the item is theirs now: wait for their lease to end or pick "
+                                  "another item")
 
 
 EXPIRE_CHUNK = 500
@@ -109,12 +175,41 @@ def expire_due(now: datetime | None = None) -> int:
     Items an operator holds right now (a claim being worked) are skipped and expire on a later run
     once their lease is over; each chunk is one transaction. Returns how many expired."""
     now = now or timezone.now()
+    expire_leases(now)
     total = 0
     while True:
         n = _expire_chunk(now)
         total += n
         if n < EXPIRE_CHUNK:
             return total
+
+
+def expire_leases(now: datetime | None = None) -> int:
+    """Put every claim whose lease lapsed back to ``open``, each lapse audited; returns how many.
+
+    A lapsed item is claimable already (``_claimable``); this makes lists show it free too."""
+    now = now or timezone.now()
+    total = 0
+    while True:
+        n = _expire_leases_chunk(now)
+        total += n
+        if n < EXPIRE_CHUNK:
+            return total
+
+
+@transaction.atomic(durable=True)
+def _expire_leases_chunk(now: datetime) -> int:
+    lapsed = list(
+        ReviewItem.objects.filter(status=ReviewItem.Status.CLAIMED, lease_expires_at__lt=now)
+        .select_for_update(skip_locked=True, of=("self",)).order_by("lease_expires_at")[:EXPIRE_CHUNK]
+    )
+    if not lapsed:
+        return 0
+    ReviewItem.objects.filter(id__in=[i.id for i in lapsed]).update(
+        status=ReviewItem.Status.OPEN, claimed_by=None, lease_expires_at=None)
+    for item in lapsed:
+        _audit_expiry(item, item.claimed_by_id, item.lease_expires_at)
+    return len(lapsed)
 
 
 @transaction.atomic(durable=True)
@@ -176,19 +271,23 @@ def _refused(kind: str, decision: Decision) -> dict[str, str]:
 
 
 def resolve(
-    user: User, item_id: Any, action: str, note: str = "", output: Any = None, output_given: bool = False
+    user: User, item_id: Any, action: str, note: str = "", output: Any = None, output_given: bool = False,
+    now: datetime | None = None,
 ) -> ReviewItem:
     if action not in ReviewItem.Action.values:
         raise ActionError("invalid", "action must be approve, reject or modify", "action")
     if action == ReviewItem.Action.MODIFY and not output_given:
         raise ActionError("invalid", "modify needs the output to release instead", "output")
-    return _resolve(user, item_id, action, note.strip(), output)
+    return _resolve(user, item_id, action, note.strip(), output, now or timezone.now())
 
 
 @transaction.atomic(durable=True)
-def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> ReviewItem:
-    now = timezone.now()
-    updated = ReviewItem.objects.filter(id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user).update(
+def _resolve(user: User, item_id: Any, action: str, note: str, output: Any, now: datetime) -> ReviewItem:
+    # Only a live lease resolves: a person whose lease ran out claims the item again first (the
+    # page does it on its next heartbeat if nobody else took the item meanwhile).
+    updated = ReviewItem.objects.filter(
+        id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user, lease_expires_at__gte=now
+    ).update(
         status=ReviewItem.Status.RESOLVED,
         resolved_by=user,
         resolved_at=now,
@@ -205,7 +304,9 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> R
     if updated != 1:
         if item.status == ReviewItem.Status.RESOLVED or item.claimed_by_id not in (None, user.pk):
             _raise_taken(item)
-        raise ActionError("conflict", "claim this item before resolving it")
+        if item.claimed_by_id == user.pk:
+            raise ActionError("conflict", "your lease ran out; claim it again (nobody else has taken it yet)")
+        raise ActionError("conflict", "claim this item before resolving it (it is not yours, or your lease ran out)")
     decision = transitions.lock(item.decision_id)  # approving asks transitions.approved_output, as the page does
     system = item.system
     who = user.get_username()
@@ -235,15 +336,15 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any) -> R
 
 
 @transaction.atomic(durable=True)
-def release(user: User, item_id: Any) -> ReviewItem:
+def release(user: User, item_id: Any, now: datetime | None = None, why: str = "") -> ReviewItem:
+    """Give an item back (the button, the G key, or the page closing): open for others at once."""
     updated = ReviewItem.objects.filter(id=item_id, status=ReviewItem.Status.CLAIMED, claimed_by=user).update(
         status=ReviewItem.Status.OPEN, claimed_by=None, lease_expires_at=None
     )
-    item = ReviewItem.objects.select_related("claimed_by", "resolved_by").filter(id=item_id).first()
-    if item is None:
-        raise ActionError("not_found", "no such review item")
+    item = _with_people(item_id)
     if updated != 1:
         if item.status == ReviewItem.Status.OPEN:
             raise ActionError("conflict", "this item is not claimed")
         _raise_taken(item)
+    _audit(user, "lease.give_back", item, reason=why)
     return item

@@ -1,4 +1,4 @@
-"""Review endpoints (API.md, "Review"): operators claim, resolve and release items."""
+"""Review endpoints (API.md, "Review"): operators claim, renew (heartbeat), resolve and release items."""
 
 from __future__ import annotations
 
@@ -81,4 +81,12 @@ def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str,
 def release(request: HttpRequest, item_id: str) -> dict[str, Any]:
     who = require_person(request, access.OPERATOR)
     item = actions.release(who.user, parse_item_id(item_id))
+    return item_out(_load(item.id))
+
+
+@router.post("/review/{item_id}/heartbeat", response=dict)
+def heartbeat(request: HttpRequest, item_id: str) -> dict[str, Any]:
+    """Renew the caller's lease (or take the item again if it lapsed and is still free)."""
+    who = require_person(request, access.OPERATOR)
+    item = actions.heartbeat(who.user, parse_item_id(item_id))
     return item_out(_load(item.id))

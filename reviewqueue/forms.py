@@ -43,6 +43,8 @@ class ReviewForm(forms.Form):
     )
     output = JSONTextField(label="Output to release (JSON)", required=False, rows=3)
     then = forms.CharField(required=False, widget=forms.HiddenInput, initial="next")
+    # The system the operator's list was filtered to: "next" stays within it.
+    system = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
 
     checked: ResolveIn | None = None
     resolving: ClassVar[tuple[str, ...]] = RESOLVE
