@@ -54,9 +54,10 @@ class ReviewItem(models.Model):
     class Meta:
         ordering: ClassVar = ["due_at", "created_at"]
         indexes: ClassVar = [
+            # The age of the oldest waiting item, and the "older than" filter (reviewqueue.triage).
             models.Index(
-                fields=["due_at", "created_at"],
-                name="review_open_due",
+                fields=["created_at"],
+                name="review_open_created",
                 condition=models.Q(status__in=["open", "claimed"]),
             ),
             models.Index(

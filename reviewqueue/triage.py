@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import Count, F, Min, Q, QuerySet, TextField
+from django.db.models import F, QuerySet, TextField
 from django.db.models.functions import Cast
 
+from oversight.models import AISystem, Level
 from reviewqueue.models import ReviewItem
 
 ORDER: tuple[Any, ...] = ("level", "due_at", F("confidence").asc(nulls_last=True), "id")
@@ -57,7 +58,10 @@ def pending() -> QuerySet[ReviewItem]:
 
 def apply(qs: QuerySet[ReviewItem], f: Filters, now: datetime) -> QuerySet[ReviewItem]:
     if f.system:
-        qs = qs.filter(system__slug=f.system)
+        # By id, not through a join on the slug: the planner then knows the system and can count
+        # a small system's items on its own index (review_system_status).
+        system_id = AISystem.objects.filter(slug=f.system).values_list("id", flat=True).first()
+        qs = qs.filter(system_id=system_id) if system_id is not None else qs.none()
     if f.kind:
         qs = qs.filter(kind=f.kind)
     if f.level is not None:
@@ -73,18 +77,43 @@ def apply(qs: QuerySet[ReviewItem], f: Filters, now: datetime) -> QuerySet[Revie
     return qs
 
 
+# Counting a million waiting items takes longer than the page may (100 ms): the list counts up to
+# this many and says "10000+"; the exact depth of a list filtered by system only comes live, from
+# the monitoring job's push (dashboards.monitoring.queue_depths).
+COUNT_CAP = 10_000
+
+
 @dataclass(frozen=True)
 class Totals:
     total: int
     overdue: int
     oldest_age_s: float | None
+    cap: int = COUNT_CAP
 
     def as_dict(self) -> dict[str, Any]:
-        return {"total": self.total, "overdue": self.overdue, "oldest_age_s": self.oldest_age_s}
+        return {"total": self.total, "overdue": self.overdue, "oldest_age_s": self.oldest_age_s,
+                "total_more": self.total > self.cap, "overdue_more": self.overdue > self.cap}
+
+    @property
+    def total_text(self) -> str:
+        return f"{self.cap}+" if self.total > self.cap else str(self.total)
+
+    @property
+    def overdue_text(self) -> str:
+        return f"{self.cap}+" if self.overdue > self.cap else str(self.overdue)
 
 
-def totals(qs: QuerySet[ReviewItem], now: datetime) -> Totals:
-    """How many items, how many past their due time, and the age of the oldest: one query."""
-    row = qs.aggregate(total=Count("id"), overdue=Count("id", filter=Q(due_at__lt=now)), oldest=Min("created_at"))
-    oldest = row["oldest"]
-    return Totals(row["total"], row["overdue"], (now - oldest).total_seconds() if oldest else None)
+def count_upto(qs: QuerySet[ReviewItem], cap: int) -> int:
+    """How many rows, up to ``cap + 1`` (more than ``cap``: the count stopped there)."""
+    return qs.order_by()[: cap + 1].count()
+
+
+def totals(qs: QuerySet[ReviewItem], now: datetime, cap: int | None = None) -> Totals:
+    """How many items (up to the cap), how many past their due time, and the age of the oldest.
+
+    Each is one short index walk: past due reads ``review_triage`` (every level, so the index's
+    first column is bound), the oldest reads ``review_open_created``."""
+    cap = COUNT_CAP if cap is None else cap
+    overdue = count_upto(qs.filter(level__in=Level.values, due_at__lt=now), cap)
+    oldest = qs.order_by("created_at").values_list("created_at", flat=True).first()
+    return Totals(count_upto(qs, cap), overdue, (now - oldest).total_seconds() if oldest else None, cap)

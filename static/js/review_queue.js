@@ -3,6 +3,7 @@
 // over /ws/overview/ (`queue` messages): a list filtered by system only shows those figures as
 // they come; any push (and a reconnect) also asks the server for this list's own figures
 // (`?part=totals` with the same filters), which carry the past-due count and any other filter.
+// The server counts up to a cap ("10000+"); past it, a pushed depth is the exact figure.
 (function () {
   const box = document.getElementById("queue-totals");
   const totalEl = document.getElementById("queue-total");
@@ -11,7 +12,7 @@
   const refresh = document.getElementById("queue-refresh");
   const onlySystem = box.dataset.onlySystem === "true";
   const system = box.dataset.system;
-  const shownTotal = Number(box.dataset.total);
+  const shownTotal = box.dataset.total;
   const depths = {};  // system -> {depth, oldestAt (ms since epoch, or null)}
   let oldestAt = box.dataset.oldestAge === "" ? null : Date.now() - Number(box.dataset.oldestAge) * 1000;
   let asking = null;
@@ -28,8 +29,8 @@
   }
 
   function showTotal(total) {
-    totalEl.textContent = String(total);
-    box.dataset.total = String(total);
+    totalEl.textContent = total;
+    box.dataset.total = total;
     // The rows are the page as loaded; say when the queue moved on, without reordering under the cursor.
     if (total !== shownTotal) {
       refresh.href = location.pathname + location.search;
@@ -39,13 +40,13 @@
 
   function showOverdue(n) {
     overdueEl.textContent = n + " past due";
-    overdueEl.classList.toggle("overdue", n > 0);
+    overdueEl.classList.toggle("overdue", n !== "0");
   }
 
   function fromPushes() {
     const mine = Object.entries(depths).filter(([slug]) => !system || slug === system).map(([, v]) => v);
     if (!mine.length) return;
-    showTotal(mine.reduce((sum, v) => sum + v.depth, 0));
+    showTotal(String(mine.reduce((sum, v) => sum + v.depth, 0)));
     const ages = mine.map((v) => v.oldestAt).filter((t) => t !== null);
     oldestAt = ages.length ? Math.min(...ages) : null;
     showOldest();
@@ -58,8 +59,11 @@
         .then((r) => (r.ok ? r.json() : null))
         .then((t) => {
           if (!t) return;
-          showTotal(t.total);
-          showOverdue(t.overdue);
+          // Over the cap, a list filtered by system only keeps the pushed (exact) depth.
+          if (!(t.total_more && onlySystem && Object.keys(depths).length)) {
+            showTotal(t.total_more ? t.total - 1 + "+" : String(t.total));
+          }
+          showOverdue(t.overdue_more ? t.overdue - 1 + "+" : String(t.overdue));
           oldestAt = t.oldest_age_s === null ? null : Date.now() - t.oldest_age_s * 1000;
           showOldest();
         })

@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from reviewqueue import actions, triage
+from reviewqueue import actions, triage, views
 from reviewqueue.models import ReviewItem
 from tests.conftest import World, decision_body
 
@@ -161,7 +161,7 @@ def test_overdue_items_are_marked_and_counted(world: World) -> None:
 
 def test_live_figures_follow_the_filters(world: World) -> None:
     r = world.person(world.operator).get("/review/?part=totals&system=sup")
-    assert r.json() == {"total": 0, "overdue": 0, "oldest_age_s": None}
+    assert r.json() == {"total": 0, "overdue": 0, "oldest_age_s": None, "total_more": False, "overdue_more": False}
     old = send(world, "sup", 0.3)
     ReviewItem.objects.filter(pk=old.pk).update(created_at=timezone.now() - timedelta(minutes=3),
                                                 due_at=timezone.now() - timedelta(seconds=1))
@@ -176,6 +176,26 @@ def test_live_figures_follow_the_filters(world: World) -> None:
     assert item is not None
     actions.resolve(world.operator, item.id, "reject", "no")
     assert world.person(world.operator).get("/review/?part=totals").json()["total"] == 2
+
+
+def test_counts_stop_at_the_cap_and_say_so(world: World, monkeypatch: Any) -> None:
+    """Counting a huge queue would take too long: the page counts to the cap and says "cap+"."""
+    monkeypatch.setattr(triage, "COUNT_CAP", 3)
+    items = [send(world, "sup", 0.3) for _ in range(5)]
+    for item in items:
+        due(item, timezone.now() - timedelta(minutes=1))
+    html = page_of(world)
+    assert '<strong id="queue-total">3+</strong>' in html
+    assert "3+ past due" in html
+    assert len(listed(world)) == 5  # the rows are all there
+    monkeypatch.setattr(views, "PER_PAGE", 2)  # paging past the cap: each page, and "of N+"
+    assert "page 1 of 2+" in page_of(world)
+    assert len(listed(world, "?page=3")) == 1
+    assert "page 3 of 3<" in page_of(world, "?page=3")
+    t = world.person(world.operator).get("/review/?part=totals").json()
+    assert (t["total_more"], t["overdue_more"], t["total"]) == (True, True, 4)
+    exact = world.person(world.operator).get(f"/review/?part=totals&q=dec_{items[0].decision_id.hex}").json()
+    assert (exact["total"], exact["total_more"], exact["overdue"], exact["overdue_more"]) == (1, False, 1, False)
 
 
 def test_the_list_lets_in_whoever_may_claim_editors_get_403_anonymous_logs_in(world: World) -> None:
