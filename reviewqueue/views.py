@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import json
 import uuid
+from contextlib import suppress
 from typing import Any
+from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
@@ -113,19 +116,61 @@ def queue(request: HttpRequest) -> HttpResponse:
     })
 
 
+def _system_filter(request: HttpRequest) -> str:
+    """The system the operator's list is filtered to: it stays through claim → resolve → next."""
+    return (request.POST.get("system") or request.GET.get("system") or "").strip()[:64]
+
+
+def _with_filter(url: str, system: str) -> str:
+    return f"{url}?{urlencode({'system': system})}" if system else url
+
+
+def _queue_url(system: str) -> str:
+    return _with_filter(reverse("review-queue"), system)
+
+
+def _item_url(public_id: str, system: str) -> str:
+    return _with_filter(reverse("review-item", args=[public_id]), system)
+
+
+SKIPPED = "review_skipped"  # the session's items passed over with "next" (J), newest last
+SKIPPED_KEEP = 50
+
+
 @require_POST
 @operator_only
 def claim_next(request: HttpRequest) -> HttpResponse:
-    system = request.POST.get("system") or None
+    """Claim the next item of the operator's filter. With ``skip`` (the J key on an item), the item
+    being passed over is given back first and is not handed out again to this person in this session."""
+    system = _system_filter(request)
+    person = person_of(request)
+    skipped: list[str] = []
+    if "skip" in request.POST:
+        skipped = list(request.session.get(SKIPPED, []))
+        passed = _uuid_or_none(request.POST["skip"])
+        if passed is not None:
+            with suppress(ActionError):  # not ours (any more): nothing to give back
+                actions.release(person, passed, why="passed over for the next item")
+            skipped = [*skipped, passed.hex][-SKIPPED_KEEP:]
+            request.session[SKIPPED] = skipped
     try:
-        item = actions.claim_next(person_of(request), system)
+        item = actions.claim_next(person, system or None, skip=[uuid.UUID(hex=h) for h in skipped])
     except ActionError as exc:
         messages.error(request, exc.message)
-        return redirect("review-queue")
+        return redirect(_queue_url(system))
     if item is None:
-        messages.info(request, "the queue is empty: nothing waits for a person")
-        return redirect("review-queue")
-    return redirect("review-item", item_id=item.public_id)
+        where = f" of {system}" if system else ""
+        messages.info(request, f"the queue is empty: nothing{where} waits for a person"
+                      + (" (besides the items you passed over)" if skipped else ""))
+        return redirect(_queue_url(system))
+    return redirect(_item_url(item.public_id, system))
+
+
+def _uuid_or_none(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(hex=value.removeprefix("rev_"))
+    except ValueError:
+        return None
 
 
 def _item_or_404(uid: uuid.UUID) -> ReviewItem:
@@ -158,15 +203,40 @@ def _votes(prediction: Any) -> list[dict[str, Any]]:
     return out
 
 
+def _previous(request: HttpRequest, obj: ReviewItem) -> str | None:
+    """The item this person resolved before this one (K), or None."""
+    qs = ReviewItem.objects.filter(status=ReviewItem.Status.RESOLVED, resolved_by=request.user.pk).exclude(id=obj.id)
+    if obj.resolved_by_id == request.user.pk and obj.resolved_at is not None:
+        qs = qs.filter(resolved_at__lt=obj.resolved_at)
+    prev = qs.order_by("-resolved_at").values_list("id", flat=True).first()
+    return f"rev_{prev.hex}" if prev else None
+
+
+def _lease(obj: ReviewItem) -> dict[str, Any]:
+    """The lease as the page's timer and heartbeat read it: seconds left, so the browser's clock does not matter."""
+    left = (obj.lease_expires_at - timezone.now()).total_seconds() if obj.lease_expires_at else 0.0
+    return {"status": obj.status, "claimed_by": obj.claimed_by.get_username() if obj.claimed_by else None,
+            "lease_expires_at": obj.lease_expires_at.isoformat() if obj.lease_expires_at else None,
+            "seconds_left": max(0, int(left)), "lease_s": actions.LEASE_S}
+
+
 def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200) -> HttpResponse:
     d = obj.decision
+    system = _system_filter(request)
     stopstate.page_is_about(request, obj.system.slug)  # the banner shows this system's stopped models too
+    previous = _previous(request, obj)
     return render(request, "reviewqueue/item.html", {
         "item": obj,
         "d": d,
         "form": form,
         "blocked": _blocked(obj),
+        # Ours even once the lease lapsed: the page's next heartbeat takes it again if nobody else did.
         "mine": obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk,
+        "held": actions.lease_live(obj),
+        "lease": _lease(obj),
+        "system": system,
+        "queue_url": _queue_url(system),
+        "previous_url": _item_url(previous, system) if previous else "",
         "votes": _votes(d.prediction),
         "pretty": {
             "context": json.dumps(d.context, indent=2, ensure_ascii=False),
@@ -177,9 +247,10 @@ def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: 
     }, status=status)
 
 
-def _blank_form(obj: ReviewItem) -> ReviewForm:
-    """The form as an item opens: the output box holds what the model proposed."""
-    return ReviewForm(initial={"output": (obj.decision.prediction or {}).get("output")}, auto_id="%s")
+def _blank_form(obj: ReviewItem, system: str = "") -> ReviewForm:
+    """The form as an item opens: the output box holds what the model proposed; the list's filter rides along."""
+    return ReviewForm(initial={"output": (obj.decision.prediction or {}).get("output"), "system": system},
+                      auto_id="%s")
 
 
 @operator_only
@@ -187,7 +258,36 @@ def item(request: HttpRequest, item_id: str) -> HttpResponse:
     obj = _item_or_404(_uuid(item_id))
     if request.GET.get("part") == "blocked":  # the open page asks again when what is stopped changes
         return JsonResponse({"blocked": _blocked(obj)})
-    return _item_page(request, obj, _blank_form(obj))
+    return _item_page(request, obj, _blank_form(obj, _system_filter(request)))
+
+
+def _conflict(exc: ActionError) -> JsonResponse:
+    if exc.code == "not_found":
+        raise Http404(exc.message)
+    return JsonResponse({"error": {"code": exc.code, "message": sentence(exc.message), "field": exc.field or None}},
+                        status=exc.status)
+
+
+@require_POST
+@operator_only
+def heartbeat(request: HttpRequest, item_id: str) -> HttpResponse:
+    """The open item page, every minute: renew the lease (or take the item again if it lapsed and is free)."""
+    try:
+        obj = actions.heartbeat(person_of(request), _uuid(item_id))
+    except ActionError as exc:
+        return _conflict(exc)
+    return JsonResponse(_lease(obj))
+
+
+@require_POST
+@operator_only
+def give_back(request: HttpRequest, item_id: str) -> HttpResponse:
+    """The item page closed (``navigator.sendBeacon`` on ``pagehide``): the item goes back to the queue."""
+    try:
+        actions.release(person_of(request), _uuid(item_id), why="the item's page was closed")
+    except ActionError as exc:
+        return _conflict(exc)
+    return HttpResponse(status=204)
 
 
 DONE = {"approve": "approved", "reject": "rejected", "modify": "modified and released"}
@@ -199,17 +299,18 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
     """Claim, give back or resolve. A refusal shows the item again with what was typed kept."""
     uid = _uuid(item_id)
     form = ReviewForm(request.POST, auto_id="%s")
+    system = _system_filter(request)
     status = 422
     if form.is_valid():
         op = form.cleaned_data["op"]
         try:
             if op == "claim":
                 actions.claim_item(person_of(request), uid)
-                return redirect("review-item", item_id=item_id)
+                return redirect(_item_url(item_id, system))
             if op == "release":
                 actions.release(person_of(request), uid)
                 messages.info(request, "lease given back: the item is open for others")
-                return redirect("review-queue")
+                return redirect(_queue_url(system))
             output = form.cleaned_data["output"]
             done = actions.resolve(
                 person_of(request), uid, op, form.cleaned_data["note"],
@@ -224,5 +325,5 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
             messages.success(request, f"{done.decision.public_id}: {DONE.get(op, op)}")
             if form.wants_next():
                 return claim_next(request)
-            return redirect("review-queue")
+            return redirect(_queue_url(system))
     return _item_page(request, _item_or_404(uid), form, status=status)
