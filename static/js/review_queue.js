@@ -17,6 +17,13 @@
   let oldestAt = box.dataset.oldestAge === "" ? null : Date.now() - Number(box.dataset.oldestAge) * 1000;
   let asking = null;
 
+  // On a phone the filters fold away (the rows come first) unless some are applied or wrong.
+  const filterBox = document.getElementById("queue-filter-box");
+  if (window.matchMedia("(max-width: 700px)").matches && filterBox.dataset.active !== "true"
+      && !filterBox.querySelector(".errorlist")) {
+    filterBox.open = false;
+  }
+
   function age(ms) {
     const s = Math.max(0, Math.round(ms / 1000));
     if (s < 120) return s + " s";

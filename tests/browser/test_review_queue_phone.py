@@ -62,6 +62,9 @@ def test_the_queue_fits_a_phone_with_labels_and_filters(
 
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
     assert page.evaluate(UNLABELLED) == []
+    # The filters fold away on a phone, rows first; one tap opens them.
+    expect(page.get_by_label("System", exact=True)).to_be_hidden()
+    page.locator("#queue-filter-box > summary").click()
     for name in ("System", "Kind", "Level", "Reason contains", "Older than (minutes)", "Subject or decision id"):
         expect(page.get_by_label(name, exact=True)).to_be_visible()
     # Each row is a tile with its key facts and its link on screen.
@@ -85,7 +88,7 @@ def test_the_queue_fits_a_phone_with_labels_and_filters(
     expect(page.locator("#queue tr[data-item]")).to_have_count(1)
     expect(page.locator("#queue")).to_contain_text("listener-42")
     expect(page.locator("#queue-total")).to_have_text("1")
-    expect(page.get_by_label("System", exact=True)).to_have_value("sup")  # the form shows what is applied
+    expect(page.get_by_label("System", exact=True)).to_have_value("sup")  # applied filters stay open and shown
     expect(page.get_by_role("button", name="Review next (sup)")).to_be_visible()
     assert page.evaluate("document.documentElement.scrollWidth") <= PHONE["width"]
 
@@ -98,6 +101,7 @@ def test_the_total_follows_new_items_live(
     everything = login_as(world.operator, "/review/")
     expect(everything.locator("#live")).to_have_text("live")
     expect(everything.locator("#queue-total")).to_have_text("1")
+    expect(everything.get_by_label("System", exact=True)).to_be_visible()  # at desk width the filters show
     everything.evaluate("window.__notReloaded = true")
     # A list filtered by more than its system counts its own figures (asked when a push arrives).
     filtered = login_as(world.operator, "/review/?system=sup&reason=threshold")
