@@ -72,8 +72,13 @@
     tick();
     setInterval(tick, 1000);
     setInterval(beat, everyMs);
+    // Back here by a reload or history: the way out gave the item back (a beacon still in flight,
+    // perhaps), so claim it again once that has landed.
     const nav = performance.getEntriesByType("navigation")[0];
-    if (Number(lease.dataset.secondsLeft) === 0 || (nav && nav.type !== "navigate")) beat();
+    const returned = sessionStorage.getItem(GAVE_BACK) === lease.dataset.item || (nav && nav.type !== "navigate");
+    sessionStorage.removeItem(GAVE_BACK);
+    if (Number(lease.dataset.secondsLeft) === 0) beat();
+    else if (returned) setTimeout(beat, 1000);
     document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") beat(); });
     window.addEventListener("pageshow", (e) => { if (e.persisted) { leaving = false; beat(); } });
 

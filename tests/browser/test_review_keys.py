@@ -127,9 +127,10 @@ def test_closing_the_tab_gives_the_item_back_and_a_reload_keeps_it(
 
     page.reload()  # gives it back on the way out, takes it again on the way in
     expect(page.locator("#lease")).to_contain_text("left on your lease")
-    page.wait_for_timeout(500)
-    item.refresh_from_db()
-    assert (item.status, item.claimed_by_id) == ("claimed", world.operator.pk)
+    # (the give-back may land after the reloaded page: its first heartbeat, a second later, takes it again)
+    page.wait_for_timeout(1500)
+    assert wait_for(lambda: ReviewItem.objects.filter(id=item.id, status="claimed",
+                                                      claimed_by=world.operator).exists())
 
     page.close(run_before_unload=True)
     assert wait_for(lambda: ReviewItem.objects.get(id=item.id).status == "open")
