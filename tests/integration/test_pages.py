@@ -198,7 +198,7 @@ def test_modify_with_bad_json_keeps_the_note_and_the_typed_output(world: World) 
     output_box = page[page.index('id="output"'):]
     assert output_box.index('id="output_error"') < output_box.index("</details>")
     assert 'aria-describedby="output_error"' in page
-    assert "<details open>" in page  # the modify box is open, so the error is seen
+    assert "<details id=\"modify\" open>" in page  # the modify box is open, so the error is seen
     assert 'name="then" value="next"' in page
     assert ReviewItem.objects.get(decision_id=decision["id"].removeprefix("dec_")).status == ReviewItem.Status.CLAIMED
     # Approving ignores what the output box holds: the note goes through.
