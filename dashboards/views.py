@@ -16,7 +16,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
-from dashboards import alerts, drill_report, monitoring, references
+from dashboards import alerts, drill_report, hosted_card, monitoring, references, rollout_card
 from dashboards.forms import BreakerForm, DrillForm, FromDecisionsForm, MitigationForm, ReferenceUploadForm
 from dashboards.models import Alert, DriftResult
 from dashboards.system_state import system_state
@@ -151,17 +151,13 @@ def _system_page(request: HttpRequest, system: AISystem, upload: ReferenceUpload
 
 
 def _hosted(system: AISystem, card: dict[str, forms.Form] | None) -> dict[str, Any]:
-    """The Hosted models card (dashboards.hosted_views), its form as typed after a refusal."""
-    from dashboards import hosted_views
-
-    return hosted_views.card(system, card or {})
+    """The Hosted models card (dashboards.hosted_card), its form as typed after a refusal."""
+    return hosted_card.card(system, card or {})
 
 
 def _rollouts(system: AISystem, card: dict[str, forms.Form] | None) -> dict[str, Any]:
-    """The Rollouts and bandit card (dashboards.rollout_views), its forms as typed after a refusal."""
-    from dashboards import rollout_views
-
-    return rollout_views.card(system, card or {})
+    """The Rollouts and bandit card (dashboards.rollout_card), its forms as typed after a refusal."""
+    return rollout_card.card(system, card or {})
 
 
 @any_role

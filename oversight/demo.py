@@ -93,7 +93,7 @@ def seed_recommender() -> list[str]:
     """Register the music recommender's hosted models on ``nightly-recs`` (those missing), after
     training (or loading) the collaborative filter, so the workers find it under ``var/music/``.
     A demo database from before hosted models also gets the recommender's fallback and breaker,
-    and a new reference (the old one was of the client's own predictions). Returns the names
+    and a new reference (any old one was of the client's own predictions). Returns the names
     registered now."""
     from oversight import hosted
     from oversight.music import ensemble, models
@@ -112,12 +112,10 @@ def seed_recommender() -> list[str]:
         changes = {k: wanted[k] for k in ("fallback", "breaker", "routing") if getattr(system, k) != wanted[k]}
         if changes:
             actions.update_system(None, RECOMMENDER, changes, "demo seed: the recommender's hosted models")
-        from dashboards import references
+        # The monitoring app's command (by name: the core imports no app) stores one anew.
+        from django.core.management import call_command
 
-        if references.current(system.id) is not None:
-            from django.core.management import call_command
-
-            call_command("seed_demo_reference", "--replace")
+        call_command("seed_demo_reference", "--replace")
     return added
 
 
