@@ -307,7 +307,7 @@ def test_property_scale_invariance(a: np.ndarray, b: np.ndarray, k: float, shift
     assume(exact)
     scaled = one(NumericReference.from_array(two * a), two * b)
     assert (scaled.ks, scaled.psi, scaled.jensenshannon) == (base.ks, base.psi, base.jensenshannon)
-    if ref_std > 0:
+    if ref_std * min(two, 1.0) > np.sqrt(tiny):  # squared deviations stay normal: the spread is exact too
         assert scaled.wasserstein_normalised == pytest.approx(base.wasserstein_normalised, rel=1e-12)
 
 
