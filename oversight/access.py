@@ -26,6 +26,7 @@ OPERATOR = "operator"
 EDITOR = "editor"
 ADMIN = "admin"
 ALL_ROLES = (OPERATOR, EDITOR, ADMIN)
+REVIEWERS = (OPERATOR, ADMIN)  # who claims, resolves and overrides decisions
 
 AnyUser = User | AnonymousUser | None
 
@@ -61,6 +62,7 @@ def context_processor(request: HttpRequest) -> dict[str, Any]:
         "is_operator": OPERATOR in held,
         "is_editor": EDITOR in held,
         "is_admin": ADMIN in held,
+        "is_reviewer": bool(held & set(REVIEWERS)),
     }
 
 

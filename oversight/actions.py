@@ -34,6 +34,8 @@ POLICY_FIELDS = (
     "fallback_rule",
     "loop_mitigation",
     "routing",
+    "callback_url",
+    "double_review_rate",
 )
 
 

@@ -15,7 +15,19 @@ from ninja import Router
 from pydantic import TypeAdapter
 from pydantic import ValidationError as PydanticValidationError
 
-from oversight import access, actions, breaker_actions, breakers, config, decisions, drills, readiness, scoring
+from oversight import (
+    access,
+    actions,
+    breaker_actions,
+    breakers,
+    config,
+    decisions,
+    drills,
+    overrides,
+    readiness,
+    scoring,
+    webhooks,
+)
 from oversight.jsonapi import (
     ApiError,
     api,
@@ -45,12 +57,14 @@ from oversight.schemas import (
     KillSwitchState,
     OutcomeIn,
     OutcomeOut,
+    OverrideIn,
     ReadinessIn,
     ReadinessOut,
     ReleaseRequestOut,
     SystemIn,
     SystemOut,
     SystemPatch,
+    WebhookSecretOut,
     raw_text_storable,
 )
 
@@ -162,6 +176,16 @@ def get_decision(request: HttpRequest, decision_id: str) -> dict[str, Any]:
     return decisions.public(decision, decision.system.slug)
 
 
+@client.post("/decisions/{decision_id}/override", response=DecisionOut)
+def override_decision(request: HttpRequest, decision_id: str, payload: OverrideIn) -> dict[str, Any]:
+    """A person replaces a released decision's output within the system's override window (API.md)."""
+    who = require_person(request, *access.REVIEWERS)
+    decision = access.decision_for(who, decision_id)
+    changed = overrides.override(who.user, decision.id, payload.output, note=payload.note,
+                                 output_given="output" in payload.model_fields_set)
+    return decisions.public(changed, changed.system.slug)
+
+
 @client.post("/decisions/{decision_id}/outcome", response={201: OutcomeOut})
 def post_outcome(request: HttpRequest, decision_id: str, payload: OutcomeIn) -> tuple[int, dict[str, Any]]:
     if payload.label is None and payload.reward is None:
@@ -215,6 +239,7 @@ def system_out(s: AISystem, switches: list[KillSwitch], snap: config.Snapshot,
     return {
         **s.policy_dict(),
         "policy_version": s.policy_version,
+        "webhook_secret_set": bool(s.webhook_secret),
         "killed": reason is not None,
         "kill_reason": reason,
         "killswitches": [_switch_state(k) for k in switches if k.system_id == s.id],
@@ -266,6 +291,15 @@ def patch_system(request: HttpRequest, system: str, payload: SystemPatch) -> dic
     updated = actions.update_system(who.user, system, changes, payload.reason)
     switches = _switches()
     return system_out(updated, switches, config.cache.current())  # after the change's commit
+
+
+@systems.post("/systems/{system}/webhook-secret", response={201: WebhookSecretOut})
+def new_webhook_secret(request: HttpRequest, system: str) -> tuple[int, dict[str, Any]]:
+    """A new secret for signing the system's webhooks, shown in this answer only (API.md, Webhooks)."""
+    who = require_person(request, access.ADMIN)
+    entry = system_for(request, system)
+    secret = webhooks.set_secret(AISystem.objects.get(id=entry.id), who.user)
+    return 201, {"system": entry.slug, "secret": secret}
 
 
 @systems.get("/killswitches", response=list[KillSwitchState])

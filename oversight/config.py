@@ -112,6 +112,7 @@ class SystemEntry:
     policy: Policy
     kills: KillState
     review_sla_s: int = 900
+    double_review_rate: float = 0.0  # the share of review items a second operator also sees
     breaker: BreakerState = CLOSED_BREAKER
     readiness: int | None = None  # the newest readiness score; None: never assessed
     drill: ActiveDrill | None = None  # a chaos drill running on the system
@@ -259,6 +260,7 @@ def load_snapshot() -> Snapshot:
                 ),
                 kills=KillState(global_reason, sys_reason.get(s.id), model_reasons.get(s.id, {})),
                 review_sla_s=s.review_sla_s,
+                double_review_rate=s.double_review_rate,
                 breaker=breaker,
                 readiness=scores.get(s.id),
                 drill=drills.get(s.id),

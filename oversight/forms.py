@@ -46,7 +46,7 @@ class PolicyForm(forms.Form):
     policy_fields: ClassVar[tuple[str, ...]] = (
         "name", "level", "confidence_threshold", "audit_sample_rate", "override_window_s", "review_sla_s",
         "review_expiry_s", "fallback", "fallback_rule", "drift", "breaker", "guardrails", "loop_mitigation",
-        "routing",
+        "routing", "callback_url", "double_review_rate",
     )
 
     name = text_field("Name", model=SystemIn, name="name")
@@ -87,6 +87,9 @@ class PolicyForm(forms.Form):
         help_text='{"mode": "ensemble"} every hosted model votes (the default); {"mode": "bandit", "floor": 0.01} '
                   'Thompson sampling picks one per decision; "wait_ms": 1000 how long a request waits for them',
     )
+    callback_url = text_field("Webhook URL (callback_url)", model=SystemIn, name="callback_url",
+                              placeholder="https://client.example/oversight-hooks")
+    double_review_rate = numeric_field("Second-opinion share", "double_review_rate", step="0.01")
     reason = text_field("Reason", model=SystemPatch, name="reason", placeholder="why this system is added")
 
     checked: BaseModel | None = None

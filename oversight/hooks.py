@@ -12,6 +12,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from django.db import models
 
     from oversight.config import SystemEntry
@@ -35,3 +37,19 @@ def rows_for(system: SystemEntry, decisions: Sequence[Decision]) -> list[models.
         if chosen:
             rows.extend(source(system, chosen))
     return rows
+
+
+# ``overridden``: apps told, in the override's transaction, that a person replaced a released
+# decision's output outside their own flow (the review queue closes the decision's open audit items).
+Overridden = Callable[["Decision", object, "datetime"], None]
+overridden: list[Overridden] = []
+
+
+def register_overridden(listener: Overridden) -> None:
+    if listener not in overridden:
+        overridden.append(listener)
+
+
+def decision_overridden(decision: Decision, person: object, now: datetime) -> None:
+    for listener in overridden:
+        listener(decision, person, now)

@@ -9,6 +9,7 @@ from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
+from uuid_utils.compat import uuid7
 
 from oversight import gate
 
@@ -48,6 +49,13 @@ class AISystem(models.Model):
     loop_mitigation = models.JSONField(default=dict, blank=True)
     # How hosted models answer (oversight.routing): {"mode": "ensemble"|"bandit", "floor": 0.01, "wait_ms": 1000}.
     routing = models.JSONField(default=dict, blank=True)
+    # Where the client service is told when a person resolves or overrides a decision (oversight.webhooks).
+    callback_url = models.URLField(max_length=500, blank=True, default="")
+    # The key webhook bodies are signed with (HMAC-SHA256). Kept as is, not hashed: signing needs it.
+    # Shown once when set; never part of the policy, the API's answers or the audit log.
+    webhook_secret = models.CharField(max_length=100, blank=True, default="")
+    # The share of review items that also go to a second, different operator (reviewer agreement).
+    double_review_rate = models.FloatField(default=0.0, validators=[MinValueValidator(0.0), MaxValueValidator(1.0)])
     policy_version = models.PositiveIntegerField(default=1)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -77,6 +85,8 @@ class AISystem(models.Model):
             "fallback_rule": self.fallback_rule,
             "loop_mitigation": self.loop_mitigation,
             "routing": self.routing,
+            "callback_url": self.callback_url,
+            "double_review_rate": self.double_review_rate,
         }
 
 
@@ -192,6 +202,9 @@ class Decision(models.Model):
             models.Index(fields=["system", "created_at"], name="decision_system_created"),
             # Monitoring windows and references read a system's decisions by occurred_at.
             models.Index(fields=["system", "occurred_at"], name="decision_system_occurred"),
+            # A subject's recent decisions (the review item page, the decisions search).
+            models.Index(fields=["subject", "-created_at"], name="decision_subject",
+                         condition=~models.Q(subject="")),
         ]
 
     @property
@@ -546,3 +559,42 @@ class BlockedItem(Curated):
     @property
     def public_id(self) -> str:
         return f"blk_{self.pk}"
+
+
+class WebhookDelivery(models.Model):
+    """The outbox: one event for the client service, written in the transaction that caused it and
+    sent by a Celery task (oversight.webhooks) until the receiver answers 2xx or the time is up.
+
+    The id is the ``X-Oversight-Delivery`` header (the same on every retry); ``body`` is the exact
+    bytes signed and sent, fixed when the event happened.
+    """
+
+    id = models.UUIDField(primary_key=True, default=uuid7, editable=False)
+    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="webhook_deliveries",
+                               db_index=False)
+    decision = models.ForeignKey(Decision, on_delete=models.CASCADE, related_name="webhook_deliveries")
+    event = models.CharField(max_length=40)
+    url = models.URLField(max_length=500)
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(default=timezone.now)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    given_up_at = models.DateTimeField(null=True, blank=True)
+    last_status = models.PositiveSmallIntegerField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        indexes: ClassVar = [
+            models.Index(fields=["next_attempt_at"], name="webhook_due",
+                         condition=models.Q(delivered_at__isnull=True, given_up_at__isnull=True)),
+            models.Index(fields=["system", "created_at"], name="webhook_system_created"),
+        ]
+
+    @property
+    def state(self) -> str:
+        if self.delivered_at:
+            return "delivered"
+        if self.given_up_at:
+            return "given up"
+        return "retrying" if self.attempts else "queued"

@@ -45,6 +45,23 @@ Confidence = Annotated[float, NotBool, Field(ge=0.0, le=1.0, allow_inf_nan=False
 Share = Annotated[float, NotBool, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
 Level = Annotated[Literal[1, 2, 3], NotBool]
 
+
+def _callback_url(value: str) -> str:
+    """An http(s) address the webhooks go to, or "" for none."""
+    from urllib.parse import urlsplit
+
+    value = value.strip()
+    if not value:
+        return ""
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be an http:// or https:// address with a host, like https://client.example/hooks "
+                         "(or empty for no webhooks)")
+    return value
+
+
+CallbackUrl = Annotated[str, StringConstraints(max_length=500), AfterValidator(_callback_url)]
+
 # Times the database can store and monitoring windows can use: from 1970 to a day ahead (clock skew).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=1)
@@ -239,6 +256,8 @@ class SystemIn(In):
     fallback_rule: FallbackPolicy = Field(default_factory=FallbackPolicy)
     loop_mitigation: LoopMitigationPolicy = Field(default_factory=LoopMitigationPolicy)
     routing: RoutingPolicy = Field(default_factory=RoutingPolicy)
+    callback_url: CallbackUrl = ""
+    double_review_rate: Share = 0.0
 
     @field_validator("fallback")
     @classmethod
@@ -268,12 +287,26 @@ class SystemPatch(In):
     fallback_rule: FallbackPolicy | None = None
     loop_mitigation: LoopMitigationPolicy | None = None
     routing: RoutingPolicy | None = None
+    callback_url: CallbackUrl | None = None
+    double_review_rate: Share | None = None
     reason: str = Field(default="", max_length=2000)
 
     @field_validator("fallback")
     @classmethod
     def _fallback_not_null(cls, value: Any) -> Any:
         return _fallback_value(value)
+
+
+class OverrideIn(In):
+    """``output`` replaces the released one (left out: the system's fallback); ``note`` says why."""
+
+    output: Any = None
+    note: str = Field(default="", max_length=5000)
+
+
+class WebhookSecretOut(BaseModel):
+    system: str
+    secret: str
 
 
 class KillSwitchState(BaseModel):
@@ -338,6 +371,9 @@ class SystemOut(BaseModel):
     fallback_rule: dict[str, Any]
     loop_mitigation: dict[str, Any]
     routing: dict[str, Any]
+    callback_url: str
+    double_review_rate: float
+    webhook_secret_set: bool
     policy_version: int
     killed: bool
     kill_reason: str | None

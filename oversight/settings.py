@@ -211,6 +211,7 @@ CELERY_DB_REUSE_MAX = env_int("OVERSIGHT_CELERY_DB_REUSE_MAX", 1000)
 MONITORING_INTERVAL_S = env_float("OVERSIGHT_MONITORING_INTERVAL_S", 10.0)
 DRIFT_INTERVAL_S = env_float("OVERSIGHT_DRIFT_INTERVAL_S", 60.0)
 EXPIRY_INTERVAL_S = env_float("OVERSIGHT_EXPIRY_INTERVAL_S", 30.0)  # how often pending decisions may expire
+WEBHOOK_GIVE_UP_S = env_float("OVERSIGHT_WEBHOOK_GIVE_UP_S", 86400.0)  # retried for this long, then given up
 BREAKER_INTERVAL_S = env_float("OVERSIGHT_BREAKER_INTERVAL_S", 15.0)  # how often breakers are evaluated
 CELERY_BEAT_SCHEDULE = {
     # A tick still queued when the next one is due is dropped (expires): a slow first run (a backfill)
@@ -227,6 +228,8 @@ CELERY_BEAT_SCHEDULE = {
     # Chaos drills end on time (and their reports follow the breaker until it recovers).
     "drills": {"task": "dashboards.tasks.finish_drills", "schedule": 15.0, "options": {"expires": 15.0}},
     "scoring-jobs": {"task": "oversight.tasks.sweep_scoring_jobs", "schedule": 300.0, "options": {"expires": 300.0}},
+    # Webhook deliveries whose retry was lost are sent again (oversight.webhooks).
+    "webhooks": {"task": "oversight.tasks.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
                       "options": {"expires": EXPIRY_INTERVAL_S}},
     # Rollouts advance or roll back on their outcomes; the bandit's shares and posteriors are charted.

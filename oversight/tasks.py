@@ -1,4 +1,5 @@
-"""Celery tasks of the core: hosted scoring on the ``scoring`` queue (thin: ``oversight.scoring``)."""
+"""Celery tasks of the core: hosted scoring on the ``scoring`` queue (thin: ``oversight.scoring``) and
+webhook deliveries (``oversight.webhooks``)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from typing import Any
 
 from celery import shared_task
 
-from oversight import scoring
+from oversight import scoring, webhooks
 
 
 @shared_task(name=scoring.TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
@@ -20,3 +21,21 @@ def score(job_id: str) -> dict[str, Any]:
 def sweep_scoring_jobs() -> int:
     """Drop jobs left behind by a web process that went away before their deadline."""
     return scoring.sweep()
+
+
+@shared_task(name=webhooks.TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
+def deliver_webhook(self: Any, delivery_id: str) -> None:
+    """One webhook delivery attempt (oversight.webhooks); on failure the task retries itself after
+    the backoff. The outbox row says what is due, so a repeated or lost task changes nothing."""
+    wait = webhooks.attempt(delivery_id)
+    if wait is not None:
+        raise self.retry(countdown=wait)
+
+
+@shared_task(name="oversight.tasks.sweep_webhooks")
+def sweep_webhooks() -> int:
+    """Send again the deliveries whose retry was lost (a worker restarted, the broker was away)."""
+    ids = webhooks.due()
+    for delivery_id in ids:
+        webhooks.send_task(delivery_id)
+    return len(ids)

@@ -14,6 +14,7 @@ from oversight.api import api
 from oversight.hosted_api import router as hosted_router
 from oversight.rollout_api import router as rollout_router
 from oversight.safety_api import router as safety_router
+from reviewqueue import decision_views, quality_views
 from reviewqueue import views as review
 from reviewqueue.api import router as review_router
 
@@ -61,6 +62,10 @@ urlpatterns = [
     path("editorial/<slug:slug>/<str:kind>/<str:rule_id>/remove/", editorial_views.remove, name="editorial-remove"),
     path("review/", review.queue, name="review-queue"),
     path("review/next/", review.claim_next, name="review-next"),
+    path("review/quality/", quality_views.quality, name="review-quality"),
+    path("decisions/", decision_views.search, name="decisions"),
+    path("decisions/<str:decision_id>/", decision_views.detail, name="decision"),
+    path("decisions/<str:decision_id>/override/", decision_views.override, name="decision-override"),
     path("review/<str:item_id>/", review.item, name="review-item"),
     path("review/<str:item_id>/act/", review.act, name="review-act"),
     path("review/<str:item_id>/heartbeat/", review.heartbeat, name="review-heartbeat"),

@@ -12,17 +12,18 @@ resolution is (``review.<action>``). Each write takes an optional ``now``: tests
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import DurationField, ExpressionWrapper, F, Q
+from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterRef, Q
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from oversight import audit, events, transitions
+from oversight import audit, events, transitions, webhooks
 from oversight.config import SystemEntry
 from oversight.errors import ActionError
 from oversight.models import AISystem, Decision, Outcome
@@ -37,28 +38,53 @@ def needs_review(d: Decision) -> bool:
     return d.status == Decision.Status.PENDING_REVIEW or d.audit
 
 
+def second_opinion(decision_id: uuid.UUID, share: float) -> bool:
+    """Whether a decision's item also goes to a second operator: a fixed draw from its id (the random
+    low bits of a UUIDv7), so the choice is the same on every replay of the decision."""
+    return share > 0 and (decision_id.int & 0xFFFFFFFF) / 2**32 < share
+
+
 def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list[ReviewItem]:
-    """Decision rows: one review item per decision a person must see, stored in the decision's transaction."""
-    chosen = [d for d in decisions if needs_review(d)]
+    """Decision rows: one review item per decision a person must see, stored in the decision's
+    transaction, and a second-opinion item for the system's ``double_review_rate`` share of them."""
     sla = timedelta(seconds=system.review_sla_s)
-    return [
-        ReviewItem(
-            id=uuid7(),
-            decision_id=d.id,
-            system_id=d.system_id,
-            kind=ReviewItem.Kind.GATE if d.status == Decision.Status.PENDING_REVIEW else ReviewItem.Kind.AUDIT,
-            status=ReviewItem.Status.OPEN,
-            due_at=d.created_at + sla,
-            created_at=d.created_at,
-            level=system.policy.level,
-            confidence=d.confidence,
+    items: list[ReviewItem] = []
+    for d in decisions:
+        if not needs_review(d):
+            continue
+        kinds = [ReviewItem.Kind.GATE if d.status == Decision.Status.PENDING_REVIEW else ReviewItem.Kind.AUDIT]
+        if second_opinion(d.id, system.double_review_rate):
+            kinds.append(ReviewItem.Kind.SECOND)
+        items.extend(
+            ReviewItem(
+                id=uuid7(),
+                decision_id=d.id,
+                system_id=d.system_id,
+                kind=kind,
+                status=ReviewItem.Status.OPEN,
+                due_at=d.created_at + sla,
+                created_at=d.created_at,
+                level=system.policy.level,
+                confidence=d.confidence,
+            )
+            for kind in kinds
         )
-        for d in chosen
-    ]
+    return items
 
 
 def _claimable(now: Any) -> Q:
     return Q(status=ReviewItem.Status.OPEN) | Q(status=ReviewItem.Status.CLAIMED, lease_expires_at__lt=now)
+
+
+def _seen_by(user: User) -> Exists:
+    """Items of a decision this person already holds or judged through another item: a second
+    opinion must come from someone else (and the first from someone other than the second)."""
+    return Exists(ReviewItem.objects.filter(decision_id=OuterRef("decision_id"))
+                  .filter(Q(claimed_by=user) | Q(resolved_by=user)).exclude(id=OuterRef("id")))
+
+
+SEEN_MESSAGE = ("you already gave your view on this decision through its other review item: a second "
+                "opinion must come from another operator")
 
 
 @transaction.atomic(durable=True)
@@ -75,6 +101,7 @@ def claim_next(
         qs = qs.filter(system__slug=system_slug)
     if skip:
         qs = qs.exclude(id__in=list(skip))
+    qs = qs.exclude(_seen_by(user))
     item = qs.select_for_update(skip_locked=True, of=("self",)).order_by(*triage.ORDER).first()
     if item is None:
         return None
@@ -82,8 +109,9 @@ def claim_next(
     lapsed_at = item.lease_expires_at
     item.status = ReviewItem.Status.CLAIMED
     item.claimed_by = user
+    item.claimed_at = now
     item.lease_expires_at = now + timedelta(seconds=lease_s)
-    item.save(update_fields=["status", "claimed_by", "lease_expires_at"])
+    item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
     if lapsed_holder is not None:
         _audit_expiry(item, lapsed_holder, lapsed_at)
     _audit(user, "lease.claim", item)
@@ -104,10 +132,13 @@ def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S, now: datetime |
     free = row.status == ReviewItem.Status.OPEN or (row.status == ReviewItem.Status.CLAIMED and not _live(row, now))
     if not (ours_live or free):
         _raise_taken(_with_people(item_id))
+    if not ours_live and ReviewItem.objects.filter(id=item_id).filter(_seen_by(user)).exists():
+        raise ActionError("conflict", SEEN_MESSAGE)
     lapsed_holder = row.claimed_by_id if row.status == ReviewItem.Status.CLAIMED and not ours_live else None
     lapsed_at = row.lease_expires_at
     ReviewItem.objects.filter(id=item_id).update(
-        status=ReviewItem.Status.CLAIMED, claimed_by=user, lease_expires_at=now + timedelta(seconds=lease_s))
+        status=ReviewItem.Status.CLAIMED, claimed_by=user, lease_expires_at=now + timedelta(seconds=lease_s),
+        **({} if ours_live else {"claimed_at": now}))
     item = _with_people(item_id)
     if lapsed_holder is not None:
         _audit_expiry(item, lapsed_holder, lapsed_at)
@@ -295,6 +326,7 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any, now:
         note=note,
         output=output if action == ReviewItem.Action.MODIFY else None,
         lease_expires_at=None,
+        agrees=action == ReviewItem.Action.APPROVE,
     )
     item = (
         ReviewItem.objects.select_related("decision", "system", "claimed_by", "resolved_by").filter(id=item_id).first()
@@ -307,8 +339,15 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any, now:
         if item.claimed_by_id == user.pk:
             raise ActionError("conflict", "your lease ran out; claim it again (nobody else has taken it yet)")
         raise ActionError("conflict", "claim this item before resolving it (it is not yours, or your lease ran out)")
-    decision = transitions.lock(item.decision_id)  # approving asks transitions.approved_output, as the page does
     system = item.system
+    if item.kind == ReviewItem.Kind.SECOND:
+        # A second opinion is recorded, not acted on: the decision follows its first item.
+        audit.record(user, "review.second_opinion", system=system, target=_decision_public_id(item), reason=note,
+                     data={"item": item.public_id, "kind": item.kind, "action": action})
+        events.send_on_commit([events.system_group(system.slug)],
+                              {"type": "review", "item": item.public_id, "action": action})
+        return item
+    decision = transitions.lock(item.decision_id)  # approving asks transitions.approved_output, as the page does
     who = user.get_username()
     review = {"action": action, "note": note, "by": who, "at": now.isoformat(), "kind": item.kind}
     if item.kind == ReviewItem.Kind.GATE:
@@ -325,6 +364,10 @@ def _resolve(user: User, item_id: Any, action: str, note: str, output: Any, now:
                              review=review)
     # A person's resolution is an outcome too (marked human): what they released, kept or wrote.
     Outcome.objects.create(decision=decision, source=Outcome.Source.HUMAN, label=decision.output, observed_at=now)
+    if item.kind == ReviewItem.Kind.GATE:
+        webhooks.enqueue(decision, webhooks.RESOLVED)
+    elif decision.status == Decision.Status.OVERRIDDEN:
+        webhooks.enqueue(decision, webhooks.OVERRIDDEN)
     audit.record(user, f"review.{action}", system=system, target=decision.public_id, reason=note,
                  data={"item": item.public_id, "kind": item.kind})
     events.send_on_commit(
@@ -348,3 +391,14 @@ def release(user: User, item_id: Any, now: datetime | None = None, why: str = ""
         _raise_taken(item)
     _audit(user, "lease.give_back", item, reason=why)
     return item
+
+
+def close_audit_items(decision: Decision, person: Any, now: datetime) -> None:
+    """A person overrode ``decision`` from its page (oversight.overrides): its open after-the-fact
+    audit items are answered by that (a modification by them); second opinions stay open."""
+    ReviewItem.objects.filter(
+        decision_id=decision.id, kind=ReviewItem.Kind.AUDIT,
+        status__in=[ReviewItem.Status.OPEN, ReviewItem.Status.CLAIMED],
+    ).update(status=ReviewItem.Status.RESOLVED, action=ReviewItem.Action.MODIFY, resolved_by=person,
+             resolved_at=now, lease_expires_at=None, output=decision.output, agrees=False,
+             note="overridden from the decision's page")

@@ -60,7 +60,7 @@ def _load(item_id: Any) -> ReviewItem:
 
 @router.post("/review/claim", response={200: dict, 204: None})
 def claim(request: HttpRequest, payload: ClaimIn | None = None) -> Any:
-    who = require_person(request, access.OPERATOR)
+    who = require_person(request, *access.REVIEWERS)
     item = actions.claim_next(who.user, payload.system if payload else None)
     if item is None:
         return HttpResponse(status=204)
@@ -69,7 +69,7 @@ def claim(request: HttpRequest, payload: ClaimIn | None = None) -> Any:
 
 @router.post("/review/{item_id}/resolve", response=dict)
 def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str, Any]:
-    who = require_person(request, access.OPERATOR)
+    who = require_person(request, *access.REVIEWERS)
     item = actions.resolve(
         who.user, parse_item_id(item_id), payload.action, payload.note, payload.output,
         output_given="output" in payload.model_fields_set,
@@ -79,7 +79,7 @@ def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str,
 
 @router.post("/review/{item_id}/release", response=dict)
 def release(request: HttpRequest, item_id: str) -> dict[str, Any]:
-    who = require_person(request, access.OPERATOR)
+    who = require_person(request, *access.REVIEWERS)
     item = actions.release(who.user, parse_item_id(item_id))
     return item_out(_load(item.id))
 
@@ -87,6 +87,6 @@ def release(request: HttpRequest, item_id: str) -> dict[str, Any]:
 @router.post("/review/{item_id}/heartbeat", response=dict)
 def heartbeat(request: HttpRequest, item_id: str) -> dict[str, Any]:
     """Renew the caller's lease (or take the item again if it lapsed and is still free)."""
-    who = require_person(request, access.OPERATOR)
+    who = require_person(request, *access.REVIEWERS)
     item = actions.heartbeat(who.user, parse_item_id(item_id))
     return item_out(_load(item.id))

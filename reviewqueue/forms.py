@@ -12,6 +12,7 @@ from django import forms
 from pydantic import ValidationError
 
 from oversight.formfields import MISSING, JSONTextField, add_schema_errors, limits, sentence
+from oversight.schemas import OverrideIn
 from reviewqueue.api import ResolveIn
 from reviewqueue.models import ReviewItem
 
@@ -72,3 +73,32 @@ class ReviewForm(forms.Form):
 
     def wants_next(self) -> bool:
         return self.cleaned_data.get("then") == "next"
+
+
+class OverrideForm(forms.Form):
+    """Override a released decision: the output to give instead (or the fallback), and why."""
+
+    output = JSONTextField(label="Output to give instead (JSON)", required=False, rows=4)
+    fallback = forms.BooleanField(label="Give the system's fallback output instead", required=False)
+    note = forms.CharField(
+        label="Note", required=False,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "why (goes to the audit log and the client's webhook)",
+                                     "maxlength": limits(OverrideIn, "note").get("maxLength")}),
+        error_messages={"null_characters_not_allowed": sentence("Note cannot hold a NUL character")},
+    )
+
+    def clean(self) -> dict[str, Any]:
+        cleaned = super().clean() or {}
+        if cleaned.get("fallback"):
+            self.errors.pop("output", None)
+            cleaned["output"] = MISSING
+        elif "output" in cleaned and cleaned["output"] is MISSING:
+            self.add_error("output", sentence("Type the output to give instead, or tick the fallback box"))
+        body: dict[str, Any] = {"note": cleaned.get("note", "")}
+        if cleaned.get("output", MISSING) is not MISSING:
+            body["output"] = cleaned["output"]
+        try:
+            OverrideIn.model_validate(body)
+        except ValidationError as exc:
+            add_schema_errors(self, exc, OverrideIn)
+        return cleaned

@@ -15,6 +15,9 @@ class ReviewItem(models.Model):
     class Kind(models.TextChoices):
         GATE = "gate", "before release"
         AUDIT = "audit", "after-the-fact audit"
+        # The same decision for a second, different operator: their judgment is recorded (reviewer
+        # agreement, reviewqueue.quality); the decision itself follows the first item only.
+        SECOND = "second", "second opinion"
 
     class Status(models.TextChoices):
         OPEN = "open"
@@ -37,6 +40,7 @@ class ReviewItem(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+", db_index=False
     )
     lease_expires_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)  # the current (or last) claim began: handling time
     resolved_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -44,6 +48,9 @@ class ReviewItem(models.Model):
     action = models.CharField(max_length=8, choices=Action.choices, blank=True, default="")
     note = models.TextField(blank=True, default="")
     output = models.JSONField(null=True, blank=True)
+    # Whether the person agreed with the model (approve) or not (reject, modify); None until resolved
+    # by a person (an expiry has no opinion).
+    agrees = models.BooleanField(null=True, blank=True)
     due_at = models.DateTimeField()
     created_at = models.DateTimeField()
     # Copied from the system and the decision when the item is made, so the queue's order

@@ -21,12 +21,12 @@ from oversight import access, stopstate
 from oversight.access import person_of, role_required
 from oversight.errors import ActionError
 from oversight.formfields import MISSING, add_action_error, sentence
-from oversight.models import AISystem, Level
+from oversight.models import AISystem, Decision, Level
 from reviewqueue import actions, triage
 from reviewqueue.forms import ReviewForm
 from reviewqueue.models import ReviewItem
 
-operator_only = role_required(access.OPERATOR)
+reviewers_only = role_required(*access.REVIEWERS)
 
 
 def _uuid(value: str) -> uuid.UUID:
@@ -83,7 +83,7 @@ def _page_number(request: HttpRequest) -> int:
         return 1
 
 
-@operator_only
+@reviewers_only
 def queue(request: HttpRequest) -> HttpResponse:
     """Pending items in triage order (reviewqueue.triage), filtered; ``?part=totals`` answers the
     list's live figures as JSON (the page asks when a queue push arrives)."""
@@ -138,7 +138,7 @@ SKIPPED_KEEP = 50
 
 
 @require_POST
-@operator_only
+@reviewers_only
 def claim_next(request: HttpRequest) -> HttpResponse:
     """Claim the next item of the operator's filter. With ``skip`` (the J key on an item), the item
     being passed over is given back first and is not handed out again to this person in this session."""
@@ -203,6 +203,14 @@ def _votes(prediction: Any) -> list[dict[str, Any]]:
     return out
 
 
+def subject_recent(d: Decision, n: int = 10) -> list[Decision]:
+    """The newest other decisions about ``d``'s subject in its system (index ``decision_subject``)."""
+    if not d.subject:
+        return []
+    return list(Decision.objects.filter(subject=d.subject, system_id=d.system_id).exclude(id=d.id)
+                .order_by("-created_at").only("id", "created_at", "status", "output")[:n])
+
+
 def _previous(request: HttpRequest, obj: ReviewItem) -> str | None:
     """The item this person resolved before this one (K), or None."""
     qs = ReviewItem.objects.filter(status=ReviewItem.Status.RESOLVED, resolved_by=request.user.pk).exclude(id=obj.id)
@@ -238,6 +246,7 @@ def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: 
         "queue_url": _queue_url(system),
         "previous_url": _item_url(previous, system) if previous else "",
         "votes": _votes(d.prediction),
+        "subject_recent": subject_recent(d),
         "pretty": {
             "context": json.dumps(d.context, indent=2, ensure_ascii=False),
             "features": json.dumps(d.features, indent=2, ensure_ascii=False),
@@ -253,7 +262,7 @@ def _blank_form(obj: ReviewItem, system: str = "") -> ReviewForm:
                       auto_id="%s")
 
 
-@operator_only
+@reviewers_only
 def item(request: HttpRequest, item_id: str) -> HttpResponse:
     obj = _item_or_404(_uuid(item_id))
     if request.GET.get("part") == "blocked":  # the open page asks again when what is stopped changes
@@ -269,7 +278,7 @@ def _conflict(exc: ActionError) -> JsonResponse:
 
 
 @require_POST
-@operator_only
+@reviewers_only
 def heartbeat(request: HttpRequest, item_id: str) -> HttpResponse:
     """The open item page, every minute: renew the lease (or take the item again if it lapsed and is free)."""
     try:
@@ -280,7 +289,7 @@ def heartbeat(request: HttpRequest, item_id: str) -> HttpResponse:
 
 
 @require_POST
-@operator_only
+@reviewers_only
 def give_back(request: HttpRequest, item_id: str) -> HttpResponse:
     """The item page closed (``navigator.sendBeacon`` on ``pagehide``): the item goes back to the queue."""
     try:
@@ -294,7 +303,7 @@ DONE = {"approve": "approved", "reject": "rejected", "modify": "modified and rel
 
 
 @require_POST
-@operator_only
+@reviewers_only
 def act(request: HttpRequest, item_id: str) -> HttpResponse:
     """Claim, give back or resolve. A refusal shows the item again with what was typed kept."""
     uid = _uuid(item_id)

@@ -84,7 +84,7 @@ def release_requests(s: Setup) -> None:
 
 # How each caller is answered, endpoint by endpoint: 2xx allowed; 401, 403, 404 refused.
 # The review item is claimed by the operator, so resolve and release are theirs to do.
-A, F, N = 401, 403, 404
+A, F, N, C = 401, 403, 404, 409
 CALLERS = ("anonymous", "client", "other_client", "nobody", "operator", "editor", "admin")
 MATRIX: dict[str, tuple[int, ...]] = {
     #                   anonymous client other_client nobody operator editor admin
@@ -98,10 +98,15 @@ MATRIX: dict[str, tuple[int, ...]] = {
     "submit_batch":      (A, 200, N, F, F, F, F),
     "get_decision":      (A, 200, N, F, 200, 200, 200),
     "post_outcome":      (A, 201, N, F, F, F, F),
-    "claim":             (A, F, F, F, 204, F, F),
-    "resolve":           (A, F, F, F, 200, F, F),
-    "release":           (A, F, F, F, 200, F, F),
-    "heartbeat":         (A, F, F, F, 200, F, F),
+    # Admins review too; the item is the operator's, so an admin's resolve, release and heartbeat
+    # are refused as anyone else's would be (409: claimed by operator), after the role check.
+    "claim":             (A, F, F, F, 204, F, 204),
+    "resolve":           (A, F, F, F, 200, F, C),
+    "release":           (A, F, F, F, 200, F, C),
+    "heartbeat":         (A, F, F, F, 200, F, C),
+    # The setup's decision waits for a person: overriding it is refused after the role check.
+    "override_decision": (A, F, F, F, C, F, C),
+    "new_webhook_secret": (A, F, F, F, F, F, 201),
     "put_reference":     (A, F, F, F, F, F, 201),
     "reference_from_decisions": (A, F, F, F, F, F, 201),
     "get_reference":     (A, 200, N, F, 200, 200, 200),
@@ -162,6 +167,8 @@ def call(endpoint: str, s: Setup, client: ApiClient) -> Any:
         "resolve": ("post", f"/api/v1/review/{i}/resolve", {"action": "approve", "note": "ok"}),
         "release": ("post", f"/api/v1/review/{i}/release", None),
         "heartbeat": ("post", f"/api/v1/review/{i}/heartbeat", None),
+        "override_decision": ("post", f"/api/v1/decisions/{d}/override", {"output": {"items": ["t1"]}, "note": "n"}),
+        "new_webhook_secret": ("post", "/api/v1/systems/sup/webhook-secret", None),
         "put_reference": ("put", "/api/v1/systems/sup/reference?format=csv", b"tempo\n1\n2\n"),
         "reference_from_decisions": ("post", "/api/v1/systems/sup/reference/from-decisions",
                                      {"since": "2000-01-01T00:00:00Z", "until": "2100-01-01T00:00:00Z"}),
@@ -256,7 +263,8 @@ def test_every_endpoint_from_every_side(setup, endpoint):
         got[who] = r.status_code
         if r.status_code >= 400:
             error = r.json()["error"]
-            assert error["code"] == {401: "unauthenticated", 403: "forbidden", 404: "not_found"}[r.status_code]
+            assert error["code"] == {401: "unauthenticated", 403: "forbidden", 404: "not_found",
+                                     409: "conflict"}[r.status_code]
     assert got == want
 
 
@@ -346,7 +354,7 @@ def test_personal_token_carries_the_persons_role_and_needs_no_csrf(setup):
     admin = token_client(w.admin)
     assert call("flip_killswitch", setup, admin).status_code == 200
     assert call("patch_system", setup, admin).status_code == 200
-    assert call("claim", setup, admin).status_code == 403
+    assert call("claim", setup, admin).status_code == 204  # admins review too; the only item is the operator's
     assert KillSwitch.objects.get().changed_by_id == w.admin.id
 
     editor = token_client(w.editor)

@@ -271,10 +271,15 @@ def test_only_admins_flip_kill_switches(world: World, who: str) -> None:
 def test_editor_cannot_review(world: World) -> None:
     decision = submit_level_1(world)
     c = world.person(world.editor)
-    assert_forbidden_page(c.get("/review/"), "operator")
-    assert_forbidden_page(c.get(f"/review/{item_id(decision)}/"), "operator")
-    assert_forbidden_page(post(c, "/review/next/"), "operator")
-    assert_forbidden_page(post(c, f"/review/{item_id(decision)}/act/", {"op": "claim"}), "operator")
+    who = "operator or admin"
+    assert_forbidden_page(c.get("/review/"), who)
+    assert_forbidden_page(c.get(f"/review/{item_id(decision)}/"), who)
+    assert_forbidden_page(post(c, "/review/next/"), who)
+    assert_forbidden_page(post(c, f"/review/{item_id(decision)}/act/", {"op": "claim"}), who)
+    assert_forbidden_page(c.get("/decisions/"), who)
+    assert_forbidden_page(c.get(f"/decisions/{decision['id']}/"), who)
+    assert_forbidden_page(post(c, f"/decisions/{decision['id']}/override/", {"fallback": "on"}), who)
+    assert_forbidden_page(c.get("/review/quality/"), who)
     assert ReviewItem.objects.get().status == ReviewItem.Status.OPEN
     assert c.get("/").status_code == 200
 
