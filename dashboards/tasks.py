@@ -63,3 +63,11 @@ def run_rollouts(now: datetime | None = None) -> dict[str, Any]:
     from dashboards import rollout_job
 
     return rollout_job.run_all(now)
+
+
+@shared_task(name="dashboards.tasks.review_overdue", ignore_result=False)
+def review_overdue() -> dict[str, int]:
+    """Open or resolve each system's alert for review items past their SLA (dashboards.review_alerts)."""
+    from dashboards import review_alerts
+
+    return review_alerts.run_all()

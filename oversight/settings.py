@@ -228,6 +228,8 @@ CELERY_BEAT_SCHEDULE = {
     # Chaos drills end on time (and their reports follow the breaker until it recovers).
     "drills": {"task": "dashboards.tasks.finish_drills", "schedule": 15.0, "options": {"expires": 15.0}},
     "scoring-jobs": {"task": "oversight.tasks.sweep_scoring_jobs", "schedule": 300.0, "options": {"expires": 300.0}},
+    # An alert per system while review items wait past their SLA (dashboards.review_alerts).
+    "review-overdue": {"task": "dashboards.tasks.review_overdue", "schedule": 30.0, "options": {"expires": 30.0}},
     # Webhook deliveries whose retry was lost are sent again (oversight.webhooks).
     "webhooks": {"task": "oversight.tasks.sweep_webhooks", "schedule": 30.0, "options": {"expires": 30.0}},
     "review-expiry": {"task": "reviewqueue.tasks.expire_pending", "schedule": EXPIRY_INTERVAL_S,
