@@ -15,7 +15,7 @@ from django.urls import reverse
 from django.utils.cache import add_never_cache_headers
 from django.views.decorators.http import require_POST
 
-from oversight import access, actions, audit, demo, readiness, stopstate
+from oversight import access, actions, audit, demo, readiness, stopstate, webhooks
 from oversight.access import any_role, person_of, role_required
 from oversight.errors import ActionError
 from oversight.formfields import add_action_error, error_sentences
@@ -182,6 +182,10 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
             actions.revoke_api_key(request.user, key)
             messages.success(request, f"key {key.prefix}… revoked")
             return redirect("system-edit", slug=slug)
+        elif op == "webhook_secret":
+            keep_secret_once(request.session, "webhook", system.slug, webhooks.set_secret(system, request.user))
+            messages.success(request, "new webhook secret made: deliveries are signed with it from now on")
+            return redirect(reverse("system-edit", kwargs={"slug": slug}) + "#webhooks")
         elif op == "readiness":
             readiness_form = ReadinessForm(request.POST)
             if readiness_form.is_valid() and _assess(request, slug, readiness_form):
@@ -189,6 +193,7 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
         else:
             return redirect("system-edit", slug=slug)
     new_key = pop_secret(request.session, "api_key", system.slug) if request.method == "GET" else None
+    new_webhook_secret = pop_secret(request.session, "webhook", system.slug) if request.method == "GET" else None
     response = render(
         request, "oversight/system_edit.html",
         {
@@ -196,6 +201,9 @@ def system_edit(request: HttpRequest, slug: str) -> HttpResponse:
             "form": policy_form,
             "key_form": key_form,
             "new_key": new_key,
+            "new_webhook_secret": new_webhook_secret,
+            "webhook_give_up_h": round(webhooks.give_up_after_s() / 3600),
+            "deliveries": system.webhook_deliveries.select_related("decision").order_by("-created_at")[:10],
             "keys": system.api_keys.order_by("-created_at"),
             "versions": policy_history(list(system.policy_versions.select_related("created_by")[:21]))[:20],
             "readiness_form": readiness_form,
