@@ -23,7 +23,9 @@ RECOMMENDER = "nightly-recs"
 
 DEMO_SYSTEMS: list[dict[str, Any]] = [
     {"slug": "loan-approvals", "name": "Loan approvals (critical)", "level": 1, "confidence_threshold": 0.9,
-     "audit_sample_rate": 0.0, "review_sla_s": 600, "fallback": {"decision": "refer-to-branch"}},
+     "audit_sample_rate": 0.0, "review_sla_s": 600, "fallback": {"decision": "refer-to-branch"},
+     # One loan in five is also reviewed by a second operator (the Quality page's agreement).
+     "double_review_rate": 0.2},
     # Scored by its hosted models (oversight.music, registered by seed()); the fallback is the
     # popularity baseline's five most played tracks (oversight.music.models.fallback_items()).
     # Two-minute windows: a shift shows within a monitoring tick or two, not an hour later.
@@ -41,7 +43,8 @@ DEMO_SYSTEMS: list[dict[str, Any]] = [
      "audit_sample_rate": 0.02, "review_sla_s": 3600, "fallback": {"label": "hold"},
      "breaker": {"min_mean_reward": 0.25, "cooldown_s": 120}},
 ]
-PEOPLE = [("operator", access.OPERATOR), ("editor", access.EDITOR), ("admin", access.ADMIN)]
+PEOPLE = [("operator", access.OPERATOR), ("operator2", access.OPERATOR), ("editor", access.EDITOR),
+          ("admin", access.ADMIN)]
 
 
 def _secrets_file() -> Any:
