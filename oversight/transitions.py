@@ -16,6 +16,7 @@ from typing import Any
 
 from oversight import config, gate
 from oversight.errors import ActionError
+from oversight.guardrails import Guardrails, violation
 from oversight.models import Decision
 
 Status = gate.Status
@@ -35,6 +36,15 @@ def _record(d: Decision, reason: str, review: dict[str, Any]) -> Decision:
     d.review = review
     d.save(update_fields=["status", "output", "reasons", "released_at", "review"])
     return d
+
+
+def check_output(d: Decision, output: Any) -> None:
+    """An output a person writes must keep to the system's guardrails, when it has some (a 422 on
+    the ``output`` field otherwise): a person cannot release what the rules would stop the model from."""
+    rails = Guardrails.from_json(d.system.guardrails)
+    why = violation(rails, output) if rails is not None else None
+    if why:
+        raise ActionError("invalid", f"the output breaks the system's {why}", "output")
 
 
 def _require(d: Decision, *allowed: str) -> None:
@@ -81,6 +91,7 @@ def approve(d: Decision, *, by: str, note: str, now: datetime, review: dict[str,
 def release_with(d: Decision, output: Any, *, by: str, note: str, now: datetime, review: dict[str, Any]) -> Decision:
     """A pending decision released with an output a person wrote."""
     _require(d, Status.PENDING_REVIEW)
+    check_output(d, output)
     d.status, d.output, d.released_at = Status.RELEASED, output, now
     return _record(d, f"modified and released by {by}{_said(note)}", review)
 
@@ -103,6 +114,8 @@ def override(d: Decision, output: Any | None, *, by: str, note: str, review: dic
     """A released decision replaced after the fact: by ``output``, or the fallback when None. (A
     guardrail's fallback may be replaced the same way, by the output a person writes.)"""
     _require(d, Status.RELEASED, Status.FALLBACK)
+    if output is not None:
+        check_output(d, output)
     d.status = Status.OVERRIDDEN
     d.output = d.system.fallback if output is None else output
     return _record(d, f"audit: overridden by {by}{_said(note)}", review)

@@ -90,3 +90,25 @@ def test_guardrails_do_not_touch_a_level_2_system(world, django_capture_on_commi
     body = decision_body(0.9)
     d = world.client_for("sup").post("/api/v1/systems/sup/decisions", body, content_type="application/json").json()
     assert d["status"] == "released"
+
+
+def test_a_persons_output_must_keep_to_the_guardrails_too(world, django_capture_on_commit_callbacks):
+    """Modify (and override) check what a person writes against the system's guardrails: a 422 on
+    the output field, the item still theirs, nothing changed."""
+    guard(world, django_capture_on_commit_callbacks, {"field": "label", "allowed": ["hold", "sell"]})
+    d = send(world, {"label": "buy everything"})
+    item = review.claim_next(world.operator)
+    op = api_session(world.operator)
+    r = op.post(f"/api/v1/review/{item.public_id}/resolve",
+                {"action": "modify", "output": {"label": "buy more"}, "note": "n"}, content_type="application/json")
+    assert r.status_code == 422
+    assert r.json()["error"] == {"code": "invalid", "field": "output", "message":
+                                 "the output breaks the system's guardrail: output.label 'buy more' is not one of "
+                                 "the allowed values"}
+    item.refresh_from_db()
+    assert (item.status, item.claimed_by_id) == ("claimed", world.operator.id)
+    shown = world.client_for("auto").get(f"/api/v1/decisions/{d['id']}").json()
+    assert (shown["status"], shown["output"]) == ("fallback", {"label": "hold"})
+    ok = op.post(f"/api/v1/review/{item.public_id}/resolve",
+                 {"action": "modify", "output": {"label": "sell"}, "note": "n"}, content_type="application/json")
+    assert ok.status_code == 200
