@@ -56,13 +56,15 @@ def override(user: User, decision_id: Any, output: Any, *, output_given: bool, n
     if why:
         raise ActionError("conflict", why, "output" if "window" in why else None)
     note = note.strip()
+    # ``None`` (JSON null) is no output: the transition gives the fallback for it, so say so below.
+    fallback = not output_given or output is None
     who = user.get_username()
     review = {"action": "override", "note": note, "by": who, "at": now.isoformat(), "kind": "override"}
-    transitions.override(d, output if output_given else None, by=who, note=note, review=review)
+    transitions.override(d, None if fallback else output, by=who, note=note, review=review)
     Outcome.objects.create(decision=d, source=Outcome.Source.HUMAN, label=d.output, observed_at=now)
     hooks.decision_overridden(d, user, now)
     audit.record(user, "decision.override", system=d.system, target=d.public_id, reason=note,
-                 data={"fallback": not output_given})
+                 data={"fallback": fallback})
     webhooks.enqueue(d, webhooks.OVERRIDDEN)
     events.send_on_commit([events.system_group(d.system.slug)],
                           {"type": "review", "decision": d.public_id, "action": "override"})

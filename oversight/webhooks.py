@@ -113,7 +113,9 @@ def post(row: WebhookDelivery) -> tuple[int | None, str]:
         headers["X-Oversight-Signature"] = signature(row.system.webhook_secret, body)
     try:
         r = httpx.post(row.url, content=body, headers=headers, timeout=TIMEOUT_S, follow_redirects=False)
-    except httpx.HTTPError as exc:
+    except Exception as exc:  # noqa: BLE001 — not only httpx.HTTPError: a host name the client refuses
+        # raises UnicodeError or InvalidURL. Whatever stopped the POST is this attempt's failure
+        # (recorded, retried, given up in the end), never an exception that leaves the row leased.
         return None, f"{type(exc).__name__}: {exc}"[:500]
     if 200 <= r.status_code < 300:
         return r.status_code, ""
