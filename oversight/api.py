@@ -146,6 +146,8 @@ def _submit_valid(entry: config.SystemEntry, valid: list[DecisionIn], raws: list
 @client.post("/systems/{system}/decisions/batch", response={200: BatchOut})
 def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpResponse:
     entry = system_for(request, system, client_only=True)
+    if not payload.items:
+        raise ApiError(422, "invalid", "a batch needs at least one item (send them in \"items\")", "items")
     if len(payload.items) > settings.MAX_BATCH_ITEMS:
         raise ApiError(
             422, "batch_too_large",

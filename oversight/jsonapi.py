@@ -88,16 +88,32 @@ def json_depth_over(value: Any, limit: int) -> bool:
     return _deeper_than(value, limit - 1)
 
 
+def _require_json(request: HttpRequest) -> None:
+    """A body the API parses is declared JSON (``application/json`` or ``application/…+json``), in UTF-8."""
+    media = (request.content_type or "").lower()
+    if media != "application/json" and not (media.startswith("application/") and media.endswith("+json")):
+        shown = media or "none"
+        raise ApiError(415, "unsupported_media_type",
+                       f"send the body as JSON with Content-Type: application/json (this request said {shown})")
+    charset = (request.content_params or {}).get("charset", "utf-8").lower().replace("_", "-")
+    if charset not in ("utf-8", "utf8"):
+        raise ApiError(415, "unsupported_media_type", f"the body must be UTF-8 encoded JSON (this request said "
+                                                      f"charset={charset[:20]})")
+
+
 class StrictJSONParser(Parser):
     """JSON without NaN, Infinity, numbers too large for a float, or nesting deeper than MAX_JSON_DEPTH."""
 
     def parse_body(self, request: HttpRequest) -> Any:
+        _require_json(request)
         try:
             body = request.body
             try:
                 value = jsonutil.loads(body)  # fast, and refuses NaN, Infinity and overflowing numbers itself
             except ValueError:
-                value = jsonutil.strict_loads(body)  # says exactly what is wrong (or accepts what orjson will not)
+                # Says exactly what is wrong (or accepts what orjson will not); decoded first, as
+                # json.loads would otherwise guess UTF-16 or UTF-32 from the bytes.
+                value = jsonutil.strict_loads(body.decode("utf-8"))
             # Only a body with enough brackets can be too deep: skip the walk for ordinary ones.
             if body.count(b"[") + body.count(b"{") > MAX_JSON_DEPTH and json_depth_over(value, MAX_JSON_DEPTH):
                 raise ApiError(

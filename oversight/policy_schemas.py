@@ -18,9 +18,12 @@ from pydantic import (
 
 
 def _not_bool(value: Any) -> Any:
-    # JSON true/false is not a number: without this, `"confidence": true` would pass as 1.0.
+    # A number is a JSON number: without this, `"confidence": true` would pass as 1.0 and
+    # `"confidence": "0.9"` as 0.9 (pydantic's lax mode), and a client's bug would go unnoticed.
     if isinstance(value, bool):
         raise ValueError("expected a number, not true/false")
+    if isinstance(value, str):
+        raise ValueError(f"expected a number, not the text {value[:20]!r} (send it without quotes)")
     return value
 
 

@@ -53,8 +53,12 @@ def _callback_url(value: str) -> str:
     value = value.strip()
     if not value:
         return ""
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        scheme, host, _ = parts.scheme, parts.hostname, parts.port  # a port that is not a number raises here
+    except ValueError:
+        scheme, host = "", None
+    if scheme not in ("http", "https") or not host or "" in host.rstrip(".").split(".") or " " in value:
         raise ValueError("must be an http:// or https:// address with a host, like https://client.example/hooks "
                          "(or empty for no webhooks)")
     return value

@@ -83,7 +83,9 @@ def test_deeply_nested_json(world):
         ({"features": "tempo=171"}, "features", "features: Input should be a valid dictionary"),
         ({"prediction": "t1"}, "prediction", "prediction: Input should be a valid dictionary"),
         ({"prediction": {"output": 1, "confidence": "high"}}, "prediction.confidence",
-         "prediction.confidence: Input should be a valid number"),
+         "prediction.confidence: expected a number, not the text 'high'"),
+        ({"prediction": {"output": 1, "confidence": "0.9"}}, "prediction.confidence",  # a number in quotes
+         "prediction.confidence: expected a number, not the text '0.9' (send it without quotes)"),
         ({"prediction": {"output": 1, "confidence": True}}, "prediction.confidence",
          "prediction.confidence: expected a number, not true/false"),
         ({"prediction": {"output": 1, "confidence": 1.01}}, "prediction.confidence",
@@ -340,3 +342,31 @@ def test_garbage_never_yields_a_server_error(world, raw):
                         ("/api/v1/killswitches", "post")):
         r = send(admin, url, raw, method=method)
         assert 200 <= r.status_code < 500, (url, r.status_code, r.content)
+
+
+def test_a_body_must_be_declared_json_in_utf8(world):
+    """415 for a body sent as text/plain, form data or UTF-16, with what to send instead; nothing stored."""
+    import json as _json
+
+    from oversight.models import Decision
+
+    c = world.client_for("sup")
+    body = _json.dumps(decision_body(0.9))
+    for content_type in ("text/plain", "application/x-www-form-urlencoded", "application/json; charset=utf-16"):
+        r = c.post(URL, body, content_type=content_type)
+        assert r.status_code == 415, content_type
+        assert r.json()["error"]["code"] == "unsupported_media_type"
+        assert "application/json" in r.json()["error"]["message"] or "UTF-8" in r.json()["error"]["message"]
+    r = c.post(URL, body.encode("utf-16"), content_type="application/json")
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "the request body must be UTF-8 encoded JSON"
+    assert not Decision.objects.exists()
+    assert c.post(URL, body, content_type="application/json; charset=utf-8").status_code == 201
+    assert c.post(URL, body, content_type="application/merge-patch+json").status_code == 201
+
+
+def test_an_empty_batch_is_refused(world):
+    r = world.client_for("sup").post(URL + "/batch", {"items": []}, content_type="application/json")
+    assert r.status_code == 422
+    assert r.json()["error"] == {"code": "invalid", "field": "items",
+                                 "message": 'a batch needs at least one item (send them in "items")'}

@@ -56,3 +56,12 @@ def test_only_admins_make_webhook_secrets(world: World) -> None:
         assert r.status_code == 403
         assert "This page needs the <strong>admin</strong> role" in r.content.decode()
     assert AISystem.objects.get(slug="sup").webhook_secret == ""
+
+
+def test_a_callback_url_with_an_empty_host_label_or_a_bad_port_is_refused(world: World) -> None:
+    api = csrf_session(world.admin, api=True)
+    for bad in ("http://hooks..client.example/h", "https://client.example:port/h", "http:///h"):
+        r = api.patch("/api/v1/systems/sup", {"callback_url": bad, "reason": "hooks"}, content_type="application/json")
+        assert r.status_code == 422, bad
+        assert r.json()["error"]["field"] == "callback_url"
+    assert AISystem.objects.get(slug="sup").callback_url == ""
