@@ -7,6 +7,9 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "oversight.settings")
+    from oversight import actor
+
+    actor.from_command_line()  # audit events name the operating-system user (or --by PERSON)
     from django.core.management import execute_from_command_line
 
     execute_from_command_line(sys.argv)

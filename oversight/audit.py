@@ -28,6 +28,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from oversight.actor import current as current_actor
 from oversight.models import AISystem, AuditEvent
 
 GENESIS = "0" * 64
@@ -144,6 +145,11 @@ def record(
     after another from this call on: record late in a write path, not first.
     """
     user = actor if actor is not None and actor.is_authenticated else None
+    acting = current_actor()
+    if user is None and actor_label is None and acting is not None and acting.command_line:
+        # No actor given in a manage.py process: the person running it (or the one named by --by).
+        user = acting.user if acting.user is not None and acting.user.is_authenticated else None
+        actor_label = acting.label or None
     label = actor_label or (user.get_username() if user is not None else "system")
     content = as_stored(data or {})
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
@@ -189,6 +195,21 @@ def _table(data: Any) -> list[tuple[str, str]]:
     return [("data", plain(data))] if data not in (None, "", []) else []
 
 
+# People's accounts and logins (oversight.people_audit): the event's target is the person.
+_PEOPLE = {
+    "role.grant": "gave {who}{role}",
+    "role.revoke": "took{role} from {who}",
+    "user.create": "created the account {who}",
+    "user.deactivate": "deactivated {who}",
+    "user.activate": "re-activated {who}",
+    "user.superuser": "changed whether {who} is a superuser",
+    "user.password": "changed {who}'s password",
+    "login.success": "{who} logged in",
+    "login.failed": "a login as {who} failed",
+    "login.locked": "logins as {who} are locked out",
+}
+
+
 def describe(event: AuditEvent) -> Details:
     action, data, target = event.action, event.data, event.target
     data_dict = data if isinstance(data, dict) else {}
@@ -226,6 +247,10 @@ def describe(event: AuditEvent) -> Details:
         return Details(f"removed {target}", _table(data_dict))
     if action.endswith(".create") and data_dict:
         return Details(f"created {target}" if target else "created", _table(data_dict))
+    if action in _PEOPLE:
+        role = f" the {data_dict['role']} role" if "role" in data_dict else ""
+        sentence = _PEOPLE[action].format(who=target or "someone", role=role)
+        return Details(sentence, [(k, plain(v)) for k, v in data_dict.items() if k not in ("role", "username")])
     if action.startswith("alert."):
         verb = "opened" if action.endswith("open") else "resolved"
         return Details(f"alert {verb} on {target}", _table(data_dict))

@@ -13,6 +13,7 @@ from django.test import Client
 from django.utils import timezone
 
 from oversight import actions, audit
+from oversight.models import AuditEvent
 from tests.conftest import World, csrf_session
 
 PAGES = ["/audit/", "/audit/export.csv"]
@@ -72,12 +73,13 @@ def test_filters_narrow_and_keep_what_was_typed(world: World) -> None:
     assert 'value="ADMIN"' in html
     assert '<option value="policy.change" selected>' in html
     assert '<option value="sup" selected>' in html
-    assert len(rows_of(c.get("/audit/", {"actor": "system"}).content)) == 6  # the world's systems and keys
+    # The world's 3 systems and 3 keys, its 4 accounts and 3 role grants (oversight.people_audit).
+    assert len(rows_of(c.get("/audit/", {"actor": "system"}).content)) == 6 + 4 + 3
     assert len(rows_of(c.get("/audit/", {"system": "crit"}).content)) == 4  # create, key, kill switch, review
     now = timezone.localtime()
     since, until = (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M"), now.strftime("%Y-%m-%dT%H:%M")
     r = c.get("/audit/", {"since": since, "until": until})
-    assert len(rows_of(r.content)) == 9
+    assert len(rows_of(r.content)) == 9 + 4 + 3 + 1  # + accounts, role grants, the admin's login
     assert f'value="{since}"' in r.content.decode()
     r = c.get("/audit/", {"until": (now - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M")})
     assert "No event matches these filters." in r.content.decode()
@@ -130,5 +132,6 @@ def test_the_csv_has_the_filtered_rows_with_hashes_and_no_formulas(world: World)
     assert re.fullmatch(r"[0-9a-f]{64}", row["hash"])
     assert re.fullmatch(r"[0-9a-f]{64}", row["prev_hash"])
     everything = list(csv.reader(io.StringIO(b"".join(c.get("/audit/export.csv").streaming_content).decode())))
-    assert len(everything) == 1 + 9
+    assert len(everything) == 1 + AuditEvent.objects.count()  # every event, the header first
+    assert len(everything) == 1 + 9 + 4 + 3 + 1  # + accounts, role grants and the admin's login
     assert all(not cell.startswith(("=", "+", "-", "@")) for line in everything for cell in line)

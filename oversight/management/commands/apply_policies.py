@@ -8,7 +8,7 @@ import yaml
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 from pydantic import ValidationError
 
-from oversight import actions, hosted
+from oversight import actions, hosted, people_audit
 from oversight.errors import ActionError
 from oversight.schemas import SystemIn
 
@@ -19,8 +19,14 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("file", help="YAML/JSON: a list of systems, or {systems: [...]}")
         parser.add_argument("--reason", default="", help="why (goes to the audit log)")
+        parser.add_argument("--by", default="", metavar="PERSON",
+                            help="the person the audit log names (default: the operating-system user)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
+        try:
+            person = people_audit.command_person(opts["by"])
+        except LookupError as exc:
+            raise CommandError(str(exc)) from exc
         path = Path(opts["file"])
         try:
             text = path.read_text()
@@ -68,10 +74,11 @@ class Command(BaseCommand):
             models.append(listed)
         reason = opts["reason"] or f"apply_policies {path.name}"
         for payload, listed in zip(validated, models, strict=True):
-            system, what = actions.apply_policy(None, payload.model_dump(exclude_unset=True), reason)
+            system, what = actions.apply_policy(person, payload.model_dump(exclude_unset=True), reason)
             self.stdout.write(f"{system.slug}: {what} (policy v{system.policy_version})")
             for m in listed:
                 try:
-                    self.stdout.write(f"{system.slug}: model {m['name']}: {hosted.apply(None, system.slug, m, reason)}")
+                    done = hosted.apply(person, system.slug, m, reason)
+                    self.stdout.write(f"{system.slug}: model {m['name']}: {done}")
                 except ActionError as exc:
                     raise CommandError(f"{system.slug}: model {m['name']}: {exc.message}") from exc

@@ -4,7 +4,7 @@ from typing import Any
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from oversight import actions
+from oversight import actions, people_audit
 from oversight.models import AISystem
 
 
@@ -15,13 +15,19 @@ class Command(BaseCommand):
         parser.add_argument("system", help="the system's slug")
         parser.add_argument("--name", default="", help="a label for the key, e.g. prod-recommender")
         parser.add_argument("--quiet", action="store_true", help="print only the key")
+        parser.add_argument("--by", default="", metavar="PERSON",
+                            help="the person the audit log names (default: the operating-system user)")
 
     def handle(self, *args: Any, **opts: Any) -> None:
         system = AISystem.objects.filter(slug=opts["system"]).first()
         if system is None:
             known = ", ".join(AISystem.objects.values_list("slug", flat=True)) or "none yet"
             raise CommandError(f"no system {opts['system']!r} (known: {known})")
-        key, secret = actions.create_api_key(None, system, opts["name"])
+        try:
+            person = people_audit.command_person(opts["by"])
+        except LookupError as exc:
+            raise CommandError(str(exc)) from exc
+        key, secret = actions.create_api_key(person, system, opts["name"])
         if opts["quiet"]:
             self.stdout.write(secret)
             return
