@@ -96,6 +96,10 @@ def update_system(actor: User, slug: str, changes: dict[str, Any], reason: str =
     diff = {k: {"from": before[k], "to": after[k]} for k in after if before[k] != after[k]}
     if not diff:
         return system
+    reason = reason.strip()
+    if not reason:
+        raise ActionError("invalid", "say why: a reason is required to change a policy (it goes to the audit log)",
+                          "reason")
     system.policy_version += 1
     system.save()
     _record_policy(system, actor)
@@ -171,7 +175,9 @@ def set_killswitch(
         scope=scope, system=system, model=model.strip()
     )
     if not engaged and switch.engaged and needs_second_admin(switch):
-        return _request_release(actor, switch, reason)
+        return _request_release(actor, switch, reason)  # asks for its reason in its own words
+    if not engaged and not reason:
+        raise ActionError("invalid", "say why: a reason is required to release a kill switch", "reason")
     if engaged:  # engaging again ends any release that was waiting
         ReleaseRequest.objects.filter(switch=switch, state=ReleaseRequest.State.PENDING).update(
             state=ReleaseRequest.State.WITHDRAWN, decided_at=timezone.now())

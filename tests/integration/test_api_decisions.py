@@ -135,7 +135,7 @@ def test_occurred_at_is_kept_for_backfill(world):
 @pytest.mark.parametrize("slug", ["sup", "auto"])
 def test_audit_share_1_queues_every_released_decision_for_audit(world, slug, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        actions.update_system(None, slug, {"audit_sample_rate": 1.0})
+        actions.update_system(None, slug, {"audit_sample_rate": 1.0}, "audit everything")
     body = decide(world, slug, decision_body(0.95))
     assert body["status"] == "released"
     assert "sampled for after-the-fact audit (share 1)" in body["reasons"]
@@ -199,9 +199,9 @@ def test_batch_per_level_answers_in_order(world, slug, statuses):
     assert ReviewItem.objects.filter(kind="gate").count() == statuses.count("pending_review")
 
 
-def test_empty_batch_is_fine(world):
+def test_an_empty_batch_is_refused(world):
     r = send(world.client_for("sup"), BATCH.format("sup"), {"items": []})
-    assert (r.status_code, r.json()) == (200, {"results": []})
+    assert (r.status_code, r.json()["error"]["field"]) == (422, "items")
 
 
 def test_batch_of_1000_is_accepted(world):
@@ -459,8 +459,8 @@ def test_model_kill_switch_drops_the_models_votes(world, django_capture_on_commi
     assert (none_left["status"], none_left["route"], none_left["output"]) == ("fallback", "killed", {"items": ["safe"]})
 
     with django_capture_on_commit_callbacks(execute=True):
-        flip(admin, scope="model", system="sup", model="old-v1", engaged=False, reason="")
-        flip(admin, scope="model", system="sup", model="collab-v3", engaged=False, reason="")
+        flip(admin, scope="model", system="sup", model="old-v1", engaged=False, reason="fixed")
+        flip(admin, scope="model", system="sup", model="collab-v3", engaged=False, reason="fixed")
     assert decide(world, "sup", voting_body(0.9))["output"] == {"items": ["blend"]}
 
 
@@ -498,7 +498,7 @@ def test_kill_switch_committed_for_real_reaches_the_next_decision(tworld):
     assert epoch_after > epoch_before
     body = send(client, DECISIONS.format("sup"), decision_body(0.9)).json()
     assert (body["route"], body["output"]) == ("killed", {"items": ["safe"]})
-    flip(admin_session(tworld), scope="system", system="sup", engaged=False, reason="")
+    flip(admin_session(tworld), scope="system", system="sup", engaged=False, reason="fixed")
     assert send(client, DECISIONS.format("sup"), decision_body(0.9)).json()["route"] == "auto"
     assert KillSwitch.objects.get(scope="system").engaged is False
 
@@ -554,3 +554,15 @@ def test_concurrent_retries_with_one_key_store_one_decision(tworld):
     assert len({public_id for _, public_id in answers}) == 1
     assert Decision.objects.count() == 1
     assert ReviewItem.objects.count() == 1
+
+
+def test_releasing_a_switch_needs_a_reason_too(world, django_capture_on_commit_callbacks):
+    """Releasing says why as engaging does (the audit log reads both); level 2, so no second admin."""
+    admin = admin_session(world)
+    with django_capture_on_commit_callbacks(execute=True):
+        flip(admin, scope="system", system="sup", engaged=True, reason="bad push")
+    r = send(admin, "/api/v1/killswitches", {"scope": "system", "system": "sup", "engaged": False, "reason": " "})
+    assert r.status_code == 422
+    assert r.json()["error"] == {"code": "invalid", "field": "reason",
+                                 "message": "say why: a reason is required to release a kill switch"}
+    assert KillSwitch.objects.get().engaged is True

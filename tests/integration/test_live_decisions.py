@@ -148,7 +148,7 @@ def test_system_kill_switch_reaches_the_very_next_decision(tworld, http):
     assert stored(killed["id"]).route == "killed"
     assert decide(http, tworld, "auto", decision_body(0.9))["route"] == "auto"  # other systems go on
 
-    actions.set_killswitch(tworld.admin, "system", False, "", "sup")
+    actions.set_killswitch(tworld.admin, "system", False, "fixed", "sup")
     restored = decide(http, tworld, "sup", decision_body(0.9))
     assert (restored["status"], restored["route"], restored["output"]) == ("released", "auto", {"items": ["t1", "t9"]})
 

@@ -276,7 +276,7 @@ def test_an_open_audit_item_is_closed_by_the_override(world: World, django_captu
     """A decision sampled for after-the-fact audit: overriding it answers its audit item (claimed by
     another operator, even), so nobody confirms an output that is no longer given."""
     with django_capture_on_commit_callbacks(execute=True):
-        actions.update_system(None, "sup", {"audit_sample_rate": 1.0})
+        actions.update_system(None, "sup", {"audit_sample_rate": 1.0}, "audit everything")
     made = released(world)
     other = new_operator("operator2")
     op2 = api_session(other)

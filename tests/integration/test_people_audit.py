@@ -89,7 +89,8 @@ def test_logins_succeeded_and_failed_are_audited_with_the_address(world: World) 
 def test_keys_made_on_the_command_line_name_the_os_user_or_the_person_given(tworld: World) -> None:
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "manage.py", "create_api_key", "sup", "--quiet", *args],
-                              env=conftest.test_database_env(), cwd=BASE_DIR, capture_output=True, text=True, timeout=60)
+                              env=conftest.test_database_env(), cwd=BASE_DIR, capture_output=True, text=True,
+                              timeout=60)
 
     plain = run("--name", "from-cron")
     assert plain.returncode == 0, plain.stderr

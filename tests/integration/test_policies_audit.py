@@ -83,7 +83,8 @@ def test_patch_makes_a_new_policy_version_with_the_reason(world, django_capture_
 
 def test_patch_level_and_fallback_reach_the_gate(world, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        r = send(admin_session(world), "patch", "/api/v1/systems/auto", {"level": 1, "fallback": ["x"]})
+        r = send(admin_session(world), "patch", "/api/v1/systems/auto", {"level": 1, "fallback": ["x"],
+                                                                                 "reason": "critical now"})
     assert r.json()["policy_version"] == 2
     made = world.client_for("auto").post("/api/v1/systems/auto/decisions", json.dumps(decision_body(0.99)),
                                          content_type="application/json").json()
@@ -103,7 +104,7 @@ def test_patch_that_changes_nothing_makes_no_version(world):
 
 
 def test_patch_leaves_unsent_fields_alone(world):
-    send(admin_session(world), "patch", "/api/v1/systems/sup", {"review_sla_s": 60})
+    send(admin_session(world), "patch", "/api/v1/systems/sup", {"review_sla_s": 60, "reason": "faster"})
     system = AISystem.objects.get(slug="sup")
     assert (system.review_sla_s, system.confidence_threshold, system.fallback, system.level) == (
         60, 0.6, {"items": ["safe"]}, 2)
@@ -112,7 +113,8 @@ def test_patch_leaves_unsent_fields_alone(world):
 def test_every_change_is_a_version(world):
     admin = admin_session(world)
     for i, threshold in enumerate((0.5, 0.55, 0.7), start=2):
-        assert send(admin, "patch", "/api/v1/systems/sup", {"confidence_threshold": threshold}).json()[
+        assert send(admin, "patch", "/api/v1/systems/sup", {"confidence_threshold": threshold,
+                                                                   "reason": "tuning"}).json()[
             "policy_version"] == i
     assert AuditEvent.objects.filter(action="policy.change", target="sup").count() == 3
     assert [v.policy["confidence_threshold"] for v in PolicyVersion.objects.filter(system__slug="sup")] == [
@@ -367,3 +369,13 @@ def test_invalid_policy_files_apply_nothing(world, tmp_path, name, text, message
 def test_missing_policy_file(world, tmp_path):
     with pytest.raises(CommandError, match=r"cannot read .*missing\.yaml: No such file"):
         apply(tmp_path / "missing.yaml")
+
+
+def test_a_policy_change_needs_a_reason(world):
+    """Every change says why (it goes to the audit log): without one, a 422 on the reason and no new version."""
+    r = send(admin_session(world), "patch", "/api/v1/systems/sup", {"confidence_threshold": 0.7, "reason": "  "})
+    assert r.status_code == 422
+    assert r.json()["error"] == {
+        "code": "invalid", "field": "reason",
+        "message": "say why: a reason is required to change a policy (it goes to the audit log)"}
+    assert AISystem.objects.get(slug="sup").policy_version == 1

@@ -248,7 +248,7 @@ def test_a_bad_page_assessment_keeps_the_answers_given(world):
 
 def test_lowering_a_level_3_systems_score_on_the_page_is_refused(world):
     actions.assess_readiness(world.admin, "sup", SAFE)
-    actions.update_system(world.admin, "sup", {"level": 3})
+    actions.update_system(world.admin, "sup", {"level": 3}, "autonomous now")
     r = post(world.person(world.admin), "/systems/sup/", page_answers(SCORE_3))
     assert r.status_code == 422
     assert "lower its level first" in r.context["readiness_form"].non_field_errors()[0]

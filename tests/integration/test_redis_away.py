@@ -39,7 +39,7 @@ def test_kill_switch_reaches_the_next_decision_without_redis(world, redis_away, 
     assert r.json()["route"] == "killed"
     assert r.json()["output"] == {"items": ["safe"]}
     with django_capture_on_commit_callbacks(execute=True):
-        actions.set_killswitch(world.admin, "system", False, "", "sup")
+        actions.set_killswitch(world.admin, "system", False, "fixed", "sup")
     assert client.post(url, decision_body(0.9), content_type="application/json").json()["route"] == "auto"
     assert time.monotonic() - started < 3  # a Redis that is away costs milliseconds, not retries
 

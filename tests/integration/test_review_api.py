@@ -88,7 +88,7 @@ def test_claim_returns_the_oldest_due_item_leased_to_the_caller(world):
 
 def test_due_time_orders_the_queue_not_arrival(world, django_capture_on_commit_callbacks):
     with django_capture_on_commit_callbacks(execute=True):
-        actions.update_system(None, "crit", {"review_sla_s": 60})  # crit items are due first
+        actions.update_system(None, "crit", {"review_sla_s": 60}, "faster")  # crit items are due first
     relaxed = submit(world, "sup", decision_body(0.1))  # sup: 900 s to review
     urgent = submit(world, "crit", decision_body(0.9))
     op = token_client(world.operator)
@@ -363,7 +363,7 @@ def test_release_of_an_unclaimed_item_is_a_conflict(world):
 @pytest.fixture
 def audited(world: Any, django_capture_on_commit_callbacks: Any) -> dict[str, Any]:
     with django_capture_on_commit_callbacks(execute=True):
-        actions.update_system(None, "auto", {"audit_sample_rate": 1.0})
+        actions.update_system(None, "auto", {"audit_sample_rate": 1.0}, "audit everything")
     made = submit(world, "auto", decision_body(0.9))
     assert made["status"] == "released"
     return made

@@ -269,7 +269,7 @@ def test_approve_is_disabled_with_its_reason_while_the_system_is_stopped(
     done = review.resolve(world.operator, item.id, "reject", "stopped")
     assert done.decision.status == "rejected"
 
-    flip(world, django_capture_on_commit_callbacks, scope, False, "", system)
+    flip(world, django_capture_on_commit_callbacks, scope, False, "fixed", system)
     other = queued_item(world, "crit")
     assert review.blocked_actions(ReviewItem.objects.select_related("decision").get(pk=other.pk)) == {}
 

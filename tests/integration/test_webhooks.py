@@ -25,7 +25,7 @@ from django.utils import timezone
 
 from oversight import actions, tasks, webhooks
 from oversight.decisions import public
-from oversight.models import AuditEvent, Decision, WebhookDelivery
+from oversight.models import AISystem, AuditEvent, Decision, WebhookDelivery
 from tests.conftest import World, api_session, decision_body, free_port
 
 NEW_OUTPUT = {"items": ["calm-1"]}
@@ -175,7 +175,7 @@ def override(world: World, decision_id: str) -> dict[str, Any]:
 def overridden_delivery(world: World, url: str, subject: str = "listener-1") -> WebhookDelivery:
     """A released "sup" decision overridden through the API: its outbox row (no worker runs in
     these tests, and the test's transaction never commits, so no task is sent)."""
-    actions.update_system(world.admin, "sup", {"callback_url": url})
+    actions.update_system(world.admin, "sup", {"callback_url": url}, "tell the client")
     if not world.supervised.webhook_secret:
         webhooks.set_secret(world.supervised, world.admin)
         world.supervised.refresh_from_db()
@@ -414,13 +414,14 @@ def test_no_callback_url_queues_nothing(world: World) -> None:
 
 
 def test_a_callback_url_that_cannot_be_requested_is_a_failed_attempt(world: World) -> None:
-    """The API accepts any http(s) address with a host; one the HTTP client refuses outright (an empty
-    label in the host name) fails its attempts like a refused connection: recorded, retried, given
-    up in the end. (An exception out of the attempt would leave the row leased, unexplained, and
-    swept again and again, never given up.)"""
+    """An address the HTTP client refuses outright (an empty label in the host name: the API refuses
+    it now, but one saved before that check may remain) fails its attempts like a refused connection:
+    recorded, retried, given up in the end. (An exception out of the attempt would leave the row
+    leased, unexplained, and swept again and again, never given up.)"""
     url = "http://hooks..client.example/oversight"
-    r = send(api_session(world.admin), "patch", "/api/v1/systems/sup", {"callback_url": url})
-    assert r.status_code == 200, r.content
+    r = send(api_session(world.admin), "patch", "/api/v1/systems/sup", {"callback_url": url, "reason": "hooks"})
+    assert r.status_code == 422  # refused when saved now
+    AISystem.objects.filter(slug="sup").update(callback_url=url)  # as an older version saved it
     row = overridden_delivery(world, url)
     assert row.url == "http://hooks..client.example/oversight"
     assert webhooks.attempt(str(row.id), now=row.next_attempt_at) == 2.0
@@ -440,8 +441,9 @@ def test_which_resolutions_tell_the_client(world: World, receiver: Receiver,
     modified: ``decision.overridden``. An audit item approved changes nothing the client has: no
     event."""
     with django_capture_on_commit_callbacks(execute=True):
-        actions.update_system(world.admin, "crit", {"callback_url": receiver.url})
-        actions.update_system(world.admin, "auto", {"callback_url": receiver.url, "audit_sample_rate": 1.0})
+        actions.update_system(world.admin, "crit", {"callback_url": receiver.url}, "tell the client")
+        actions.update_system(world.admin, "auto", {"callback_url": receiver.url, "audit_sample_rate": 1.0},
+                              "tell the client")
     gate = submit(world, "crit", 0.9, "applicant-1")
     kept = submit(world, "auto", 0.9, "listener-1")
     changed = submit(world, "auto", 0.9, "listener-2")

@@ -17,6 +17,7 @@ parser = StrictJSONParser()
 def parse(body: bytes) -> object:
     request = HttpRequest()
     request._body = body  # what Django holds once it has read the request
+    request.content_type, request.content_params = "application/json", {}  # as a client declares it
     return parser.parse_body(request)
 
 
