@@ -22,18 +22,19 @@ django_app = get_wsgi_application()
 from a2wsgi import WSGIMiddleware  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
-from channels.security.websocket import AllowedHostsOriginValidator  # noqa: E402
 from django.conf import settings  # noqa: E402
 from django.urls import get_resolver  # noqa: E402
 
 from dashboards.routing import websocket_urlpatterns  # noqa: E402
+from oversight.wsorigin import SameOriginValidator  # noqa: E402
 
 http_app = WSGIMiddleware(django_app, workers=settings.WEB_THREADS)  # type: ignore[arg-type]
 
 application = ProtocolTypeRouter(
     {
         "http": http_app,
-        "websocket": AllowedHostsOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
+        # Only this site's own pages (scheme, host and port: oversight.wsorigin), then the session.
+        "websocket": SameOriginValidator(AuthMiddlewareStack(URLRouter(websocket_urlpatterns))),
     }
 )
 

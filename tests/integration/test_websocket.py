@@ -37,8 +37,9 @@ def session_cookie(user: Any) -> str:
     return store.session_key
 
 
-def headers_for(user: Any | None, origin: tuple[bytes, bytes] = ORIGIN) -> list[tuple[bytes, bytes]]:
-    headers = [origin]
+def headers_for(user: Any | None, origin: tuple[bytes, bytes] = ORIGIN, host: bytes = b"localhost"
+                ) -> list[tuple[bytes, bytes]]:
+    headers = [origin, (b"host", host)]
     if user is not None:
         headers.append((b"cookie", f"sessionid={session_cookie(user)}".encode()))
     return headers
@@ -84,6 +85,33 @@ def test_a_stale_session_is_refused(tworld: World) -> None:
 def test_a_foreign_origin_is_refused(tworld: World) -> None:
     accepted, _, _ = connect("/ws/overview/", headers_for(tworld.operator, (b"origin", b"http://evil.example")))
     assert accepted is False
+
+
+@pytest.mark.parametrize(("origin", "host", "ok"), [
+    (b"http://localhost:8000", b"localhost:8000", True),  # the page's own origin, exactly
+    (b"http://LOCALHOST:8000", b"localhost:8000", True),  # case does not matter in a host name
+    (b"http://localhost:9999", b"localhost:8000", False),  # another server on the same host
+    (b"http://localhost", b"localhost:8000", False),  # the port left out is port 80, not 8000
+    (b"https://localhost:8000", b"localhost:8000", False),  # another scheme
+    (b"http://localhost:8000", b"evil.example:8000", False),  # a Host not in ALLOWED_HOSTS
+    (b"null", b"localhost:8000", False),  # a sandboxed frame or a file
+    (b"http://localhost:8000/path", b"localhost:8000", False),  # not an origin at all
+])
+def test_the_origin_must_be_this_site_exactly(tworld: World, origin: bytes, host: bytes, ok: bool) -> None:
+    accepted, _, _ = connect("/ws/overview/", headers_for(tworld.operator, (b"origin", origin), host))
+    assert accepted is ok
+
+
+def test_a_trusted_origin_is_accepted_behind_a_tls_proxy(tworld: World, settings: Any) -> None:
+    """The proxy speaks https to the browser and ws to us: CSRF_TRUSTED_ORIGINS names its origin."""
+    settings.CSRF_TRUSTED_ORIGINS = ["https://oversight.example"]
+    settings.ALLOWED_HOSTS = [*settings.ALLOWED_HOSTS, "oversight.example"]
+    accepted, _, _ = connect("/ws/overview/", headers_for(tworld.operator, (b"origin", b"https://oversight.example"),
+                                                         b"oversight.example"))
+    assert accepted is True
+    refused, _, _ = connect("/ws/overview/", headers_for(tworld.operator, (b"origin", b"https://other.example"),
+                                                        b"oversight.example"))
+    assert refused is False
 
 
 def test_operator_is_accepted_on_the_overview(tworld: World) -> None:
