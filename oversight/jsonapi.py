@@ -9,13 +9,15 @@ from __future__ import annotations
 
 import json
 import logging
+from functools import wraps
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import RequestDataTooBig
 from django.db import DatabaseError, InterfaceError, OperationalError
 from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.parser import Parser
@@ -145,6 +147,35 @@ class JSONRenderer(BaseRenderer):
         return jsonutil.dumps(data, default=self._default)
 
 
+def docs_access(view: Any) -> Any:
+    """The API's document (``/api/v1/openapi.json``) and its browser (``/api/v1/docs``): for anyone
+    who may call the API — a client service's key, a person's token, or a logged-in person with a
+    role. Anonymous people are sent to log in (the JSON document answers 401), a person with no role
+    gets 403, as on every other page."""
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        wants_json = request.path.endswith(".json")
+        try:
+            who = auth(request)
+        except (ApiError, ActionError) as exc:
+            status = exc.status_code if isinstance(exc, ApiError) else exc.status
+            return json_response(error_body(exc.code, exc.message), status)
+        if who is None:
+            if wants_json:
+                return json_response(error_body("unauthenticated", "log in, or send 'Authorization: Bearer <key>' "
+                                                "or 'Authorization: Token <token>'"), 401)
+            return redirect_to_login(request.get_full_path())
+        if not who.is_client and not who.roles:
+            message = "your account has no role yet; ask an admin for one"
+            if wants_json:
+                return json_response(error_body("forbidden", message), 403)
+            return render(request, "403.html", {"needed": "operator, editor or admin"}, status=403)
+        return view(request, *args, **kwargs)
+
+    return wrapper
+
+
 api = NinjaAPI(
     title="Oversight API",
     version="1",
@@ -152,7 +183,7 @@ api = NinjaAPI(
     parser=StrictJSONParser(),
     renderer=JSONRenderer(),
     urls_namespace="api",
-    docs_decorator=login_required,
+    docs_decorator=docs_access,
 )
 
 

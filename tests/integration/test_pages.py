@@ -26,7 +26,7 @@ XSS_ESCAPED = "&lt;script&gt;alert(1)&lt;/script&gt;"
 PROTECTED = [
     "/", "/review/", "/systems/", "/systems/crit/", "/tokens/", "/audit/", "/overview/data.json",
     "/monitor/crit/", "/monitor/crit/data.json",
-    "/api/v1/docs", "/api/v1/openapi.json",
+    "/api/v1/docs",
 ]
 
 
@@ -811,6 +811,32 @@ def test_openapi_lists_the_decision_endpoint(world: World) -> None:
     assert "/api/v1/systems/{system}/decisions" in paths
     assert "post" in paths["/api/v1/systems/{system}/decisions"]
     assert "/api/v1/decisions/{decision_id}" in paths
+
+
+def test_the_api_document_is_for_whoever_may_call_the_api(world: World) -> None:
+    """People with a role (session or token) and client services (their key) read the document and
+    its browser; anonymous people log in (the JSON answers 401); a person with no role gets 403."""
+    from oversight import actions as core
+
+    doc, docs = "/api/v1/openapi.json", "/api/v1/docs"
+    anonymous = Client().get(doc)
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthenticated"
+    assert Client().get(docs)["Location"] == f"/login/?next={docs}"
+    nobody = world.person(world.nobody)
+    assert nobody.get(doc).status_code == 403
+    assert nobody.get(doc).json()["error"]["code"] == "forbidden"
+    assert nobody.get(docs).status_code == 403
+    for who in (world.operator, world.editor, world.admin):
+        assert world.person(who).get(doc).status_code == 200
+        assert world.person(who).get(docs).status_code == 200
+    _, token = core.create_personal_token(world.editor, "docs")
+    assert Client(HTTP_AUTHORIZATION=f"Token {token}").get(doc).json()["info"]["title"] == "Oversight API"
+    _, nobodys = core.create_personal_token(world.nobody, "docs")
+    assert Client(HTTP_AUTHORIZATION=f"Token {nobodys}").get(doc).status_code == 403
+    assert Client(HTTP_AUTHORIZATION=f"Bearer {world.keys['sup']}").get(doc).status_code == 200
+    bad = Client(HTTP_AUTHORIZATION="Bearer ovk_not-a-key").get(doc)
+    assert (bad.status_code, bad.json()["error"]["code"]) == (401, "unauthenticated")
 
 
 async def _streamed_size(chunks: AsyncIterator[bytes]) -> int:
