@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from typing import Any
 
 from asgiref.sync import async_to_sync
 from channels.layers import get_channel_layer
+from django.conf import settings
 from django.db import transaction
 
 from oversight import stopstate
@@ -22,27 +24,39 @@ def system_group(slug: str) -> str:
     return f"system.{slug}"
 
 
+# After the channel layer fails (Redis away or hung), this process skips pushes for QUIET_S seconds,
+# so one request waits at most one EVENTS_SEND_TIMEOUT_S however many pushes it makes.
+QUIET_S = 5.0
+_quiet_until = 0.0
+
+
 def send_now(groups: list[str], message: dict[str, Any]) -> None:
     send_all([(groups, message)])
 
 
 def send_all(pushes: list[tuple[list[str], dict[str, Any]]]) -> None:
     """Every push at once (one hop into the event loop, the group sends side by side)."""
+    global _quiet_until
     layer = get_channel_layer()
     if layer is None or not pushes:
         return
+    if time.monotonic() < _quiet_until:
+        return  # the layer just failed: skip pushes for a moment rather than wait again
     sends = [(group, message) for groups, message in pushes for group in groups]
 
     async def run() -> list[Any]:
-        return await asyncio.gather(
+        # Bounded: a Redis that hangs (stopped, not dead) costs a request this long at most, not the
+        # socket's timeout per send; the pages catch up on their next push or reconnect.
+        return await asyncio.wait_for(asyncio.gather(
             *(layer.group_send(group, {"type": "push", "message": message}) for group, message in sends),
             return_exceptions=True,
-        )
+        ), timeout=settings.EVENTS_SEND_TIMEOUT_S)
 
     try:
         results = async_to_sync(run)()
     except Exception:  # a live page missing one push must never fail a write
-        log.warning("could not push %d messages", len(sends), exc_info=True)
+        log.warning("could not push %d messages; pushes pause for %.0f s", len(sends), QUIET_S, exc_info=True)
+        _quiet_until = time.monotonic() + QUIET_S
         return
     for (group, message), result in zip(sends, results, strict=True):
         if isinstance(result, BaseException):

@@ -65,6 +65,7 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "django.contrib.postgres",  # pg_trgm indexes on expressions (the review queue's search, reviewqueue 0008)
     "channels",
     "django_htmx",
     "ninja",
@@ -153,6 +154,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi", "capacity": 1000, "expiry": 30},
     }
 }
+
+# Live-update pushes are best effort: all of a request's pushes together wait at most this long.
+EVENTS_SEND_TIMEOUT_S = env_float("OVERSIGHT_EVENTS_SEND_TIMEOUT_S", 0.5)
 
 CACHES = {"default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}}
 

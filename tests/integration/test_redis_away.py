@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 import redis
 from django.test import Client
 
-from oversight import actions, config
-from tests.conftest import decision_body, free_port
+from oversight import actions, config, events
+from tests.conftest import api_session, decision_body, free_port
 
 
 @pytest.fixture
@@ -50,3 +51,72 @@ def test_readyz_reports_redis_unreachable(db, settings, redis_away):
     assert r.status_code == 503
     assert r.json()["checks"]["postgresql"] == "ok"
     assert r.json()["checks"]["redis"].startswith("unreachable")
+
+
+class BlackHole:
+    """A TCP server that accepts connections and never answers: Redis stopped (SIGSTOP), not dead."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.held: list[Any] = []
+        self.open = True
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while self.open:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)  # read nothing, answer nothing
+
+    def close(self) -> None:
+        self.open = False
+        for c in self.held:
+            c.close()
+        self.sock.close()
+
+
+@pytest.fixture
+def redis_hung(settings: Any) -> Iterator[BlackHole]:
+    from channels.layers import channel_layers
+
+    hole = BlackHole()
+    url = f"redis://127.0.0.1:{hole.port}/0"
+    saved = config.redis_epoch._client
+    config.redis_epoch._client = redis.Redis.from_url(url, **config.FAIL_FAST)
+    config.redis_epoch._down_until = 0.0
+    settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"],
+                                           "CONFIG": {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "hosts": [url]}}}
+    channel_layers.backends.clear()  # the layer is made again, against the hung server
+    events._quiet_until = 0.0
+    yield hole
+    events._quiet_until = 0.0
+    config.redis_epoch._client = saved
+    config.redis_epoch._down_until = 0.0
+    channel_layers.backends.clear()
+    hole.close()
+
+
+def test_a_kill_switch_flip_answers_in_under_a_second_while_redis_hangs(tworld, redis_hung):
+    """The flip commits in PostgreSQL; the Redis copy of the epoch and the live pushes are best effort
+    after the commit, each bounded (0.25 s, 0.5 s), so an admin is not kept waiting; the very next
+    decision honours the switch (the gate falls back to PostgreSQL's epoch)."""
+    admin = api_session(tworld.admin)
+    started = time.monotonic()
+    r = admin.post("/api/v1/killswitches", {"scope": "system", "system": "sup", "engaged": True,
+                                            "reason": "Redis hangs and so does the model"},
+                   content_type="application/json")
+    took = time.monotonic() - started
+    assert r.status_code == 200, r.content
+    assert took < 1.0, took
+    client = tworld.client_for("sup")
+    d = client.post("/api/v1/systems/sup/decisions", decision_body(0.9), content_type="application/json")
+    assert d.status_code == 201
+    assert d.json()["route"] == "killed"
