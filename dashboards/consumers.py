@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from oversight import access, events, stopstate
 from oversight.models import AISystem
 
 FORBIDDEN = 4403
 NOT_FOUND = 4404
+TRY_AGAIN = 1013  # the channel layer (Redis) is unreachable: the page reconnects later
+log = logging.getLogger(__name__)
 
 
 class _RoleConsumer(AsyncJsonWebsocketConsumer):
@@ -35,18 +39,37 @@ class _RoleConsumer(AsyncJsonWebsocketConsumer):
             await self.close(code=NOT_FOUND)
             return
         for name in names:
-            await self.channel_layer.group_add(name, self.channel_name)
-            self.groups_joined.append(name)
+            if not await self._join(name):
+                await self.close(code=TRY_AGAIN)
+                return
         await self.accept()
         await self.send_json({"type": "hello", "groups": names})
         await self.after_hello()
+
+    async def _join(self, name: str) -> bool:
+        """Join ``name``; once more on a fresh connection if the first try met a dead one (Redis
+        restarted: the pool's connections are closed). False when Redis is away: the page retries."""
+        for attempt in (1, 2):
+            try:
+                await self.channel_layer.group_add(name, self.channel_name)
+            except (RedisConnectionError, ConnectionError, OSError):
+                if attempt == 2:
+                    log.warning("could not join %s: the channel layer is unreachable", name, exc_info=True)
+                    return False
+                continue
+            self.groups_joined.append(name)
+            return True
+        return False
 
     async def after_hello(self) -> None:
         """What a page needs right after (re)connecting, before any push."""
 
     async def disconnect(self, code: int) -> None:
         for name in getattr(self, "groups_joined", []):
-            await self.channel_layer.group_discard(name, self.channel_name)
+            try:
+                await self.channel_layer.group_discard(name, self.channel_name)
+            except (RedisConnectionError, ConnectionError, OSError):  # the group entry expires by itself
+                log.info("could not leave %s: the channel layer is unreachable", name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:
         if isinstance(content, dict) and content.get("type") == "ping":
@@ -74,6 +97,21 @@ class StatusConsumer(_RoleConsumer):
 
     async def group_names(self) -> list[str] | None:
         return [events.STATUS_GROUP]
+
+    async def _join(self, name: str) -> bool:
+        """Join ``name``; once more on a fresh connection if the first try met a dead one (Redis
+        restarted: the pool's connections are closed). False when Redis is away: the page retries."""
+        for attempt in (1, 2):
+            try:
+                await self.channel_layer.group_add(name, self.channel_name)
+            except (RedisConnectionError, ConnectionError, OSError):
+                if attempt == 2:
+                    log.warning("could not join %s: the channel layer is unreachable", name, exc_info=True)
+                    return False
+                continue
+            self.groups_joined.append(name)
+            return True
+        return False
 
     async def after_hello(self) -> None:
         await self.send_json(events.status_message(await database_sync_to_async(stopstate.current)()))

@@ -225,3 +225,102 @@ def test_a_refused_flip_pushes_nothing(tworld: World) -> None:
     error, quiet = async_to_sync(run)()
     assert error == "invalid"
     assert quiet is True
+
+
+class RestartableProxy:
+    """A TCP proxy to the real Redis whose ``restart`` drops every open connection, as a Redis
+    restart does to the clients' pooled connections (new connections work again at once)."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        import socket
+        import threading
+
+        self.target = target
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.port = self.sock.getsockname()[1]
+        self.pairs: list[tuple[Any, Any]] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        import socket
+        import threading
+
+        while True:
+            try:
+                client, _ = self.sock.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.pairs.append((client, upstream))
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(src: Any, dst: Any) -> None:
+        try:
+            while data := src.recv(65536):
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            for s in (src, dst):
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+    def restart(self) -> None:
+        import socket
+
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for a, b in pairs:
+            for s in (a, b):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                    s.close()
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.restart()
+        self.sock.close()
+
+
+def test_handshakes_survive_a_redis_restart(tworld: World, settings: Any) -> None:
+    """After Redis restarts, the layer's pooled connections are dead: the next handshake still
+    succeeds (the consumer tries the layer again on a fresh connection) instead of failing."""
+    from urllib.parse import urlsplit
+
+    from channels.layers import channel_layers
+
+    real = urlsplit(settings.REDIS_URL)
+    proxy = RestartableProxy((real.hostname or "127.0.0.1", real.port or 6379))
+    layer = settings.CHANNEL_LAYERS["default"]
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {
+        **layer["CONFIG"], "hosts": [f"redis://127.0.0.1:{proxy.port}{real.path or '/0'}"]}}}
+    channel_layers.backends.clear()
+    headers = headers_for(tworld.operator)
+
+    async def three_handshakes() -> list[Any]:
+        # One event loop, as one web process serves them: the layer keeps its connections between them.
+        seen = []
+        for _ in range(3):
+            comm = WebsocketCommunicator(application, "/ws/overview/", headers=headers)
+            accepted, _ = await comm.connect(timeout=TIMEOUT)
+            seen.append((accepted, (await comm.receive_json_from(timeout=TIMEOUT))["type"] if accepted else None))
+            if accepted:
+                await comm.disconnect()
+            await asyncio.get_running_loop().run_in_executor(None, proxy.restart)
+        return seen
+
+    try:
+        assert async_to_sync(three_handshakes)() == [(True, "hello")] * 3
+    finally:
+        channel_layers.backends.clear()
+        proxy.close()
