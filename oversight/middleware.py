@@ -64,3 +64,29 @@ class ApiRequestMiddleware:
                 json_response["Allow"] = allowed
             return json_response
         return response
+
+
+
+def server_error(request: HttpRequest) -> HttpResponse:
+    """Django's 500 handler (``handler500``), wherever the error arose (a view or a middleware, like
+    the session's first query): a database that is away or stuck is a 503 with Retry-After and a
+    sentence, as the API answers it; anything else stays a plain 500."""
+    import sys
+
+    from django.db import InterfaceError, OperationalError
+
+    error = sys.exc_info()[1]
+    if isinstance(error, OperationalError | InterfaceError):
+        if request.path_info.startswith(OWN_AUTH_PREFIXES):
+            response = _json(503, "unavailable", "the database cannot be reached; retry shortly")
+        else:
+            response = HttpResponse(
+                "<!doctype html><title>Unavailable · Oversight</title><h1>Oversight is unavailable</h1>"
+                "<p>The database cannot be reached. This page works again once it can: try again in a few "
+                "seconds.</p>", status=503, content_type="text/html; charset=utf-8")
+        response["Retry-After"] = "5"
+        return response
+    if request.path_info.startswith(OWN_AUTH_PREFIXES):
+        return _json(500, "server_error", "something went wrong on our side; it has been logged")
+    return HttpResponse("<!doctype html><title>Error · Oversight</title><h1>Something went wrong</h1>"
+                        "<p>It has been logged.</p>", status=500, content_type="text/html; charset=utf-8")

@@ -26,6 +26,8 @@ api.add_router("", "oversight.editorial_api.router")
 api.add_router("", hosted_router)
 api.add_router("", rollout_router)
 
+handler500 = "oversight.middleware.server_error"  # a database that is away: 503 + Retry-After
+
 urlpatterns = [
     path("login/", auth_views.LoginView.as_view(template_name="login.html", redirect_authenticated_user=True),
          name="login"),

@@ -59,6 +59,12 @@ def test_the_api_answers_503_with_retry_after_within_the_connect_timeout(db: Non
         assert refused.value.headers["Retry-After"] == "5"
         assert json.loads(refused.value.read())["error"]["code"] == "unavailable"
         assert took < 2 + 2 + 1.5, took  # the pool's wait and one connect timeout, not minutes
+        with pytest.raises(urllib.error.HTTPError) as page:  # a page, for a logged-in person
+            urllib.request.urlopen(urllib.request.Request(  # noqa: S310 — a fixed http:// address
+                f"http://127.0.0.1:{port}/review/", headers={"Cookie": "sessionid=" + "a" * 32}), timeout=30)
+        assert page.value.code == 503
+        assert page.value.headers["Retry-After"] == "5"
+        assert "The database cannot be reached" in page.value.read().decode()
     finally:
         stop(proc)
         for c in held:
