@@ -9,3 +9,4 @@ class OversightConfig(AppConfig):
         from oversight import people_audit
 
         people_audit.connect()  # account and role changes, logins: into the audit log
+        people_audit.connect_lockouts()

@@ -140,3 +140,17 @@ def command_person(username: str | None) -> Any:
         raise LookupError(f"no active person {username!r} (--by names the person the audit log should show)")
     actor.by_person(person)
     return person
+
+
+def _locked_out(sender: Any, request: HttpRequest | None = None, username: str | None = None,
+                ip_address: str | None = None, **_: Any) -> None:
+    name = str(username or "")[:LOGIN_NAME_MAX]
+    audit.record(None, "login.locked", target=name, actor_label="anonymous",
+                 data={"address": ip_address or client_address(request), "username": name})
+
+
+def connect_lockouts() -> None:
+    """django-axes' lock-out signal, when it is installed (settings: login throttling)."""
+    from axes.signals import user_locked_out
+
+    user_locked_out.connect(_locked_out, dispatch_uid="oversight.people_audit.locked_out")
