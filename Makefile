@@ -6,7 +6,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast ensure-browser lint typecheck bench bench-safety bench-scoring services stop-services clean-var
+.PHONY: demo test test-fast ensure-browser lint typecheck bench bench-safety bench-scoring bench-review services stop-services clean-var
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench-safety: $(STAMP)
 # Hosted scoring through the API and two scoring workers, next to the same models in-process (issue 10).
 bench-scoring: $(STAMP)
 	$(PY) -m bench.scoring
+
+# The review queue at 1,000,000 waiting items: claim-next (1 and 32 claimers), the list page with
+# its filters before and after the trigram indexes, next to raw-SQL and bare-view baselines (issue 11).
+bench-review: $(STAMP)
+	$(PY) -m bench.review
 
 services: $(STAMP)
 	$(PY) -m oversight.embedded up

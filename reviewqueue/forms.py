@@ -24,7 +24,7 @@ class ReviewForm(forms.Form):
     """What an operator sends from a review item's page.
 
     Built with ``auto_id="%s"`` by the views, so the inputs keep the ids the page's script and
-    tests know (``note``, ``output``, ``then``).
+    tests know (``note``, ``output``, ``then``). The page adds the list's filters as hidden fields.
     """
 
     op = forms.ChoiceField(
@@ -44,8 +44,8 @@ class ReviewForm(forms.Form):
     )
     output = JSONTextField(label="Output to release (JSON)", required=False, rows=3)
     then = forms.CharField(required=False, widget=forms.HiddenInput, initial="next")
-    # The system the operator's list was filtered to: "next" stays within it.
-    system = forms.CharField(required=False, widget=forms.HiddenInput, max_length=64)
+    # The list's filters ride along as hidden fields of their own (reviewqueue.triage.PARAMS, read by
+    # the views with triage.Filters.from_params): "next" stays within them.
 
     checked: ResolveIn | None = None
     resolving: ClassVar[tuple[str, ...]] = RESOLVE

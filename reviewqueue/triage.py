@@ -6,19 +6,25 @@ item itself (``level`` and ``confidence`` are copied when the item is made), so 
 ``review_triage`` walks the queue in this order and claim-next reads its first free row.
 
 Filters narrow the open and claimed items: system, kind, level, a text the decision's reasons
-contain, an age (made more than N minutes ago), and a search by subject or decision id.
+contain, an age (made more than N minutes ago), and a search by subject or decision id. The subject
+and the reasons are read from the item's own copies (``ReviewItem.subject``/``reasons_text``), each
+with a trigram index over the waiting items, so neither scans the queue nor joins the decisions.
+
+The same ``Filters`` travel with the operator: the list's query (``params``) is carried by the
+"Review next" form, the item page's forms and links, and claim-next takes it, so "level 1, reason
+contains 'drift'" keeps handing out such items through claim → resolve → next.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
-from django.db.models import F, QuerySet, TextField
-from django.db.models.functions import Cast
+from django.db.models import Count, F, Min, Q, QuerySet
 
 from oversight.models import AISystem, Level
 from reviewqueue.models import ReviewItem
@@ -26,6 +32,20 @@ from reviewqueue.models import ReviewItem
 ORDER: tuple[Any, ...] = ("level", "due_at", F("confidence").asc(nulls_last=True), "id")
 
 _HEX_ID = re.compile(r"^(?:dec_)?([0-9a-f]{32})$")
+
+# The list's query parameters, in the order its form shows them (and URLs carry them).
+PARAMS = ("system", "kind", "level", "reason", "older", "q")
+TEXT_MAX = 200  # reason and search, as the list's form takes them
+SYSTEM_MAX = 64
+OLDER_MAX_MIN = 525_600  # a year
+
+
+def _int_in(text: str, ok: Callable[[int], bool]) -> int | None:
+    try:
+        n = int(text.strip())
+    except ValueError:
+        return None
+    return n if ok(n) else None
 
 
 @dataclass(frozen=True)
@@ -44,11 +64,63 @@ class Filters:
         """Whether the pushed per-system depths (dashboards.monitoring) are this list's figures."""
         return Filters(system=self.system) == self
 
+    @property
+    def rest(self) -> Filters:
+        """The filters besides the system (pages show the system on their buttons, the rest in words)."""
+        return replace(self, system="")
+
+    def params(self) -> dict[str, str]:
+        """The filters that are set, as the list's query parameters (in ``PARAMS`` order)."""
+        values = {"system": self.system, "kind": self.kind, "level": "" if self.level is None else str(self.level),
+                  "reason": self.reason, "older": "" if self.older_than_min is None else str(self.older_than_min),
+                  "q": self.search}
+        return {k: values[k] for k in PARAMS if values[k]}
+
+    @classmethod
+    def from_params(cls, data: Mapping[str, Any]) -> Filters:
+        """The filters a page carried (hidden fields, an item page's query), read leniently: a value
+        that is not one the list's form accepts is left out, as the list leaves out a field with an
+        error. The system is kept as it came (at most 64 characters): an unknown one is for
+        claim-next to say so, not to widen to every system."""
+        def text(name: str) -> str:
+            v = data.get(name)
+            return v.strip() if isinstance(v, str) else ""
+
+        kind = text("kind")
+        return cls(
+            system=text("system")[:SYSTEM_MAX],
+            kind=kind if kind in ReviewItem.Kind.values else "",
+            level=_int_in(text("level"), lambda n: n in Level.values),
+            reason=text("reason")[:TEXT_MAX],
+            older_than_min=_int_in(text("older"), lambda n: 0 <= n <= OLDER_MAX_MIN),
+            search=text("q")[:TEXT_MAX],
+        )
+
+    def describe(self) -> str:
+        """The filters in words: "sup, level 1, reason contains “drift”" ("" for none)."""
+        parts = [self.system] if self.system else []
+        if self.kind:
+            parts.append(str(ReviewItem.Kind(self.kind).label))
+        if self.level is not None:
+            parts.append(f"level {self.level}")
+        if self.reason:
+            parts.append(f"reason contains “{self.reason}”")
+        if self.older_than_min is not None:
+            parts.append(f"older than {self.older_than_min} min")
+        if self.search:
+            dec = decision_id(self.search)
+            parts.append(f"decision dec_{dec.hex}" if dec else f"subject contains “{self.search}”")
+        return ", ".join(parts)
+
 
 def decision_id(text: str) -> uuid.UUID | None:
     """``dec_<hex>`` or the bare 32-digit hex of a decision id; None for anything else."""
     m = _HEX_ID.match(text.strip().lower())
     return uuid.UUID(hex=m.group(1)) if m else None
+
+
+def system_id(slug: str) -> int | None:
+    return AISystem.objects.filter(slug=slug).values_list("id", flat=True).first()
 
 
 def pending() -> QuerySet[ReviewItem]:
@@ -60,8 +132,8 @@ def apply(qs: QuerySet[ReviewItem], f: Filters, now: datetime) -> QuerySet[Revie
     if f.system:
         # By id, not through a join on the slug: the planner then knows the system and can count
         # a small system's items on its own index (review_system_status).
-        system_id = AISystem.objects.filter(slug=f.system).values_list("id", flat=True).first()
-        qs = qs.filter(system_id=system_id) if system_id is not None else qs.none()
+        sid = system_id(f.system)
+        qs = qs.filter(system_id=sid) if sid is not None else qs.none()
     if f.kind:
         qs = qs.filter(kind=f.kind)
     if f.level is not None:
@@ -69,11 +141,12 @@ def apply(qs: QuerySet[ReviewItem], f: Filters, now: datetime) -> QuerySet[Revie
     if f.older_than_min is not None:
         qs = qs.filter(created_at__lt=now - timedelta(minutes=f.older_than_min))
     if f.reason:
-        # The reasons are a JSON list of sentences: the text is looked for in its JSON form.
-        qs = qs.alias(reasons_text=Cast("decision__reasons", TextField())).filter(reasons_text__icontains=f.reason)
+        # The item's copy of the reasons, one sentence a line (index review_reasons_trgm).
+        qs = qs.filter(reasons_text__icontains=f.reason)
     if f.search:
         dec = decision_id(f.search)
-        qs = qs.filter(decision_id=dec) if dec else qs.filter(decision__subject__icontains=f.search.strip())
+        # The item's copy of the subject (index review_subject_trgm), or the decision id (its FK index).
+        qs = qs.filter(decision_id=dec) if dec else qs.filter(subject__icontains=f.search.strip())
     return qs
 
 
@@ -111,9 +184,15 @@ def count_upto(qs: QuerySet[ReviewItem], cap: int) -> int:
 def totals(qs: QuerySet[ReviewItem], now: datetime, cap: int | None = None) -> Totals:
     """How many items (up to the cap), how many past their due time, and the age of the oldest.
 
-    Each is one short index walk: past due reads ``review_triage`` (every level, so the index's
-    first column is bound), the oldest reads ``review_open_created``."""
+    One pass counts the items up to the cap and, among them, those past due and the oldest: when
+    all were counted (a filtered list, usually) those are the figures, read once through whatever
+    index the filter uses. Past the cap, past due is counted on its own walking ``review_triage``
+    (every level, so the index's first column is bound), and the oldest reads ``review_open_created``."""
     cap = COUNT_CAP if cap is None else cap
-    overdue = count_upto(qs.filter(level__in=Level.values, due_at__lt=now), cap)
-    oldest = qs.order_by("created_at").values_list("created_at", flat=True).first()
-    return Totals(count_upto(qs, cap), overdue, (now - oldest).total_seconds() if oldest else None, cap)
+    first = qs.order_by().values("due_at", "created_at")[: cap + 1].aggregate(
+        total=Count("*"), overdue=Count("due_at", filter=Q(due_at__lt=now)), oldest=Min("created_at"))
+    total, overdue, oldest = int(first["total"]), int(first["overdue"]), first["oldest"]
+    if total > cap:
+        overdue = count_upto(qs.filter(level__in=Level.values, due_at__lt=now), cap)
+        oldest = qs.order_by("created_at").values_list("created_at", flat=True).first()
+    return Totals(total, overdue, (now - oldest).total_seconds() if oldest else None, cap)

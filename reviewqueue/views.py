@@ -95,9 +95,11 @@ def queue(request: HttpRequest) -> HttpResponse:
     if request.GET.get("part") == "totals":
         return JsonResponse(sums.as_dict())
     paginator = Paginator(qs.select_related("decision", "system", "claimed_by").order_by(*triage.ORDER), PER_PAGE)
-    # Counted up to the cap above; past it, only as far as the asked page and one row more.
+    # Counted up to the cap above; past it, only as far as the asked page and one row more (a page
+    # within the cap needs no count of its own).
     wanted = _page_number(request)
-    paginator.count = sums.total if sums.total <= sums.cap else triage.count_upto(qs, max(sums.cap, wanted * PER_PAGE))
+    deep = sums.total > sums.cap and wanted * PER_PAGE > sums.cap
+    paginator.count = triage.count_upto(qs, wanted * PER_PAGE) if deep else sums.total
     more = paginator.count > max(sums.cap, wanted * PER_PAGE)
     page = paginator.get_page(wanted)
     recent = (
@@ -113,24 +115,29 @@ def queue(request: HttpRequest) -> HttpResponse:
         "form": form, "filters": f, "page": page, "more": more, "sums": sums, "keep": keep.urlencode(),
         "rows": [(it, stopped.get(it.system.slug), _model_output(it)) for it in page],
         "system": f.system, "recent": recent, "now": now,
+        # What "Review next" and each row's link carry: the filters in force (a field with an error is left out).
+        "carry": list(f.params().items()), "carry_query": urlencode(f.params()),
     })
 
 
-def _system_filter(request: HttpRequest) -> str:
-    """The system the operator's list is filtered to: it stays through claim → resolve → next."""
-    return (request.POST.get("system") or request.GET.get("system") or "").strip()[:64]
+def _filters(request: HttpRequest) -> triage.Filters:
+    """The filters of the operator's list (``triage.PARAMS``): they stay through claim → resolve →
+    next, as hidden fields in the pages' forms (POST) and in the item page's address (GET)."""
+    return triage.Filters.from_params(
+        {k: request.POST.get(k) or request.GET.get(k) or "" for k in triage.PARAMS})
 
 
-def _with_filter(url: str, system: str) -> str:
-    return f"{url}?{urlencode({'system': system})}" if system else url
+def _with_filters(url: str, f: triage.Filters) -> str:
+    query = urlencode(f.params())
+    return f"{url}?{query}" if query else url
 
 
-def _queue_url(system: str) -> str:
-    return _with_filter(reverse("review-queue"), system)
+def _queue_url(f: triage.Filters) -> str:
+    return _with_filters(reverse("review-queue"), f)
 
 
-def _item_url(public_id: str, system: str) -> str:
-    return _with_filter(reverse("review-item", args=[public_id]), system)
+def _item_url(public_id: str, f: triage.Filters) -> str:
+    return _with_filters(reverse("review-item", args=[public_id]), f)
 
 
 SKIPPED = "review_skipped"  # the session's items passed over with "next" (J), newest last
@@ -140,9 +147,9 @@ SKIPPED_KEEP = 50
 @require_POST
 @reviewers_only
 def claim_next(request: HttpRequest) -> HttpResponse:
-    """Claim the next item of the operator's filter. With ``skip`` (the J key on an item), the item
+    """Claim the next item of the operator's filters. With ``skip`` (the J key on an item), the item
     being passed over is given back first and is not handed out again to this person in this session."""
-    system = _system_filter(request)
+    f = _filters(request)
     person = person_of(request)
     skipped: list[str] = []
     if "skip" in request.POST:
@@ -154,16 +161,16 @@ def claim_next(request: HttpRequest) -> HttpResponse:
             skipped = [*skipped, passed.hex][-SKIPPED_KEEP:]
             request.session[SKIPPED] = skipped
     try:
-        item = actions.claim_next(person, system or None, skip=[uuid.UUID(hex=h) for h in skipped])
+        item = actions.claim_next(person, filters=f, skip=[uuid.UUID(hex=h) for h in skipped])
     except ActionError as exc:
         messages.error(request, exc.message)
-        return redirect(_queue_url(system))
+        return redirect(_queue_url(f))
     if item is None:
-        where = f" of {system}" if system else ""
+        where = f" of {f.describe()}" if f.any() else ""
         messages.info(request, f"the queue is empty: nothing{where} waits for a person"
                       + (" (besides the items you passed over)" if skipped else ""))
-        return redirect(_queue_url(system))
-    return redirect(_item_url(item.public_id, system))
+        return redirect(_queue_url(f))
+    return redirect(_item_url(item.public_id, f))
 
 
 def _uuid_or_none(value: str) -> uuid.UUID | None:
@@ -230,7 +237,7 @@ def _lease(obj: ReviewItem) -> dict[str, Any]:
 
 def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200) -> HttpResponse:
     d = obj.decision
-    system = _system_filter(request)
+    f = _filters(request)
     stopstate.page_is_about(request, obj.system.slug)  # the banner shows this system's stopped models too
     previous = _previous(request, obj)
     return render(request, "reviewqueue/item.html", {
@@ -242,9 +249,11 @@ def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: 
         "mine": obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk,
         "held": actions.lease_live(obj),
         "lease": _lease(obj),
-        "system": system,
-        "queue_url": _queue_url(system),
-        "previous_url": _item_url(previous, system) if previous else "",
+        "system": f.system,
+        "filters": f,
+        "carry": list(f.params().items()),  # hidden fields in each form: the list's filters ride along
+        "queue_url": _queue_url(f),
+        "previous_url": _item_url(previous, f) if previous else "",
         "votes": _votes(d.prediction),
         "subject_recent": subject_recent(d),
         "pretty": {
@@ -256,10 +265,9 @@ def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: 
     }, status=status)
 
 
-def _blank_form(obj: ReviewItem, system: str = "") -> ReviewForm:
-    """The form as an item opens: the output box holds what the model proposed; the list's filter rides along."""
-    return ReviewForm(initial={"output": (obj.decision.prediction or {}).get("output"), "system": system},
-                      auto_id="%s")
+def _blank_form(obj: ReviewItem) -> ReviewForm:
+    """The form as an item opens: the output box holds what the model proposed."""
+    return ReviewForm(initial={"output": (obj.decision.prediction or {}).get("output")}, auto_id="%s")
 
 
 @reviewers_only
@@ -267,7 +275,7 @@ def item(request: HttpRequest, item_id: str) -> HttpResponse:
     obj = _item_or_404(_uuid(item_id))
     if request.GET.get("part") == "blocked":  # the open page asks again when what is stopped changes
         return JsonResponse({"blocked": _blocked(obj)})
-    return _item_page(request, obj, _blank_form(obj, _system_filter(request)))
+    return _item_page(request, obj, _blank_form(obj))
 
 
 def _conflict(exc: ActionError) -> JsonResponse:
@@ -308,18 +316,18 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
     """Claim, give back or resolve. A refusal shows the item again with what was typed kept."""
     uid = _uuid(item_id)
     form = ReviewForm(request.POST, auto_id="%s")
-    system = _system_filter(request)
+    f = _filters(request)
     status = 422
     if form.is_valid():
         op = form.cleaned_data["op"]
         try:
             if op == "claim":
                 actions.claim_item(person_of(request), uid)
-                return redirect(_item_url(item_id, system))
+                return redirect(_item_url(item_id, f))
             if op == "release":
                 actions.release(person_of(request), uid)
                 messages.info(request, "lease given back: the item is open for others")
-                return redirect(_queue_url(system))
+                return redirect(_queue_url(f))
             output = form.cleaned_data["output"]
             done = actions.resolve(
                 person_of(request), uid, op, form.cleaned_data["note"],
@@ -334,5 +342,5 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
             messages.success(request, f"{done.decision.public_id}: {DONE.get(op, op)}")
             if form.wants_next():
                 return claim_next(request)
-            return redirect(_queue_url(system))
+            return redirect(_queue_url(f))
     return _item_page(request, _item_or_404(uid), form, status=status)
