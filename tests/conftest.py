@@ -221,7 +221,8 @@ def live_server_url(django_db_setup: None, django_db_blocker: Any) -> Iterator[s
     log = open(BASE_DIR / "var" / "test-uvicorn.log", "wb")  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, "-m", "uvicorn", "oversight.asgi:application", "--host", "127.0.0.1",
-         "--port", str(port), "--lifespan", "off", "--no-access-log"],
+         "--port", str(port), "--lifespan", "off", "--no-access-log",
+         "--timeout-keep-alive", "5", "--timeout-graceful-shutdown", "5"],  # as the Procfile's
         env=test_database_env(), cwd=BASE_DIR, stdout=log, stderr=subprocess.STDOUT,
     )
     try:
