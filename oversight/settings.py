@@ -52,7 +52,7 @@ def _secret_key() -> str:
     return path.read_text().strip()
 
 
-embedded.ensure_environment()
+embedded.ensure_environment(roles=True)
 
 DEBUG = env_bool("DJANGO_DEBUG", False)
 SECRET_KEY = _secret_key()
@@ -115,10 +115,22 @@ TEMPLATES = [
 ]
 
 
-def _database(url: str) -> dict[str, object]:
+def _login(url: str, name: str = "DATABASE_URL") -> dict[str, str]:
+    """Who connects, and to which server: the user, password, host and port of a postgresql:// URL."""
     parsed = urlparse(url)
     if parsed.scheme not in {"postgres", "postgresql"}:
-        raise ValueError(f"DATABASE_URL must be a postgresql:// URL, got {parsed.scheme!r}")
+        raise ValueError(f"{name} must be a postgresql:// URL, got {parsed.scheme!r}")
+    return {
+        "USER": unquote(parsed.username or ""),
+        "PASSWORD": unquote(parsed.password or ""),
+        "HOST": parsed.hostname or "",
+        "PORT": str(parsed.port or ""),
+    }
+
+
+def _database(url: str) -> dict[str, object]:
+    parsed = urlparse(url)
+    login = _login(url)
     pool_max = env_int("DATABASE_POOL_MAX", 10)
     # Fail fast when PostgreSQL is away or stuck: a connection attempt gives up after
     # DATABASE_CONNECT_TIMEOUT_S, a statement after DATABASE_STATEMENT_TIMEOUT_MS (0: none; schema
@@ -139,18 +151,26 @@ def _database(url: str) -> dict[str, object]:
     return {
         "ENGINE": "django.db.backends.postgresql",
         "NAME": unquote(parsed.path.lstrip("/")) or "oversight",
-        "USER": unquote(parsed.username or ""),
-        "PASSWORD": unquote(parsed.password or ""),
-        "HOST": parsed.hostname or "",
-        "PORT": str(parsed.port or ""),
+        **login,
         "OPTIONS": options,
         "CONN_MAX_AGE": 0,
         "TEST": {"NAME": env_str("DATABASE_TEST_NAME") or None},
     }
 
 
+# Two database roles (README, "Database roles"): DATABASE_URL is the app's (web, workers, beat), a
+# role that reads and writes the tables but owns none of them, so it cannot switch off the audit
+# log's protection; DATABASE_OWNER_URL is the owner's, whom `manage.py migrate` logs in as (the
+# command is oversight/management/commands/migrate.py). Only its login is used (user, password, host,
+# port): migrations run on DATABASE_URL's database, or on the test database made from it. Without it
+# the app's own role migrates: one role, which works, but then the app owns the audit log.
 DATABASE_URL = os.environ["DATABASE_URL"]
+DATABASE_OWNER_URL = env_str("DATABASE_OWNER_URL") or DATABASE_URL
 DATABASES = {"default": _database(DATABASE_URL)}
+DATABASE_APP_LOGIN = _login(DATABASE_URL)
+DATABASE_OWNER_LOGIN = _login(DATABASE_OWNER_URL, "DATABASE_OWNER_URL")
+# The role `migrate` grants the app's privileges to; empty with one role.
+DATABASE_APP_ROLE = "" if DATABASE_APP_LOGIN["USER"] == DATABASE_OWNER_LOGIN["USER"] else DATABASE_APP_LOGIN["USER"]
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 DATABASE_POOL_TIMEOUT = env_float("DATABASE_POOL_TIMEOUT", 2.0)
 # Threads per web process that run requests (oversight/asgi.py); each holds at most one pooled connection.

@@ -42,6 +42,15 @@ class QuickPBKDF2PasswordHasher(PBKDF2PasswordHasher):
     iterations = 1000
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix: None) -> None:
+    """The tests' own connection logs in as the database's owner (DATABASE_OWNER_URL; the same role as
+    DATABASE_URL with one role): it creates the test database, migrates it, and some tests tamper with
+    the audit log on purpose. The app's processes started here (the live server, the workers) log in
+    as the app's role (``test_database_env``); tests/integration/test_db_roles.py checks that role."""
+    settings.DATABASES["default"].update(settings.DATABASE_OWNER_LOGIN)
+
+
 @pytest.fixture(autouse=True)
 def _quick_password_hashing(settings: Any) -> None:
     """The world's people are made anew for every test: keep their hashing cheap."""
@@ -178,8 +187,8 @@ def free_port() -> int:
 
 
 def test_database_env() -> dict[str, str]:
-    """Environment for a subprocess that must use this run's test database and Redis prefix."""
-    db = settings.DATABASES["default"]
+    """Environment for a subprocess that must use this run's test database and Redis prefix, as the app's role."""
+    db = {**settings.DATABASES["default"], **settings.DATABASE_APP_LOGIN}
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
     url = f"postgresql://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
     return {

@@ -2,11 +2,13 @@
 
 ``python -m tests.with_services pytest -q ...`` runs ``python -m pytest -q ...``. When
 ``DATABASE_URL`` / ``REDIS_URL`` are not set, the embedded servers under var/ are started first
-(oversight/embedded.py) and their URLs passed on; when the run is over, the embedded servers
-*this run started* are stopped again (their data stays in var/). A server that was already
-running before (``make services``, ``make demo``) is left running, and so is one that another
-process is still connected to: ``make stop-services`` stops them. With both variables set,
-nothing is started or stopped.
+(oversight/embedded.py) and their URLs passed on: ``DATABASE_URL`` the app role's,
+``DATABASE_OWNER_URL`` the owner's (the tests' own connection logs in as the owner, which makes
+the test database; the live server and workers as the app: tests/conftest.py). When the run is
+over, the embedded servers *this run started* are stopped again (their data stays in var/). A
+server that was already running before (``make services``, ``make demo``) is left running, and so
+is one that another process is still connected to: ``make stop-services`` stops them. With both
+variables set, nothing is started or stopped.
 """
 
 from __future__ import annotations
@@ -15,15 +17,18 @@ import os
 import signal
 import subprocess
 import sys
+from urllib.parse import urlparse
 
 from oversight import embedded
 
 
 def _pg_clients(url: str) -> int:
-    """Client connections to the embedded PostgreSQL, other than this check's own."""
+    """Client connections to the embedded PostgreSQL, other than this check's own (as its superuser: the
+    app's role does not see other roles' connections)."""
     import psycopg
 
-    with psycopg.connect(url, autocommit=True, connect_timeout=5) as conn:
+    admin = embedded.superuser_url(urlparse(url).port or 0, "postgres")
+    with psycopg.connect(admin, autocommit=True, connect_timeout=5) as conn:
         row = conn.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
         ).fetchone()
@@ -72,7 +77,7 @@ def main(argv: list[str]) -> int:
     if not any(needed.values()):
         return _run(argv)
     before = embedded.running()
-    embedded.ensure_environment()
+    embedded.ensure_environment(roles=True)
     started = [name for name, need in needed.items() if need and not before[name]]
     kept = [name for name, need in needed.items() if need and before[name]]
     try:
