@@ -423,7 +423,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     code = 1
     try:
         with interrupts():
-            embedded.ensure_environment()  # as settings.py would: the programs get the URLs
+            embedded.ensure_environment(roles=True)  # as settings.py would: the programs get the app's URL
         layout = Layout(opts.dir) if opts.dir else default_layout(opts.port)
         code = supervise(opts.names or DEMO_PROGRAMS, runner_env(opts.port), layout)
     except Interrupted:
