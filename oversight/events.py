@@ -24,7 +24,7 @@ def system_group(slug: str) -> str:
     return f"system.{slug}"
 
 
-# After the channel layer fails (Redis away or hung), this process skips pushes for QUIET_S seconds,
+# After the channel layer times out (Redis hung), this process skips pushes for QUIET_S seconds,
 # so one request waits at most one EVENTS_SEND_TIMEOUT_S however many pushes it makes.
 QUIET_S = 5.0
 _quiet_until = 0.0
@@ -54,9 +54,12 @@ def send_all(pushes: list[tuple[list[str], dict[str, Any]]]) -> None:
 
     try:
         results = async_to_sync(run)()
-    except Exception:  # a live page missing one push must never fail a write
-        log.warning("could not push %d messages; pushes pause for %.0f s", len(sends), QUIET_S, exc_info=True)
+    except TimeoutError:  # the layer hangs: let the next requests through without waiting on it again
+        log.warning("could not push %d messages in time; pushes pause for %.0f s", len(sends), QUIET_S)
         _quiet_until = time.monotonic() + QUIET_S
+        return
+    except Exception:  # a live page missing one push must never fail a write
+        log.warning("could not push %d messages", len(sends), exc_info=True)
         return
     for (group, message), result in zip(sends, results, strict=True):
         if isinstance(result, BaseException):

@@ -51,7 +51,7 @@ def test_operator_overrides_a_released_decision_and_the_client_is_told(
         # The client service's side: a callback URL and a signing secret (an admin's script).
         _, token = actions.create_personal_token(world.admin, "setup")
         admin = f"Token {token}"
-        r = api(live_server_url, admin, "PATCH", "/systems/sup", {"callback_url": hook.url})
+        r = api(live_server_url, admin, "PATCH", "/systems/sup", {"callback_url": hook.url, "reason": "hooks"})
         assert r.status_code == 200, r.text
         r = api(live_server_url, admin, "POST", "/systems/sup/webhook-secret")
         assert r.status_code == 201, r.text
