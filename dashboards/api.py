@@ -8,19 +8,19 @@ system's decisions; ``GET …/reference`` shows the one in use. The rules are in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated
 
 from django.http import HttpRequest, HttpResponse
 from ninja import Router
-from pydantic import AwareDatetime, Field
+from pydantic import AfterValidator, AwareDatetime, Field
 
 from dashboards import references
 from oversight import access
-from oversight.jsonapi import ApiError, auth, json_response, require_person, system_for
+from oversight.jsonapi import ANYONE, PEOPLE, ApiError, in_utc, json_response, require_person, system_for
 from oversight.models import AISystem
-from oversight.schemas import In
+from oversight.schemas import In, ReferenceOut
 
-router = Router(tags=["monitoring"], auth=auth)
+router = Router(tags=["monitoring"], auth=PEOPLE)
 
 #: Content types of an upload, and the format each one means.
 UPLOAD_TYPES: dict[str, references.Format] = {
@@ -51,7 +51,21 @@ def _names(value: str | None) -> list[str]:
     return [n.strip() for n in (value or "").split(",") if n.strip()]
 
 
-@router.put("/systems/{system}/reference")
+_UPLOAD_BODY = {"type": "string", "description": "the sample: CSV with a header row, or one JSON object per line"}
+_UPLOAD_DOC = {
+    "requestBody": {"required": True, "content": {kind: {"schema": _UPLOAD_BODY} for kind in UPLOAD_TYPES}},
+    "parameters": [
+        {"name": "format", "in": "query", "required": False, "schema": {"type": "string", "enum": ["csv", "jsonl"]},
+         "description": "the body's format, whatever its Content-Type says"},
+        {"name": "categorical", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "comma-separated columns to treat as categorical"},
+        {"name": "note", "in": "query", "required": False, "schema": {"type": "string"},
+         "description": "kept with the reference"},
+    ],
+}
+
+
+@router.put("/systems/{system}/reference", response={201: ReferenceOut}, openapi_extra=_UPLOAD_DOC)
 def put_reference(request: HttpRequest, system: str) -> HttpResponse:
     """Upload a reference sample (the raw file is the body). Admin only.
 
@@ -70,12 +84,12 @@ def put_reference(request: HttpRequest, system: str) -> HttpResponse:
 
 
 class FromDecisionsIn(In):
-    since: AwareDatetime
-    until: AwareDatetime
+    since: Annotated[AwareDatetime, AfterValidator(in_utc)]
+    until: Annotated[AwareDatetime, AfterValidator(in_utc)]
     note: str = Field(default="", max_length=200)
 
 
-@router.post("/systems/{system}/reference/from-decisions")
+@router.post("/systems/{system}/reference/from-decisions", response={201: ReferenceOut})
 def reference_from_decisions(request: HttpRequest, system: str, payload: FromDecisionsIn) -> HttpResponse:
     """Use the system's decisions with ``since`` ≤ ``occurred_at`` < ``until`` as its reference. Admin only."""
     who = require_person(request, access.ADMIN)
@@ -85,12 +99,12 @@ def reference_from_decisions(request: HttpRequest, system: str, payload: FromDec
     return json_response(references.describe(ref), 201)
 
 
-@router.get("/systems/{system}/reference")
-def get_reference(request: HttpRequest, system: str) -> dict[str, Any]:
+@router.get("/systems/{system}/reference", response=ReferenceOut, auth=ANYONE)
+def get_reference(request: HttpRequest, system: str) -> HttpResponse:
     """The reference in use (any person with a role, or the system's own key)."""
     entry = system_for(request, system)
     ref = references.current(entry.id)
     if ref is None:
         raise ApiError(404, "not_found", f"system {entry.slug!r} has no reference yet; an admin can upload one "
                        f"(PUT /api/v1/systems/{entry.slug}/reference) or take a past window of decisions")
-    return references.describe(ref)
+    return json_response(references.describe(ref))

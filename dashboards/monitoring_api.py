@@ -22,20 +22,28 @@ from ninja import Router
 from dashboards import alerts
 from dashboards.models import Alert, DriftResult, MetricPoint
 from oversight import access, audit
-from oversight.jsonapi import ApiError, auth, json_response, require_person, system_for
+from oversight.jsonapi import ANYONE, PEOPLE, ApiError, json_response, numbered, require_person, system_for
 from oversight.models import AISystem
+from oversight.schemas import AlertOut, AlertsPageOut, DriftPageOut, ErrorOut, JobOut, JobStartedOut, MetricsPageOut
 
-router = Router(tags=["monitoring"], auth=auth)
+router = Router(tags=["monitoring"], auth=PEOPLE)
 
 #: Results per page of ``/drift`` and ``/alerts`` unless ``limit`` says fewer; ``next_offset`` pages on.
 DEFAULT_LIMIT = 1000
 MAX_LIMIT = 5000
 
 
-def _aware(t: datetime | None) -> datetime | None:
-    if t is not None and timezone.is_naive(t):
+def _aware(t: datetime | None, field: str) -> datetime | None:
+    """A query's time in UTC (naive: taken as UTC). PostgreSQL refuses offsets beyond ±15:59, which
+    Python parses: converted, any offset is fine."""
+    if t is None:
+        return None
+    if timezone.is_naive(t):
         return t.replace(tzinfo=UTC)
-    return t
+    try:
+        return t.astimezone(UTC)
+    except OverflowError:
+        raise ApiError(422, "invalid", f"{field}: is out of range", field) from None
 
 
 def _page(limit: int, offset: int) -> tuple[int, int]:
@@ -72,7 +80,7 @@ def drift_out(r: DriftResult) -> dict[str, Any]:
     }
 
 
-@router.get("/systems/{system}/drift")
+@router.get("/systems/{system}/drift", response=DriftPageOut, auth=ANYONE)
 def list_drift(
     request: HttpRequest,
     system: str,
@@ -88,9 +96,9 @@ def list_drift(
     limit, offset = _page(limit, offset)
     qs = DriftResult.objects.filter(system_id=entry.id)
     if since is not None:
-        qs = qs.filter(window_start__gte=_aware(since))
+        qs = qs.filter(window_start__gte=_aware(since, "since"))
     if until is not None:
-        qs = qs.filter(window_start__lt=_aware(until))
+        qs = qs.filter(window_start__lt=_aware(until, "until"))
     if feature is not None:
         qs = qs.filter(feature=feature)
     if primary is not None:
@@ -102,7 +110,7 @@ def list_drift(
 # --- metric series ---------------------------------------------------------------------------------
 
 
-@router.get("/systems/{system}/metrics")
+@router.get("/systems/{system}/metrics", response=MetricsPageOut, auth=ANYONE)
 def list_metrics(
     request: HttpRequest,
     system: str,
@@ -120,9 +128,9 @@ def list_metrics(
     if name:
         qs = qs.filter(name__in=[n.strip() for n in name.split(",") if n.strip()])
     if since is not None:
-        qs = qs.filter(t__gte=_aware(since))
+        qs = qs.filter(t__gte=_aware(since, "since"))
     if until is not None:
-        qs = qs.filter(t__lt=_aware(until))
+        qs = qs.filter(t__lt=_aware(until, "until"))
     rows = list(qs.order_by("name", "t").values_list("name", "t", "value")[offset : offset + limit + 1])
     points = [{"name": n, "t": t, "value": v} for n, t, v in rows]
     return json_response({"system": entry.slug, **_paged(points, limit, offset)})
@@ -131,7 +139,7 @@ def list_metrics(
 # --- running the job ------------------------------------------------------------------------------
 
 
-@router.post("/systems/{system}/monitoring/run")
+@router.post("/systems/{system}/monitoring/run", response={202: JobStartedOut})
 def run_monitoring(request: HttpRequest, system: str) -> HttpResponse:
     who = require_person(request, access.ADMIN)
     entry = system_for(request, system)
@@ -154,7 +162,7 @@ _STATES = {
 }
 
 
-@router.get("/jobs/{job_id}")
+@router.get("/jobs/{job_id}", response=JobOut)
 def get_job(request: HttpRequest, job_id: str) -> HttpResponse:
     require_person(request)
     try:
@@ -197,7 +205,7 @@ def alert_out(a: Alert) -> dict[str, Any]:
     }
 
 
-@router.get("/alerts")
+@router.get("/alerts", response={200: AlertsPageOut, 404: ErrorOut})
 def list_alerts(
     request: HttpRequest,
     state: str | None = None,
@@ -220,8 +228,9 @@ def list_alerts(
     return json_response(_paged([alert_out(a) for a in rows], limit, offset))
 
 
-@router.post("/alerts/{alert_id}/ack")
+@router.post("/alerts/{alert_id}/ack", response=AlertOut)
 def ack_alert(request: HttpRequest, alert_id: str) -> HttpResponse:
     """Acknowledge an alert (admin). Again is fine: the first person and time are kept."""
     who = require_person(request, access.ADMIN)
-    return json_response(alert_out(alerts.acknowledge(who.user, alert_id)))  # ActionError: the API's 404
+    alert = alerts.acknowledge(who.user, numbered(alert_id, "alr", "alert"))  # ActionError: the API's 404
+    return json_response(alert_out(alert))

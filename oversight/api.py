@@ -29,11 +29,14 @@ from oversight import (
     webhooks,
 )
 from oversight.jsonapi import (
+    ANYONE,
+    CLIENT,
+    PEOPLE,
     ApiError,
     api,
-    auth,
     error_body,
     json_response,
+    numbered,
     principal,
     require_person,
     snapshot,
@@ -70,20 +73,30 @@ from oversight.schemas import (
 
 # --- decisions (client service) -----------------------------------------------------------
 
-client = Router(tags=["decisions"], auth=auth)
+client = Router(tags=["decisions"], auth=CLIENT)
+
+
+#: ``?wait_ms=`` in the document (read by ``_wait_ms``, not by a parameter: the hot path parses no query).
+WAIT_MS = {
+    "name": "wait_ms", "in": "query", "required": False,
+    "description": "Hosted models only: how long to wait for them to score, in milliseconds; past it the "
+                   "fallback answers.",
+    "schema": {"type": "integer", "minimum": 1, "maximum": scoring.MAX_WAIT_MS},
+}
 
 
 def _wait_ms(request: HttpRequest) -> int | None:
     value = request.GET.get("wait_ms")
     if value is None:
         return None
-    if not value.isdigit() or not 1 <= int(value) <= scoring.MAX_WAIT_MS:
+    if not (value.isascii() and value.isdigit() and len(value) <= 9) or not 1 <= int(value) <= scoring.MAX_WAIT_MS:
         raise ApiError(422, "invalid", f"wait_ms must be a whole number of milliseconds from 1 to "
                        f"{scoring.MAX_WAIT_MS}, not {value[:20]!r}", "wait_ms")
     return int(value)
 
 
-@client.post("/systems/{system}/decisions", response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut})
+@client.post("/systems/{system}/decisions", response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut},
+             openapi_extra={"parameters": [WAIT_MS]})
 def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
     """The hot path: gate the decision, store it (and its review item) in one statement, answer.
     Without a ``prediction``, the system's hosted models score it first (``?wait_ms=`` bounds the wait)."""
@@ -143,7 +156,7 @@ def _submit_valid(entry: config.SystemEntry, valid: list[DecisionIn], raws: list
     return [r for r in out if r is not None]
 
 
-@client.post("/systems/{system}/decisions/batch", response={200: BatchOut})
+@client.post("/systems/{system}/decisions/batch", response={200: BatchOut}, openapi_extra={"parameters": [WAIT_MS]})
 def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpResponse:
     entry = system_for(request, system, client_only=True)
     if not payload.items:
@@ -172,13 +185,13 @@ def submit_batch(request: HttpRequest, system: str, payload: BatchIn) -> HttpRes
     return json_response({"results": results})
 
 
-@client.get("/decisions/{decision_id}", response=DecisionOut)
+@client.get("/decisions/{decision_id}", response=DecisionOut, auth=ANYONE)
 def get_decision(request: HttpRequest, decision_id: str) -> dict[str, Any]:
     decision = access.decision_for(principal(request), decision_id)
     return decisions.public(decision, decision.system.slug)
 
 
-@client.post("/decisions/{decision_id}/override", response=DecisionOut)
+@client.post("/decisions/{decision_id}/override", response={200: DecisionOut, 409: ErrorOut}, auth=PEOPLE)
 def override_decision(request: HttpRequest, decision_id: str, payload: OverrideIn) -> dict[str, Any]:
     """A person replaces a released decision's output within the system's override window (API.md)."""
     who = require_person(request, *access.REVIEWERS)
@@ -209,7 +222,7 @@ def post_outcome(request: HttpRequest, decision_id: str, payload: OutcomeIn) -> 
 
 # --- systems and policies -----------------------------------------------------------------
 
-systems = Router(tags=["systems"], auth=auth)
+systems = Router(tags=["systems"], auth=PEOPLE)
 
 
 def _switch_state(k: KillSwitch) -> dict[str, Any]:
@@ -268,14 +281,14 @@ def list_systems(request: HttpRequest) -> list[dict[str, Any]]:
     return [system_out(s, switches, snap, tripped) for s in AISystem.objects.all()]
 
 
-@systems.get("/systems/{system}", response=SystemOut)
+@systems.get("/systems/{system}", response=SystemOut, auth=ANYONE)
 def get_system(request: HttpRequest, system: str) -> dict[str, Any]:
     entry = system_for(request, system)
     switches = _switches()
     return system_out(AISystem.objects.get(id=entry.id), switches, snapshot(request))
 
 
-@systems.post("/systems", response={201: SystemOut})
+@systems.post("/systems", response={201: SystemOut, 409: ErrorOut})
 def create_system(request: HttpRequest, payload: SystemIn) -> tuple[int, dict[str, Any]]:
     who = require_person(request, access.ADMIN)
     created = actions.create_system(who.user, payload.model_dump())
@@ -310,7 +323,7 @@ def list_killswitches(request: HttpRequest) -> list[dict[str, Any]]:
     return [_switch_state(k) for k in KillSwitch.objects.select_related("system", "changed_by")]
 
 
-@systems.post("/killswitches", response={200: KillSwitchState, 202: ReleaseRequestOut})
+@systems.post("/killswitches", response={200: KillSwitchState, 202: ReleaseRequestOut, 404: ErrorOut, 409: ErrorOut})
 def flip_killswitch(request: HttpRequest, payload: KillSwitchIn) -> tuple[int, dict[str, Any]]:
     """Engage or release. Releasing the global switch, or one of a level-1 system, answers 202 with
     the request that waits for a second admin (four eyes)."""
@@ -340,24 +353,24 @@ def list_releases(request: HttpRequest) -> list[dict[str, Any]]:
     return [_release_state(r) for r in actions.pending_releases()]
 
 
-@systems.post("/killswitches/releases/{request_id}/approve", response=KillSwitchState)
+@systems.post("/killswitches/releases/{request_id}/approve", response={200: KillSwitchState, 409: ErrorOut})
 def approve_release(request: HttpRequest, request_id: str) -> dict[str, Any]:
     """A second admin approves a release: the switch is released now (not your own request)."""
     who = require_person(request, access.ADMIN)
-    switch = actions.approve_release(who.user, request_id)
+    switch = actions.approve_release(who.user, numbered(request_id, "rel", "release request"))
     return _switch_state(KillSwitch.objects.select_related("system", "changed_by").get(pk=switch.pk))
 
 
-@systems.post("/killswitches/releases/{request_id}/withdraw", response=ReleaseRequestOut)
+@systems.post("/killswitches/releases/{request_id}/withdraw", response={200: ReleaseRequestOut, 409: ErrorOut})
 def withdraw_release(request: HttpRequest, request_id: str) -> dict[str, Any]:
     """The admin who asked takes the request back; the switch stays engaged."""
     who = require_person(request, access.ADMIN)
-    r = actions.withdraw_release(who.user, request_id)
+    r = actions.withdraw_release(who.user, numbered(request_id, "rel", "release request"))
     return _release_state(ReleaseRequest.objects.select_related("switch__system", "requested_by", "decided_by")
                           .get(pk=r.pk))
 
 
-@systems.get("/systems/{system}/breakers", response=BreakersOut)
+@systems.get("/systems/{system}/breakers", response=BreakersOut, auth=ANYONE)
 def list_breakers(request: HttpRequest, system: str) -> dict[str, Any]:
     """The system's breakers (its own and its models') and their timeline: anyone with a role, and
     the system's own key."""
@@ -375,7 +388,7 @@ def list_breakers(request: HttpRequest, system: str) -> dict[str, Any]:
     }
 
 
-@systems.post("/systems/{system}/breakers", response=BreakerOut)
+@systems.post("/systems/{system}/breakers", response={200: BreakerOut, 409: ErrorOut})
 def set_breaker(request: HttpRequest, system: str, payload: BreakerIn) -> dict[str, Any]:
     """An admin opens or closes a breaker by hand, with a reason."""
     who = require_person(request, access.ADMIN)
@@ -407,7 +420,7 @@ def readiness_state(s: AISystem) -> dict[str, Any]:
     }
 
 
-@systems.get("/systems/{system}/readiness", response=ReadinessOut)
+@systems.get("/systems/{system}/readiness", response=ReadinessOut, auth=ANYONE)
 def get_readiness(request: HttpRequest, system: str) -> dict[str, Any]:
     """The readiness assessment in force and its history: anyone with a role, and the system's own key."""
     entry = system_for(request, system)
@@ -424,7 +437,7 @@ def put_readiness(request: HttpRequest, system: str, payload: ReadinessIn) -> di
 
 # --- chaos drills (oversight.drills) ----------------------------------------------------------
 
-@systems.post("/systems/{system}/drills", response={201: DrillOut})
+@systems.post("/systems/{system}/drills", response={201: DrillOut, 409: ErrorOut})
 def start_drill(request: HttpRequest, system: str, payload: DrillIn) -> tuple[int, dict[str, Any]]:
     """An admin starts a drill: for ``minutes``, a ``share`` of the system's decisions meet a failing model."""
     who = require_person(request, access.ADMIN)
@@ -432,11 +445,11 @@ def start_drill(request: HttpRequest, system: str, payload: DrillIn) -> tuple[in
     return 201, drills.public(d, system)
 
 
-@systems.post("/drills/{drill_id}/stop", response=DrillOut)
+@systems.post("/drills/{drill_id}/stop", response={200: DrillOut, 409: ErrorOut})
 def stop_drill(request: HttpRequest, drill_id: str) -> dict[str, Any]:
     """An admin ends a running drill early; its report follows within 15 s."""
     who = require_person(request, access.ADMIN)
-    d = drills.stop(who.user, drill_id)
+    d = drills.stop(who.user, numbered(drill_id, "drl", "drill"))
     return drills.public(d, d.system.slug)
 
 

@@ -15,10 +15,11 @@ from ninja import Query, Router
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from oversight import access, editorial
-from oversight.jsonapi import ApiError, auth, require_person
+from oversight.jsonapi import PEOPLE, ApiError, in_utc, require_person
 from oversight.models import AISystem, BlockedItem, Pick
+from oversight.schemas import ErrorOut
 
-router = Router(tags=["editorial"], auth=auth)
+router = Router(tags=["editorial"], auth=PEOPLE)
 
 
 def _aware(value: datetime | None) -> datetime | None:
@@ -27,7 +28,7 @@ def _aware(value: datetime | None) -> datetime | None:
     return value
 
 
-Moment = Annotated[datetime, AfterValidator(_aware)]
+Moment = Annotated[datetime, AfterValidator(_aware), AfterValidator(in_utc)]
 
 
 class CurationIn(BaseModel):
@@ -119,7 +120,7 @@ def create_pick(request: HttpRequest, system: str, payload: PickIn) -> tuple[int
     return 201, editorial.describe_one(Pick, row, timezone.now())
 
 
-@router.delete("/picks/{pick_id}", response=PickOut)
+@router.delete("/picks/{pick_id}", response={200: PickOut, 409: ErrorOut})
 def remove_pick(request: HttpRequest, pick_id: str) -> dict[str, Any]:
     who = require_person(request, access.EDITOR, access.ADMIN)
     row = editorial.remove_pick(who.user, pick_id)
@@ -159,7 +160,7 @@ def create_block(request: HttpRequest, system: str, payload: CurationIn) -> tupl
     return 201, editorial.describe_one(BlockedItem, row, timezone.now())
 
 
-@router.delete("/blocked/{block_id}", response=CurationOut)
+@router.delete("/blocked/{block_id}", response={200: CurationOut, 409: ErrorOut})
 def remove_block(request: HttpRequest, block_id: str) -> dict[str, Any]:
     who = require_person(request, access.EDITOR, access.ADMIN)
     row = editorial.remove_block(who.user, block_id)

@@ -9,10 +9,10 @@ from ninja import Router
 from pydantic import BaseModel, Field
 
 from oversight import access, hosted
-from oversight.jsonapi import auth, require_person, system_for
+from oversight.jsonapi import ANYONE, PEOPLE, require_person, system_for
 from oversight.schemas import ErrorOut
 
-router = Router(tags=["hosted models"], auth=auth)
+router = Router(tags=["hosted models"], auth=PEOPLE)
 
 
 class HostedModelOut(BaseModel):
@@ -31,7 +31,7 @@ class HostedModelPatchIn(hosted.HostedModelPatch):
     reason: str = Field(default="", max_length=2000)
 
 
-@router.get("/systems/{system}/models", response=list[HostedModelOut])
+@router.get("/systems/{system}/models", response=list[HostedModelOut], auth=ANYONE)
 def list_models(request: HttpRequest, system: str) -> list[dict[str, Any]]:
     """The system's hosted models: anyone with a role, and the system's own key."""
     entry = system_for(request, system)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 
@@ -176,10 +178,129 @@ def docs_access(view: Any) -> Any:
     return wrapper
 
 
-api = NinjaAPI(
+# --- the document -------------------------------------------------------------------------
+
+#: The error answers, as the document describes them; every one has the body ``ErrorOut``.
+ERROR_ANSWERS: dict[int, str] = {
+    400: "Bad request: the body is not valid JSON (malformed, not UTF-8, NaN or Infinity, a number too "
+         "large, nested more than 64 levels deep). Code `invalid_json`.",
+    401: "Unauthenticated: no credentials, a key or token that is unknown or revoked, or an "
+         "`Authorization` header that is neither `Bearer <key>` nor `Token <token>`. Code `unauthenticated`.",
+    403: "Forbidden: the caller may not do this — a client service's key on a person's endpoint, a "
+         "person on a client service's, a role that does not allow it (code `forbidden`), or a "
+         "session's unsafe request without the CSRF header (code `csrf`).",
+    404: "Not found: the object named in the path, body or query does not exist, or belongs to another "
+         "system than the key's (the two look the same). Code `not_found`.",
+    409: "Conflict: the object's state does not allow this now (already claimed, resolved, removed or "
+         "running; an idempotency key reused with a different body; a name already taken). The message "
+         "says why.",
+    413: "Payload too large: the body is over the server's limit (`DATA_UPLOAD_MAX_MEMORY_SIZE`). "
+         "Code `too_large`.",
+    415: "Unsupported media type: the body is not declared as this operation takes it (JSON: "
+         "`Content-Type: application/json`, UTF-8). Code `unsupported_media_type`.",
+    422: "Invalid: a field of the body or a query parameter has a wrong type or value; `field` names it "
+         "(`a.b.0.c` inside objects and arrays). Codes `invalid`, `batch_too_large`.",
+    503: "Unavailable: the database (or the job store) cannot be reached; nothing was done. Retry after "
+         "`Retry-After` seconds. Code `unavailable`.",
+}
+ERROR_REF = "#/components/schemas/ErrorOut"
+UNSAFE = ("post", "put", "patch", "delete")
+
+
+class OversightAPI(NinjaAPI):
+    """The NinjaAPI whose document says every answer an operation gives (``document_answers``)."""
+
+    def get_openapi_schema(self, *, path_prefix: str | None = None,
+                           path_params: dict[str, Any] | None = None) -> Any:
+        schema = super().get_openapi_schema(path_prefix=path_prefix, path_params=path_params)
+        document_answers(schema)
+        return schema
+
+
+def _error_schemas() -> dict[str, Any]:
+    from oversight.schemas import ErrorOut
+
+    found = ErrorOut.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = found.pop("$defs", {})
+    return {**defs, "ErrorOut": found}
+
+
+_BOUNDS = {"ge": "minimum", "le": "maximum", "gt": "exclusiveMinimum", "lt": "exclusiveMaximum"}
+
+
+def _json_schema_bounds(node: Any) -> None:
+    """Pydantic leaves a number's bounds under its own names (``ge``, ``le``) when a validator wraps
+    the type (``Annotated[float, NotBool, Field(ge=0, le=1)]``); JSON Schema, and so every client and
+    tool, knows them as ``minimum`` and ``maximum``."""
+    if isinstance(node, dict):
+        if node.get("type") in ("number", "integer"):
+            for ours, theirs in _BOUNDS.items():
+                if ours in node and theirs not in node:
+                    node[theirs] = node.pop(ours)
+        for value in node.values():
+            _json_schema_bounds(value)
+    elif isinstance(node, list):
+        for value in node:
+            _json_schema_bounds(value)
+
+
+def document_answers(schema: dict[str, Any]) -> None:
+    """Adds to every operation of the generated document the error answers it can give, each with
+    the ``ErrorOut`` body: 401, 403 and 503 everywhere; 404 where the path names an object; 400 (a
+    JSON body), 413, 415 and 422 where there is a body; 422 where there are query parameters. An
+    operation declares others itself (409 where a conflict is possible, 404 where its body or query
+    names an object) in its ``response=`` mapping. Unsafe methods with a session need the CSRF header
+    too, so their session requirement is ``Session`` and ``CSRF`` together."""
+    _json_schema_bounds(schema)
+    components = schema.setdefault("components", {})
+    schemas = components.setdefault("schemas", {})
+    for name, definition in _error_schemas().items():
+        schemas.setdefault(name, definition)
+    schemes = components.setdefault("securitySchemes", {})
+    for path_item in schema.get("paths", {}).values():
+        for method, op in path_item.items():
+            responses: dict[Any, Any] = op.setdefault("responses", {})
+            params = {p.get("in") for p in op.get("parameters", [])}
+            body = op.get("requestBody")
+            codes = {401, 403, 503} | {int(c) for c in responses if int(c) >= 400}
+            if "path" in params:
+                codes.add(404)
+            if body is not None:
+                codes |= {413, 415, 422}
+                if "application/json" in body.get("content", {}):
+                    codes.add(400)
+            if "query" in params:
+                codes.add(422)
+            for code in codes:
+                answer = responses.pop(code, None) or responses.pop(str(code), None) or {}
+                responses[code] = {**answer, "description": ERROR_ANSWERS.get(code, answer.get("description", "")),
+                                   "content": {"application/json": {"schema": {"$ref": ERROR_REF}}}}
+                if code == 503:
+                    responses[code]["headers"] = {"Retry-After": {
+                        "description": "seconds to wait before retrying", "schema": {"type": "integer"}}}
+            op["responses"] = dict(sorted(responses.items(), key=lambda kv: int(kv[0])))
+            if method in UNSAFE and op.get("security"):
+                op["security"] = [
+                    {**requirement, "CSRF": []} if "Session" in requirement else requirement
+                    for requirement in op["security"]
+                ]
+                schemes["CSRF"] = CSRF_SCHEME
+
+
+api = OversightAPI(
     title="Oversight API",
     version="1",
-    description="Human-in-the-loop control plane for AI decisions. See API.md for the contract.",
+    description=(
+        "Human-in-the-loop control plane for AI decisions. See API.md for the contract.\n\n"
+        "**Who calls what.** Client services send their system's API key (`Authorization: Bearer <key>`, "
+        "scheme `ApiKey`): they submit decisions and outcomes and read their own system. People send a "
+        "personal token (`Authorization: Token <token>`, scheme `PersonalToken`) or use their browser "
+        "session (scheme `Session`; POST, PUT, PATCH and DELETE also need the `X-CSRFToken` header, "
+        "scheme `CSRF`); what they may do follows their role (operator, editor, admin). Each operation "
+        "lists the schemes it accepts; another credential is refused with 403.\n\n"
+        "**Errors.** Every error is `{\"error\": {\"code\", \"message\", \"field\"}}` (`ErrorOut`), "
+        "and each operation lists the statuses it can answer with."
+    ),
     parser=StrictJSONParser(),
     renderer=JSONRenderer(),
     urls_namespace="api",
@@ -273,7 +394,12 @@ CSRF_MESSAGE = "CSRF check failed: send the X-CSRFToken header with the csrftoke
 
 
 class Auth(AuthBase):
-    """Bearer API key, personal Token, or a session (CSRF-checked on unsafe methods)."""
+    """Bearer API key, personal Token, or a session (CSRF-checked on unsafe methods).
+
+    The one way the API authenticates. Operations name the credentials they accept with the schemes
+    below (``CLIENT``, ``PEOPLE``, ``ANYONE``), which all run this: a credential an operation does
+    not take is authenticated all the same and then refused by its rule (403), not taken for none (401).
+    """
 
     openapi_type = "http"
     openapi_scheme = "bearer"
@@ -299,6 +425,51 @@ class Auth(AuthBase):
 auth = Auth()
 
 
+class _Scheme(AuthBase):
+    """One credential as the document names it; authenticating is ``auth``'s, done once per request."""
+
+    def __call__(self, request: HttpRequest) -> access.Principal | None:
+        if getattr(request, "_oversight_authenticated", False):
+            return None  # an earlier scheme of the operation's list found no credentials: neither will this
+        request._oversight_authenticated = True  # type: ignore[attr-defined]
+        return auth(request)
+
+
+class ApiKey(_Scheme):
+    openapi_type = "http"
+    openapi_scheme = "bearer"
+    openapi_description = ("A client service's API key: `Authorization: Bearer <key>`. A key belongs to one "
+                           "AI system and reaches only that system.")
+
+
+class PersonalToken(_Scheme):
+    openapi_type = "apiKey"
+    openapi_in = "header"
+    openapi_name = "Authorization"
+    openapi_description = ("A person's personal token, with the word Token: `Authorization: Token <token>`. "
+                           "It carries that person's role; no CSRF header is needed.")
+
+
+class Session(_Scheme):
+    openapi_type = "apiKey"
+    openapi_in = "cookie"
+    openapi_name = settings.SESSION_COOKIE_NAME
+    openapi_description = ("A logged-in person's browser session (the pages' login). POST, PUT, PATCH and "
+                           "DELETE also need the CSRF header (scheme `CSRF`).")
+
+
+CSRF_SCHEME = {
+    "type": "apiKey", "in": "header", "name": "X-CSRFToken",
+    "description": f"With a session, unsafe methods send the `{settings.CSRF_COOKIE_NAME}` cookie's value in "
+                   "this header (Django's CSRF protection).",
+}
+
+#: Who an operation is for: client services only, people only (token or session), or both.
+CLIENT: list[AuthBase] = [ApiKey()]
+PEOPLE: list[AuthBase] = [PersonalToken(), Session()]
+ANYONE: list[AuthBase] = [ApiKey(), PersonalToken(), Session()]
+
+
 def principal(request: HttpRequest) -> access.Principal:
     return request.auth  # type: ignore[attr-defined]
 
@@ -313,6 +484,28 @@ def snapshot(request: HttpRequest) -> config.Snapshot:
 
 def require_person(request: HttpRequest, *wanted: str) -> access.Principal:
     return access.require_person(principal(request), *wanted)
+
+
+def in_utc(value: datetime | None) -> datetime | None:
+    """A time of a request body, in UTC (a pydantic ``AfterValidator``): PostgreSQL refuses offsets
+    beyond ±15:59, which Python parses (``+20:39``)."""
+    if value is None or value.tzinfo is None:
+        return value
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range") from None
+
+
+_SERIAL = re.compile(r"[0-9]{1,18}")  # ASCII digits only (str.isdigit() also takes '³' and '٣', int() not all)
+
+
+def numbered(value: str, prefix: str, what: str) -> str:
+    """``value`` when it can name a row (``<prefix>_12`` or ``12``); anything else is unknown: the API's 404,
+    before a domain rule turns it into a number."""
+    if _SERIAL.fullmatch(value.removeprefix(f"{prefix}_")) is None:
+        raise ApiError(404, "not_found", f"no {what} {value[:80]!r} (they look like {prefix}_12)")
+    return value
 
 
 def system_for(request: HttpRequest, slug: str, *, client_only: bool = False) -> config.SystemEntry:

@@ -10,10 +10,11 @@ from ninja import Router
 from pydantic import BaseModel, ConfigDict, Field
 
 from oversight import access, bandit_arms, rollout_actions, rollouts
-from oversight.jsonapi import auth, require_person, system_for
+from oversight.jsonapi import ANYONE, PEOPLE, numbered, require_person, system_for
 from oversight.models import AISystem, Rollout
+from oversight.schemas import ErrorOut
 
-router = Router(tags=["rollouts"], auth=auth)
+router = Router(tags=["rollouts"], auth=PEOPLE)
 
 
 class GuardIn(BaseModel):
@@ -103,7 +104,7 @@ def _out(rollout: Rollout) -> dict[str, Any]:
     return rollout_actions.public(rollout, rollout.system.slug)
 
 
-@router.get("/systems/{system}/rollouts", response=RolloutsOut)
+@router.get("/systems/{system}/rollouts", response=RolloutsOut, auth=ANYONE)
 def list_rollouts(request: HttpRequest, system: str) -> dict[str, Any]:
     """The system's rollouts, newest first: anyone with a role, and the system's own key."""
     entry = system_for(request, system)
@@ -111,7 +112,7 @@ def list_rollouts(request: HttpRequest, system: str) -> dict[str, Any]:
     return {"system": s.slug, "rollouts": [rollout_actions.public(r, s.slug) for r in rollout_actions.of_system(s)]}
 
 
-@router.post("/systems/{system}/rollouts", response={201: RolloutOut})
+@router.post("/systems/{system}/rollouts", response={201: RolloutOut, 409: ErrorOut})
 def start_rollout(request: HttpRequest, system: str, payload: RolloutIn) -> tuple[int, dict[str, Any]]:
     """An admin starts a rollout of a candidate hosted model in for a baseline, with a reason."""
     who = require_person(request, access.ADMIN)
@@ -121,28 +122,28 @@ def start_rollout(request: HttpRequest, system: str, payload: RolloutIn) -> tupl
     return 201, _out(r)
 
 
-@router.post("/rollouts/{rollout_id}/cancel", response=RolloutOut)
+@router.post("/rollouts/{rollout_id}/cancel", response={200: RolloutOut, 409: ErrorOut})
 def cancel_rollout(request: HttpRequest, rollout_id: str, payload: ReasonIn) -> dict[str, Any]:
     """An admin cancels a running rollout, with a reason: the candidate is disabled."""
     who = require_person(request, access.ADMIN)
-    return _out(rollout_actions.cancel(who.user, rollout_id, payload.reason))
+    return _out(rollout_actions.cancel(who.user, numbered(rollout_id, "rol", "rollout"), payload.reason))
 
 
-@router.post("/rollouts/{rollout_id}/advance", response=RolloutOut)
+@router.post("/rollouts/{rollout_id}/advance", response={200: RolloutOut, 409: ErrorOut})
 def advance_rollout(request: HttpRequest, rollout_id: str, payload: ReasonIn) -> dict[str, Any]:
     """An admin moves a running rollout to its next step now, with a reason."""
     who = require_person(request, access.ADMIN)
-    return _out(rollout_actions.advance(who.user, rollout_id, payload.reason))
+    return _out(rollout_actions.advance(who.user, numbered(rollout_id, "rol", "rollout"), payload.reason))
 
 
-@router.post("/rollouts/{rollout_id}/rollback", response=RolloutOut)
+@router.post("/rollouts/{rollout_id}/rollback", response={200: RolloutOut, 409: ErrorOut})
 def rollback_rollout(request: HttpRequest, rollout_id: str, payload: ReasonIn) -> dict[str, Any]:
     """An admin rolls a running rollout back now, with a reason: the candidate is disabled."""
     who = require_person(request, access.ADMIN)
-    return _out(rollout_actions.rollback(who.user, rollout_id, payload.reason))
+    return _out(rollout_actions.rollback(who.user, numbered(rollout_id, "rol", "rollout"), payload.reason))
 
 
-@router.get("/systems/{system}/bandit", response=BanditOut)
+@router.get("/systems/{system}/bandit", response=BanditOut, auth=ANYONE)
 def get_bandit(request: HttpRequest, system: str) -> dict[str, Any]:
     """The system's bandit arms: each enabled voter's Beta posterior, pulls and share of the traffic."""
     entry = system_for(request, system)

@@ -9,10 +9,11 @@ from ninja import Router
 from pydantic import BaseModel, Field
 
 from oversight import access, mitigation
-from oversight.jsonapi import auth, require_person, system_for
+from oversight.jsonapi import ANYONE, PEOPLE, require_person, system_for
 from oversight.models import AISystem
+from oversight.schemas import ErrorOut
 
-router = Router(tags=["safety"], auth=auth)
+router = Router(tags=["safety"], auth=PEOPLE)
 
 
 class MitigationIn(BaseModel):
@@ -33,14 +34,14 @@ class MitigationOut(BaseModel):
     history: list[dict[str, Any]]
 
 
-@router.get("/systems/{system}/mitigation", response=MitigationOut)
+@router.get("/systems/{system}/mitigation", response=MitigationOut, auth=ANYONE)
 def get_mitigation(request: HttpRequest, system: str) -> dict[str, Any]:
     """The system's feedback-loop mitigation: anyone with a role, and the system's own key."""
     entry = system_for(request, system)
     return mitigation.describe(AISystem.objects.get(id=entry.id))
 
 
-@router.post("/systems/{system}/mitigation", response=MitigationOut)
+@router.post("/systems/{system}/mitigation", response={200: MitigationOut, 409: ErrorOut})
 def set_mitigation(request: HttpRequest, system: str, payload: MitigationIn) -> dict[str, Any]:
     """An admin starts or ends the mitigation, with a reason."""
     who = require_person(request, access.ADMIN)

@@ -69,6 +69,8 @@ CallbackUrl = Annotated[str, StringConstraints(max_length=500), AfterValidator(_
 # Times the database can store and monitoring windows can use: from 1970 to a day ahead (clock skew).
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 MAX_AHEAD = timedelta(days=1)
+# PostgreSQL refuses offsets beyond ±15:59:59 ("time zone displacement out of range"); Python parses up to ±23:59.
+PG_MAX_OFFSET = timedelta(hours=15, minutes=59, seconds=59)
 
 
 _latest: tuple[float, datetime] = (0.0, EARLIEST)  # (when computed, now + MAX_AHEAD): at most once a second
@@ -93,7 +95,9 @@ def _aware(value: datetime | None) -> datetime | None:
         out_of_range = True
     if out_of_range:
         raise ValueError("is out of range: send a time between 1970 and now")
-    if type(value.tzinfo) is not timezone:
+    if abs(value.utcoffset()) > PG_MAX_OFFSET:  # type: ignore[arg-type]
+        value = value.astimezone(UTC)  # the same moment, in an offset PostgreSQL stores
+    elif type(value.tzinfo) is not timezone:
         # The same offset as the standard library's fixed-offset zone, which formats, hashes and
         # converts in C (the parser's own zone calls back into Python for each of those).
         value = value.replace(tzinfo=timezone(value.utcoffset()))  # type: ignore[arg-type]
@@ -224,8 +228,12 @@ class ErrorOut(BaseModel):
     error: ErrorBody
 
 
+class BatchDecisionOut(DecisionOut):
+    replayed: bool  # the item's idempotency key was seen before: this is the stored decision
+
+
 class BatchOut(BaseModel):
-    results: list[dict[str, Any]]
+    results: list[BatchDecisionOut | ErrorOut]  # in the order of the items: each a decision or an error
 
 
 class OutcomeIn(In):
@@ -482,3 +490,116 @@ _SUSPECT_ESCAPE = re.compile(rb"\\u0000|\\u[dD][89a-fA-F]")
 def raw_text_storable(body: bytes) -> bool:
     """True when a JSON body cannot hold a NUL or a lone surrogate (they can only come as escapes)."""
     return _SUSPECT_ESCAPE.search(body) is None
+
+
+# --- review (reviewqueue/api.py) ---------------------------------------------------------------
+
+
+class ReviewDecisionOut(DecisionOut):
+    subject: str
+    context: dict[str, Any]
+    features: dict[str, Any]
+    prediction: dict[str, Any] | None
+
+
+class ReviewItemOut(BaseModel):
+    id: str
+    kind: Literal["gate", "audit", "second"]  # before release | after-the-fact audit | second opinion
+    status: Literal["open", "claimed", "resolved"]
+    system: str
+    decision: ReviewDecisionOut
+    claimed_by: str | None
+    lease_expires_at: datetime | None
+    due_at: datetime
+    action: Literal["approve", "reject", "modify", "expire"] | None  # expire: nobody resolved it in time
+    note: str
+
+
+# --- monitoring (dashboards/api.py, dashboards/monitoring_api.py) -------------------------------
+
+
+class ReferenceColumnOut(BaseModel):
+    name: str
+    kind: str | None  # numeric | categorical
+    missing: int
+    count: int | None = None
+    mean: float | None = None  # numeric columns
+    std: float | None = None
+    min: float | None = None
+    max: float | None = None
+    categories: int | None = None  # categorical columns
+    top: dict[str, int] | None = None
+
+
+class ReferenceOut(BaseModel):
+    id: int
+    system: str
+    source: Literal["upload", "window"]  # an uploaded sample | a past window of decisions
+    rows: int
+    columns: list[ReferenceColumnOut]
+    note: str
+    created_by: str | None
+    created_at: datetime
+
+
+class DriftResultOut(BaseModel):
+    window_start: datetime
+    window_end: datetime
+    feature: str
+    method: str
+    statistic: float | None
+    threshold: float | None
+    p_value: float | None
+    drifted: bool | None  # None: too little data for a verdict
+    p_threshold: float | None
+    severity: float | None
+    primary: bool
+    rows: int
+    computed_at: datetime
+
+
+class DriftPageOut(BaseModel):
+    system: str
+    results: list[DriftResultOut]
+    next_offset: int | None  # the next page's offset, or None on the last page
+
+
+class MetricPointOut(BaseModel):
+    name: str
+    t: datetime
+    value: float
+
+
+class MetricsPageOut(BaseModel):
+    system: str
+    results: list[MetricPointOut]
+    next_offset: int | None
+
+
+class JobStartedOut(BaseModel):
+    job: str
+
+
+class JobOut(BaseModel):
+    id: str
+    state: Literal["queued", "running", "done", "failed"]
+    result: Any = None  # done: the job's summary; failed: {"error": "..."}
+
+
+class AlertOut(BaseModel):
+    id: str
+    system: str
+    kind: str
+    subject: str
+    state: Literal["open", "resolved"]
+    message: str
+    value: float | None
+    opened_at: datetime
+    resolved_at: datetime | None
+    acked_by: str | None
+    acked_at: datetime | None
+
+
+class AlertsPageOut(BaseModel):
+    results: list[AlertOut]
+    next_offset: int | None

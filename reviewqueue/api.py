@@ -10,12 +10,12 @@ from ninja import Router
 from pydantic import Field
 
 from oversight import access, decisions
-from oversight.jsonapi import ApiError, auth, require_person
-from oversight.schemas import In
+from oversight.jsonapi import PEOPLE, ApiError, json_response, require_person
+from oversight.schemas import ErrorOut, In, ReviewItemOut
 from reviewqueue import actions
 from reviewqueue.models import ReviewItem
 
-router = Router(tags=["review"], auth=auth)
+router = Router(tags=["review"], auth=PEOPLE)
 
 
 class ClaimIn(In):
@@ -58,35 +58,37 @@ def _load(item_id: Any) -> ReviewItem:
     return ReviewItem.objects.select_related("decision", "system", "claimed_by").get(id=item_id)
 
 
-@router.post("/review/claim", response={200: dict, 204: None})
-def claim(request: HttpRequest, payload: ClaimIn | None = None) -> Any:
+@router.post("/review/claim", response={200: ReviewItemOut, 204: None, 404: ErrorOut})
+def claim(request: HttpRequest, payload: ClaimIn | None = None) -> HttpResponse:
+    """The next item, leased to the caller (``system``: only that system's), or 204 when none is free."""
     who = require_person(request, *access.REVIEWERS)
     item = actions.claim_next(who.user, payload.system if payload else None)
     if item is None:
         return HttpResponse(status=204)
-    return 200, item_out(_load(item.id))
+    return json_response(item_out(_load(item.id)))
 
 
-@router.post("/review/{item_id}/resolve", response=dict)
-def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> dict[str, Any]:
+@router.post("/review/{item_id}/resolve", response={200: ReviewItemOut, 409: ErrorOut})
+def resolve(request: HttpRequest, item_id: str, payload: ResolveIn) -> HttpResponse:
     who = require_person(request, *access.REVIEWERS)
     item = actions.resolve(
         who.user, parse_item_id(item_id), payload.action, payload.note, payload.output,
         output_given="output" in payload.model_fields_set,
     )
-    return item_out(_load(item.id))
+    return json_response(item_out(_load(item.id)))
 
 
-@router.post("/review/{item_id}/release", response=dict)
-def release(request: HttpRequest, item_id: str) -> dict[str, Any]:
+@router.post("/review/{item_id}/release", response={200: ReviewItemOut, 409: ErrorOut})
+def release(request: HttpRequest, item_id: str) -> HttpResponse:
+    """Give the lease back."""
     who = require_person(request, *access.REVIEWERS)
     item = actions.release(who.user, parse_item_id(item_id))
-    return item_out(_load(item.id))
+    return json_response(item_out(_load(item.id)))
 
 
-@router.post("/review/{item_id}/heartbeat", response=dict)
-def heartbeat(request: HttpRequest, item_id: str) -> dict[str, Any]:
+@router.post("/review/{item_id}/heartbeat", response={200: ReviewItemOut, 409: ErrorOut})
+def heartbeat(request: HttpRequest, item_id: str) -> HttpResponse:
     """Renew the caller's lease (or take the item again if it lapsed and is still free)."""
     who = require_person(request, *access.REVIEWERS)
     item = actions.heartbeat(who.user, parse_item_id(item_id))
-    return item_out(_load(item.id))
+    return json_response(item_out(_load(item.id)))
