@@ -12,10 +12,11 @@ Path parameters are mixed with the names of real objects (systems, decisions, re
 rollouts, …) made beforehand, so the fuzzing reaches past "not found".
 
 Deterministic (a fixed seed, Hypothesis derandomized, no example database) and bounded: with
-``MAX_EXAMPLES`` = 20, 54 operations get 3,798 requests per caller, 11,394 in all, in 70–150 s on a
-2-core machine (``OVERSIGHT_FUZZ_EXAMPLES`` and ``OVERSIGHT_FUZZ_SEED`` run it deeper or otherwise by
-hand: 150 gives 10,471 per caller). Whatever the run changes (kill switches, systems, models, …) is in
-the test database, which ``tworld`` flushes afterwards; the Celery tasks it queues are purged.
+``MAX_EXAMPLES`` = 20, 54 operations get about 3,800 requests per caller, 11,500 in all, in 70–150 s
+on a 2-core machine (``OVERSIGHT_FUZZ_EXAMPLES`` and ``OVERSIGHT_FUZZ_SEED`` run it deeper or
+otherwise by hand: 150 gives about 10,500 per caller). Whatever the run changes (kill switches,
+systems, models, …) is in the test database, which ``tworld`` flushes afterwards; the Celery tasks it
+queues are purged.
 
 Schemathesis' own per-operation Hypothesis tests are built with ``get_all_tests`` (what its pytest
 integration runs) and run here one after another: ``schemathesis.pytest.from_fixture``, which would
