@@ -16,7 +16,7 @@ from oversight.errors import ActionError
 def acknowledge(user: Any, alert_id: str) -> Alert:
     """Acknowledge ``alr_N``. Again is fine: the first person and time are kept (audited once, pushed)."""
     raw = alert_id.removeprefix("alr_")
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ActionError("not_found", f"no alert {alert_id!r}")
     with transaction.atomic():
         alert = Alert.objects.select_for_update(of=("self",)).select_related("system").filter(pk=int(raw)).first()

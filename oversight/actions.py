@@ -257,7 +257,7 @@ def _pending(request_id: str) -> ReleaseRequest:
     engaging the switch again while another approves waits instead of deadlocking)."""
     raw = request_id.removeprefix("rel_")
     switch_id = ReleaseRequest.objects.filter(pk=int(raw)).values_list("switch_id", flat=True).first() \
-        if raw.isdigit() else None
+        if raw.isascii() and raw.isdigit() and len(raw) < 19 else None
     if switch_id is not None:
         KillSwitch.objects.select_for_update().filter(pk=switch_id).first()
     r = (ReleaseRequest.objects.select_for_update(of=("self",)).select_related("switch__system", "requested_by")

@@ -127,7 +127,7 @@ def _end(drill: Drill, system: AISystem, actor: User, at: datetime, by: str, ear
 
 def _drill_pk(drill_id: str) -> int:
     raw = drill_id.removeprefix("drl_")
-    if not raw.isdigit():
+    if not (raw.isascii() and raw.isdigit() and len(raw) < 19):
         raise ActionError("not_found", f"no drill {drill_id!r}", "drill")
     return int(raw)
 

@@ -200,7 +200,7 @@ def start(actor: User, slug: str, candidate: Any, baseline: Any, steps: Any = No
 
 def _pk(rollout_id: str) -> int:
     raw = str(rollout_id).removeprefix("rol_")
-    if not raw.isdigit() or len(raw) > 18:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise ActionError("not_found", f"no rollout {rollout_id!r} (they look like rol_12)", "rollout")
     return int(raw)
 

@@ -232,7 +232,7 @@ def _assess(request: HttpRequest, slug: str, form: ReadinessForm) -> bool:
 
 
 def _int_or_404(value: str | None) -> int:
-    if value is None or not value.isdigit():
+    if value is None or not (value.isascii() and value.isdigit() and len(value) < 19):
         raise Http404("no such key or token")
     return int(value)
 

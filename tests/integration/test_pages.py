@@ -892,3 +892,15 @@ def test_the_policy_history_says_what_each_version_changed_in_words(world: World
     assert "first version: " in page
     assert "name: Supervised" in page
     assert "{&#x27;" not in page  # no Python dict dumps
+
+
+def test_ids_with_non_ascii_digits_are_not_found_on_pages_too(world: World) -> None:
+    """'³' and '٣' are digits to str.isdigit() but not to int(): pages answer 404, never 500."""
+    c = world.person(world.admin)
+    for bad in ("³", "٣", "1" * 30):
+        r = post(c, "/systems/sup/", {"op": "revoke_key", "key": bad})
+        assert r.status_code == 404, bad
+        r = post(c, f"/monitor/sup/alerts/alr_{bad}/ack/", {})
+        assert r.status_code in (302, 404), bad
+        r = post(c, f"/killswitch/releases/rel_{bad}/approve/", {}, follow=True)
+        assert r.status_code == 200, bad
