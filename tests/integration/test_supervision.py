@@ -277,9 +277,61 @@ def test_a_killed_monitoring_worker_comes_back_while_the_web_answers_throughout(
           f"slowest {poller.slowest * 1000:.0f} ms")
 
 
+class DecisionSender:
+    """A client service under load: POSTs a decision every 20 ms and keeps the ids it was answered 201
+    for (acknowledged). A connection the killed process held is reset: that decision was never
+    acknowledged, and the client sends it again with the same idempotency key."""
+
+    def __init__(self, port: int, key: str) -> None:
+        self.port, self.key = port, key
+        self.acknowledged: list[str] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _send(self, n: int) -> None:
+        import json as _json
+
+        body = _json.dumps(conftest.decision_body(0.9, idempotency_key=f"load-{n}")).encode()
+        for _ in range(3):
+            conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+            try:
+                conn.request("POST", "/api/v1/systems/sup/decisions", body,
+                             {"Content-Type": "application/json", "Authorization": f"Bearer {self.key}"})
+                r = conn.getresponse()
+                answer = r.read()
+            except OSError:
+                continue  # reset by the kill: not acknowledged, so send again
+            finally:
+                conn.close()
+            if r.status in (200, 201):
+                self.acknowledged.append(_json.loads(answer)["id"])
+            else:
+                self.errors.append(f"HTTP {r.status}: {answer[:200]!r}")
+            return
+        self.errors.append(f"decision {n}: no answer in three tries")
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            self._send(n)
+            n += 1
+            self._stop.wait(0.02)
+
+    def __enter__(self) -> DecisionSender:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+
 @pytest.mark.worker
-def test_a_killed_web_process_comes_back_and_the_other_serves_meanwhile(runner: Runner) -> None:
-    with Poller(runner.port) as poller:
+def test_a_killed_web_process_comes_back_and_the_other_serves_meanwhile(runner: Runner, tworld: Any) -> None:
+    from oversight.models import Decision
+
+    with Poller(runner.port) as poller, DecisionSender(runner.port, tworld.keys["sup"]) as load:
         for name, other in (("web-0", "web-1"), ("web-1", "web-0")):
             old, starts = runner.running(name), started_lines(runner, name)
             assert old
@@ -294,8 +346,14 @@ def test_a_killed_web_process_comes_back_and_the_other_serves_meanwhile(runner: 
     assert poller.retried <= 2
     assert poller.answered > 50
     assert healthz(runner.port) == 200
+    # Under load: every decision the API acknowledged is stored, once (no acknowledged one lost).
+    assert load.errors == []
+    assert len(load.acknowledged) > 20
+    stored = set(Decision.objects.filter(id__in=[a.removeprefix("dec_") for a in load.acknowledged])
+                 .values_list("id", flat=True))
+    assert {f"dec_{u.hex}" for u in stored} == set(load.acknowledged)
     print(f"{poller.answered} /healthz answered across two web kills, {poller.retried} sent twice, "
-          f"slowest {poller.slowest * 1000:.0f} ms")
+          f"slowest {poller.slowest * 1000:.0f} ms; {len(load.acknowledged)} decisions acknowledged, all stored")
 
 
 # --- stopping ------------------------------------------------------------------------------------
