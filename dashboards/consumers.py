@@ -98,20 +98,5 @@ class StatusConsumer(_RoleConsumer):
     async def group_names(self) -> list[str] | None:
         return [events.STATUS_GROUP]
 
-    async def _join(self, name: str) -> bool:
-        """Join ``name``; once more on a fresh connection if the first try met a dead one (Redis
-        restarted: the pool's connections are closed). False when Redis is away: the page retries."""
-        for attempt in (1, 2):
-            try:
-                await self.channel_layer.group_add(name, self.channel_name)
-            except (RedisConnectionError, ConnectionError, OSError):
-                if attempt == 2:
-                    log.warning("could not join %s: the channel layer is unreachable", name, exc_info=True)
-                    return False
-                continue
-            self.groups_joined.append(name)
-            return True
-        return False
-
     async def after_hello(self) -> None:
         await self.send_json(events.status_message(await database_sync_to_async(stopstate.current)()))
