@@ -47,7 +47,9 @@ def app_login(django_db_setup: None, django_db_blocker: Any) -> Iterator[dict[st
         c.execute("SELECT current_user, rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user")
         owner, may_create = c.fetchone()
         if not may_create:
-            pytest.skip("one database role, which may not create another: set DATABASE_OWNER_URL (README)")
+            pytest.fail(f"DATABASE_URL's role {owner!r} is the only role and may not create another, so the "
+                        "app role's limits cannot be checked: set DATABASE_OWNER_URL, or run `manage.py "
+                        "setup_db_roles` (README, \"Database roles\")")
         c.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD '{password}'")
         embedded.grant_app_role(c, owner, role)
     try:
@@ -219,9 +221,9 @@ def test_the_app_works_as_its_role(as_app_role, app_login):
     assert report.intact, report.message
 
 
-@pytest.mark.skipif(not settings.DATABASE_APP_ROLE, reason="one database role: the live server logs in as it")
-def test_the_live_server_logs_in_as_the_app_role(tworld, live_server_url, app_login):
-    """The real server (uvicorn, started with ``test_database_env``) answers a decision as the app's role."""
+def test_the_live_server_logs_in_as_the_app_role(tworld, live_server_url):
+    """The real server (uvicorn, started with ``test_database_env``) answers a decision as the role
+    DATABASE_URL names: the app's (with one role configured, that one role)."""
     r = httpx.post(f"{live_server_url}/api/v1/systems/sup/decisions", json=decision_body(0.9),
                    headers={"Authorization": f"Bearer {tworld.keys['sup']}"}, timeout=30)
     assert r.status_code == 201, r.text
@@ -229,5 +231,5 @@ def test_the_live_server_logs_in_as_the_app_role(tworld, live_server_url, app_lo
         c.execute("SELECT DISTINCT usename FROM pg_stat_activity WHERE datname = current_database() "
                   "AND pid <> pg_backend_pid() AND usename IS NOT NULL")
         users = {row[0] for row in c.fetchall()}
-    assert app_login["USER"] in users
+    assert settings.DATABASE_APP_LOGIN["USER"] in users
     assert Decision.objects.filter(id=r.json()["id"].removeprefix("dec_")).exists()
