@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, ConsoleMessage, Page, Playwright, expect, sync_playwright
 
 from tests.conftest import World
 from tests.ensure_browser import BrowserMissing, chromium_path
@@ -115,3 +115,16 @@ def live_world(tworld: World, live_server_url: str) -> World:
     gate cache for each test's new database instead of keeping an earlier test's keys.
     """
     return tworld
+
+
+def console_errors(page: Page) -> list[str]:
+    """Console errors and uncaught exceptions of ``page`` from now on (what a person would see broken)."""
+    errors: list[str] = []
+
+    def keep(msg: ConsoleMessage) -> None:
+        if msg.type == "error":
+            errors.append(msg.text)
+
+    page.on("console", keep)
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    return errors

@@ -14,27 +14,16 @@ import numpy as np
 import pytest
 from django.db import connection
 from django.utils import timezone
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import expect
 
 from dashboards import drift_job
+from tests.browser.conftest import console_errors
 from tests.conftest import World
 from tests.integration.test_drift_job import items, make_reference
 
 pytestmark = pytest.mark.browser
 
 LIVE_MS = 2000  # a drift result must be on an open page within 2 s of the job finishing
-
-
-def console_errors(page: Page) -> list[str]:
-    errors: list[str] = []
-
-    def keep(msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            errors.append(msg.text)
-
-    page.on("console", keep)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
 
 
 def in_thread(fn: Callable[[], Any]) -> Any:

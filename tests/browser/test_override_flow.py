@@ -9,9 +9,10 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
-from playwright.sync_api import ConsoleMessage, Page, expect
+from playwright.sync_api import Page, expect
 
 from oversight import actions
+from tests.browser.conftest import console_errors
 from tests.conftest import World, decision_body
 from tests.integration.test_webhooks import Receiver, verify, wait_rows_delivered
 
@@ -22,19 +23,6 @@ DESK = {"width": 1280, "height": 720}
 
 def api(base: str, auth: str, method: str, path: str, body: Any = None) -> httpx.Response:
     return httpx.request(method, f"{base}/api/v1{path}", json=body, headers={"Authorization": auth}, timeout=10)
-
-
-def watch_console(page: Page) -> list[str]:
-    """Console errors and uncaught exceptions of ``page`` from now on."""
-    errors: list[str] = []
-
-    def keep(msg: ConsoleMessage) -> None:
-        if msg.type == "error":
-            errors.append(msg.text)
-
-    page.on("console", keep)
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    return errors
 
 
 def no_horizontal_scroll(page: Page) -> None:
@@ -65,7 +53,7 @@ def test_operator_overrides_a_released_decision_and_the_client_is_told(
         assert (made["status"], made["route"]) == ("released", "auto")
 
         page = login_as(world.operator, "/decisions/")
-        errors = watch_console(page)
+        errors = console_errors(page)
         page.get_by_label("Decision id or subject").fill(made["id"])
         with page.expect_navigation():
             page.get_by_role("button", name="Find").click()
