@@ -29,7 +29,9 @@ and dropped by the run; ``--keep`` keeps it), migrated, with four systems and 32
   and ORM with the filter "level 1, reason contains 'drift'"); 32 closed-loop claimers (each
   claims again at once: on this 2-core machine they queue for the CPUs and the audit chain's
   lock); 32 claimers with think time (each starts at a random moment in its first second, holds
-  its item ~1 s, uniform 0.5–1.5 s, like a person, then claims again). Every claimed id is
+  its item ~1 s, uniform 0.5–1.5 s, like a person, then claims again), in four interleaved blocks:
+  claim_next as it runs, and claim_next with its statement compiled by the ORM on every claim
+  (``reviewqueue.claim_statement.CACHE`` off: what the statement cache gains). Every claimed id is
   collected: a **double claim** is an id handed out twice (and the database is asked how many
   items were resolved: one per claim). The raw claim runs in each mode too (think time: half as long).
 
@@ -538,8 +540,9 @@ def _claimer(way: str, user_id: int, bench_url: str, claims: int, duration_s: fl
         from django.contrib.auth import get_user_model
         from django.db import connection
 
-        from reviewqueue import actions, triage
+        from reviewqueue import actions, claim_statement, triage
 
+        claim_statement.CACHE = way != "orm-compiled"  # compiled per claim: the statement cache's baseline
         rng = random.Random(seed)
         user = get_user_model().objects.get(pk=user_id)
         f = triage.Filters(**filters) if filters else None
@@ -659,7 +662,7 @@ def render(res: dict[str, Any]) -> str:
         f"({', '.join(f'{k} {v:.0f} s' for k, v in res['trigram_build_s'].items())})",
         "",
         "claim-next (each claimer a process with its own connection; p50/p99 of the claim call, ms)",
-        f"{'':48} {'claims':>7} {'p50':>7} {'p99':>7} {'max':>7} {'claims/s':>9} {'double':>7} "
+        f"{'':58} {'claims':>7} {'p50':>7} {'p99':>7} {'max':>7} {'claims/s':>9} {'double':>7} "
         f"{'p50 vs raw':>10} {'p99 vs raw':>10}",
     ]
     raw_for = {"1": res["claims"].get("1 claimer: raw"), "32": res["claims"].get("32 closed-loop: raw"),
@@ -670,8 +673,11 @@ def render(res: dict[str, Any]) -> str:
         vs50 = _x(r["p50_ms"], base["p50_ms"]) if base else ""
         vs99 = _x(r["p99_ms"], base["p99_ms"]) if base else ""
         lines.append(
-            f"{name:48} {r['n']:>7,} {_f(r['p50_ms']):>7} {_f(r['p99_ms']):>7} {_f(r['max_ms']):>7} "
+            f"{name:58} {r['n']:>7,} {_f(r['p50_ms']):>7} {_f(r['p99_ms']):>7} {_f(r['max_ms']):>7} "
             f"{r['claims_per_s']:>9,.0f} {r['double_claims']:>7} {vs50:>10} {vs99:>10}")
+    for name, r in res["claims"].items():
+        if "block_p99_ms" in r:
+            lines.append(f"  {name}: p99 per block {', '.join(f'{v:.1f}' for v in r['block_p99_ms'])} ms")
     lines += ["", "queue page, first page (server time through the test Client, ms; rows shown, total shown)",
               f"{'':44} {'before p50':>10} {'after p50':>9} {'p95':>6} {'max':>6} {'p50 vs bare':>11} {'rows':>5} "
               f"{'total':>7}"]
@@ -832,9 +838,18 @@ def run(args: argparse.Namespace, bench_url: str) -> dict[str, Any]:
               claim_phase("orm", claimers, bench_url, claims=args.per_claimer, seed=62)]
     claims[f"{n} closed-loop: claim_next"] = _merge([closed[0], closed[2]])
     claims[f"{n} closed-loop: raw"] = closed[1]
-    log(f"claim-next, {n} claimers with ~{args.think_s:g} s think time for {args.think_duration:g} s")
-    claims[f"{n} with ~{args.think_s:g} s think time: claim_next"] = claim_phase(
-        "orm", claimers, bench_url, duration_s=args.think_duration, think_s=args.think_s, seed=70)
+    log(f"claim-next, {n} claimers with ~{args.think_s:g} s think time: claim_next, and claim_next with its "
+        f"statement compiled on every claim, in 4 interleaved blocks of {args.think_duration / 2:g} s")
+    think: dict[str, list[dict[str, Any]]] = {"orm": [], "orm-compiled": []}
+    for b in range(4):
+        way = ("orm", "orm-compiled")[b % 2]
+        think[way].append(claim_phase(way, claimers, bench_url, duration_s=args.think_duration / 2,
+                                      think_s=args.think_s, seed=70 + b))
+        log(f"  block {b + 1} ({way}): p50 {think[way][-1]['p50_ms']:.2f} ms, p99 {think[way][-1]['p99_ms']:.2f} ms")
+    claims[f"{n} with ~{args.think_s:g} s think time: claim_next"] = {
+        **_merge(think["orm"]), "block_p99_ms": [r["p99_ms"] for r in think["orm"]]}
+    claims[f"{n} with ~{args.think_s:g} s think time: claim_next, compiled per claim"] = {
+        **_merge(think["orm-compiled"]), "block_p99_ms": [r["p99_ms"] for r in think["orm-compiled"]]}
     log(f"raw claims, {n} claimers with ~{args.think_s:g} s think time for {args.think_duration / 2:g} s")
     claims[f"{n} with ~{args.think_s:g} s think time: raw"] = claim_phase(
         "raw", claimers, bench_url, duration_s=args.think_duration / 2, think_s=args.think_s, seed=71)

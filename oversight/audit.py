@@ -6,8 +6,8 @@ Each event carries ``prev_hash`` (the hash of the event before it, 64 zeros for 
 ``[id, created_at, actor_id, actor_label, action, system_id, target, reason, data]`` with
 created_at in ISO 8601, UTC, microseconds, and sorted keys, no spaces (the stdlib json module:
 orjson refuses integers past 64 bits, which jsonb can hand back). The id is part of it: it
-is drawn from the table's sequence under the chain lock (``oversight_audit_chain_next``, made
-by migration 0010), so id order is chain order and is commit order. Changing any field of a
+is drawn from the table's sequence under the chain lock (``oversight_audit_append``, made by
+migration 0021, which also hashes and inserts), so id order is chain order and is commit order. Changing any field of a
 row breaks its own hash; removing or inserting a row breaks the next row's prev_hash. Removing
 the newest rows leaves a shorter chain that still verifies: keep the last hash somewhere else
 (``manage.py verify_audit`` prints it) to notice that.
@@ -53,10 +53,15 @@ class ChainRow(NamedTuple):
 
 
 def canonical(row: ChainRow) -> bytes:
+    return f"[{row.id},{_tail(row)}".encode()
+
+
+def _tail(row: ChainRow) -> str:
+    """The canonical array's text after its id (``created_at`` … ``data``, then ``]``): what
+    ``record`` hands the database, which knows the id only under the chain lock (migration 0021)."""
     created = row.created_at.astimezone(UTC).isoformat(timespec="microseconds")
-    content = [row.id, created, row.actor_id, row.actor_label, row.action, row.system_id, row.target, row.reason,
-               row.data]
-    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+    content = [created, row.actor_id, row.actor_label, row.action, row.system_id, row.target, row.reason, row.data]
+    return json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=False)[1:]
 
 
 def event_hash(prev_hash: str, row: ChainRow) -> str:
@@ -139,7 +144,8 @@ def record(
     data: dict[str, Any] | None = None,
     actor_label: str | None = None,
 ) -> AuditEvent:
-    """Append one event to the chain. Two round trips: lock + next id + chain head, then the INSERT.
+    """Append one event to the chain, in one round trip (``oversight_audit_append``, migration 0021:
+    the chain lock, the id, the head, the hash and the INSERT, in the database).
 
     The advisory lock is held to the end of the caller's transaction, so audited writes commit one
     after another from this call on: record late in a write path, not first.
@@ -152,15 +158,20 @@ def record(
         actor_label = acting.label or None
     label = actor_label or (user.get_username() if user is not None else "system")
     content = as_stored(data or {})
+    row = ChainRow(0, timezone.now(), user.pk if user is not None else None, label, action,
+                   system.pk if system is not None else None, target, reason, content)
     with transaction.atomic(savepoint=False), connection.cursor() as cursor:
-        cursor.execute("SELECT next_id, last_hash FROM oversight_audit_chain_next(%s)", [CHAIN_LOCK_KEY])
-        event_id, prev_hash = cursor.fetchone()
-        row = ChainRow(event_id, timezone.now(), user.pk if user is not None else None, label, action,
-                       system.pk if system is not None else None, target, reason, content)
-        return AuditEvent.objects.create(
-            id=row.id, created_at=row.created_at, actor=user, actor_label=label, action=action, system=system,
-            target=target, reason=reason, data=content, prev_hash=prev_hash, hash=event_hash(prev_hash, row),
-        )
+        cursor.execute(
+            "SELECT event_id, event_prev_hash, event_hash FROM oversight_audit_append(%s, %s, %s, %s, %s, %s, %s, "
+            "%s, %s::jsonb, %s)",
+            [CHAIN_LOCK_KEY, row.created_at, row.actor_id, label, action, row.system_id, target, reason,
+             json.dumps(content), _tail(row)])
+        event_id, prev_hash, digest = cursor.fetchone()
+    event = AuditEvent(id=event_id, created_at=row.created_at, actor=user, actor_label=label, action=action,
+                       system=system, target=target, reason=reason, data=content, prev_hash=prev_hash, hash=digest)
+    event._state.adding = False
+    event._state.db = connection.alias
+    return event
 
 
 # --- what an event says, for the page and the CSV ----------------------------------------------------------

@@ -4,7 +4,7 @@ Claims take the next free item with ``SELECT … FOR UPDATE SKIP LOCKED`` and a 
 people never get the same item; resolution is a compare-and-set on (status, claimant, live lease).
 
 A lease follows the person: the open item page renews it (``heartbeat``) and gives it back when
-it closes (``release``). A lapsed lease frees the item at once (``_claimable``); the beat job
+it closes (``release``). A lapsed lease frees the item at once (``claim_statement.claimable``); the beat job
 (``expire_due``) puts lapsed claims back to ``open`` so lists show them free. Every claim, give-back
 and lease expiry is audited (``lease.claim``, ``lease.give_back``, ``lease.expire``), as every
 resolution is (``review.<action>``). Each write takes an optional ``now``: tests inject the clock.
@@ -20,8 +20,7 @@ from typing import Any
 
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import DurationField, Exists, ExpressionWrapper, F, OuterRef, Q
-from django.db.models.functions import Coalesce
+from django.db.models import DurationField, ExpressionWrapper, F
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
@@ -29,7 +28,7 @@ from oversight import audit, events, transitions, webhooks
 from oversight.config import SystemEntry
 from oversight.errors import ActionError
 from oversight.models import AISystem, Decision, Outcome
-from reviewqueue import triage
+from reviewqueue import claim_statement, triage
 from reviewqueue.models import ReviewItem
 
 LEASE_S = 300
@@ -74,17 +73,6 @@ def review_items_for(system: SystemEntry, decisions: Sequence[Decision]) -> list
     return items
 
 
-def _claimable(now: Any) -> Q:
-    return Q(status=ReviewItem.Status.OPEN) | Q(status=ReviewItem.Status.CLAIMED, lease_expires_at__lt=now)
-
-
-def _seen_by(user: User) -> Exists:
-    """Items of a decision this person already holds or judged through another item: a second
-    opinion must come from someone else (and the first from someone other than the second)."""
-    return Exists(ReviewItem.objects.filter(decision_id=OuterRef("decision_id"))
-                  .filter(Q(claimed_by=user) | Q(resolved_by=user)).exclude(id=OuterRef("id")))
-
-
 SEEN_MESSAGE = ("you already gave your view on this decision through its other review item: a second "
                 "opinion must come from another operator")
 
@@ -100,32 +88,23 @@ def claim_next(
     f = filters or triage.Filters()
     if system_slug:
         f = replace(f, system=system_slug)
-    qs = ReviewItem.objects.filter(_claimable(now))
+    system_id = None
     if f.system:
         system_id = triage.system_id(f.system)
         if system_id is None:
             raise ActionError("not_found", f"no system {f.system!r}", "system")
-        qs = qs.filter(system_id=system_id)
-    qs = triage.apply(qs, f.rest, now)
-    if skip:
-        qs = qs.exclude(id__in=list(skip))
-    # The exclusion checked row by row as the walk reaches them (one probe of the decision_id index
-    # each), not as an anti join: for LIMIT 1 the planner spreads the join's one-off cost over the
-    # whole queue and reads every item this person ever held or judged (a sequential scan: 100 ms
-    # at 1,000,000 items). Wrapped, NOT EXISTS is not turned into a join.
-    qs = qs.alias(seen=Coalesce(_seen_by(user), False)).filter(seen=False)
-    item = qs.select_for_update(skip_locked=True, of=("self",)).order_by(*triage.ORDER).first()
-    if item is None:
+    # The pick and the lease in one statement (one round trip; ``claim_statement``): the list's order
+    # and filters, the lease as an UPDATE of the row it locked, which returns the item as it is now
+    # and what it was (a lapsed lease is audited as such).
+    sql, params = claim_statement.statement(f, system_id, frozenset(skip), now, user.pk)
+    found = list(ReviewItem.objects.raw(
+        sql, [*params, ReviewItem.Status.CLAIMED, user.pk, now, now + timedelta(seconds=lease_s)]))
+    if not found:
         return None
-    lapsed_holder = item.claimed_by_id if item.status == ReviewItem.Status.CLAIMED else None
-    lapsed_at = item.lease_expires_at
-    item.status = ReviewItem.Status.CLAIMED
-    item.claimed_by = user
-    item.claimed_at = now
-    item.lease_expires_at = now + timedelta(seconds=lease_s)
-    item.save(update_fields=["status", "claimed_by", "claimed_at", "lease_expires_at"])
-    if lapsed_holder is not None:
-        _audit_expiry(item, lapsed_holder, lapsed_at)
+    item = found[0]
+    was_status, was_holder, was_until = (getattr(item, f"was_{k}") for k in ("status", "claimed_by", "until"))
+    if was_status == ReviewItem.Status.CLAIMED:
+        _audit_expiry(item, was_holder, was_until)
     _audit(user, "lease.claim", item)
     return item
 
@@ -144,7 +123,7 @@ def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S, now: datetime |
     free = row.status == ReviewItem.Status.OPEN or (row.status == ReviewItem.Status.CLAIMED and not _live(row, now))
     if not (ours_live or free):
         _raise_taken(_with_people(item_id))
-    if not ours_live and ReviewItem.objects.filter(id=item_id).filter(_seen_by(user)).exists():
+    if not ours_live and ReviewItem.objects.filter(id=item_id).filter(claim_statement.seen_by(user.pk)).exists():
         raise ActionError("conflict", SEEN_MESSAGE)
     lapsed_holder = row.claimed_by_id if row.status == ReviewItem.Status.CLAIMED and not ours_live else None
     lapsed_at = row.lease_expires_at
@@ -230,7 +209,7 @@ def expire_due(now: datetime | None = None) -> int:
 def expire_leases(now: datetime | None = None) -> int:
     """Put every claim whose lease lapsed back to ``open``, each lapse audited; returns how many.
 
-    A lapsed item is claimable already (``_claimable``); this makes lists show it free too."""
+    A lapsed item is claimable already (``claim_statement.claimable``); this makes lists show it free too."""
     now = now or timezone.now()
     total = 0
     while True:
@@ -258,8 +237,8 @@ def _expire_leases_chunk(now: datetime) -> int:
 @transaction.atomic(durable=True)
 def _expire_chunk(now: datetime) -> int:
     due = (
-        ReviewItem.objects.filter(_claimable(now), kind=ReviewItem.Kind.GATE, system__review_expiry_s__gt=0,
-                                  decision__status=Decision.Status.PENDING_REVIEW)
+        ReviewItem.objects.filter(claim_statement.claimable(now), kind=ReviewItem.Kind.GATE,
+                                  system__review_expiry_s__gt=0, decision__status=Decision.Status.PENDING_REVIEW)
         .alias(expires_at=F("created_at") + ExpressionWrapper(
             F("system__review_expiry_s") * timedelta(seconds=1), output_field=DurationField()))
         .filter(expires_at__lt=now)

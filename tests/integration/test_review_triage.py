@@ -12,7 +12,7 @@ from django.db import connection, transaction
 from django.test import Client
 from django.utils import timezone
 
-from reviewqueue import actions, triage, views
+from reviewqueue import actions, claim_statement, triage, views
 from reviewqueue.models import ReviewItem
 from tests.conftest import World, decision_body
 
@@ -72,7 +72,7 @@ def test_claim_next_order_is_served_by_the_triage_index_without_a_sort(world: Wo
     """The order claim-next asks for is the index's order: the first free row, no sort of the queue."""
     send(world, "crit", 0.9)
     now = timezone.now()
-    qs = (ReviewItem.objects.filter(actions._claimable(now)).order_by(*triage.ORDER)
+    qs = (ReviewItem.objects.filter(claim_statement.claimable(now)).order_by(*triage.ORDER)
           .select_for_update(skip_locked=True, of=("self",))[:1])
     with transaction.atomic(), connection.cursor() as cur:
         cur.execute("SET LOCAL enable_seqscan = off")
