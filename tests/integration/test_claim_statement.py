@@ -39,7 +39,8 @@ def test_the_cached_statement_is_the_one_compiled_for_this_claim(world: World, f
             fresh = claim_statement._compile(filters, world.critical.id, skip, now, user.pk)
             cached = claim_statement.statement(filters, world.critical.id, skip, now, user.pk)
         assert cached == fresh
-        assert now in fresh[1] and user.pk in fresh[1]  # the clock and the person are parameters
+        assert now in fresh[1]  # the clock and the person are parameters
+        assert user.pk in fresh[1]
 
 
 @pytest.mark.django_db(transaction=True)
@@ -56,7 +57,9 @@ def test_a_second_person_is_kept_from_the_decision_they_judged_even_with_a_warm_
     assert first is not None
     assert actions.claim_next(world.operator, filters=f) is None  # the same decision's other item
     second = actions.claim_next(other, filters=f)
-    assert second is not None and second.id != first.id and second.decision_id == first.decision_id
+    assert second is not None
+    assert second.id != first.id
+    assert second.decision_id == first.decision_id
 
 
 @pytest.mark.django_db(transaction=True)
@@ -67,9 +70,12 @@ def test_an_injected_clock_reaches_the_lease_and_the_age_filter(world: World):
     assert actions.claim_next(world.operator, filters=f, now=now) is None  # 10 minutes old then
     later = item.created_at + timedelta(minutes=61)
     got = actions.claim_next(world.operator, filters=f, now=later)
-    assert got is not None and got.id == item.id
+    assert got is not None
+    assert got.id == item.id
     assert got.lease_expires_at == later + timedelta(seconds=actions.LEASE_S)
     # Its lease lapses on that clock: another operator takes it, and the lapse is recorded.
     other = new_operator("after-lapse")
     again = actions.claim_next(other, filters=f, now=later + timedelta(seconds=actions.LEASE_S + 1))
-    assert again is not None and again.id == item.id and again.claimed_by_id == other.pk
+    assert again is not None
+    assert again.id == item.id
+    assert again.claimed_by_id == other.pk
