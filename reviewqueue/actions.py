@@ -109,6 +109,18 @@ def claim_next(
     return item
 
 
+def peek_next(user: User, filters: triage.Filters | None = None, skip: Collection[Any] = (),
+              now: datetime | None = None) -> uuid.UUID | None:
+    """The item ``claim_next`` would hand this person now, taking nothing: the item page prefetches
+    it. Someone else may claim it first; the claim after the person's action decides."""
+    f = filters or triage.Filters()
+    system_id = triage.system_id(f.system) if f.system else None
+    if f.system and system_id is None:
+        return None
+    found: uuid.UUID | None = claim_statement.peek(f, system_id, frozenset(skip), now or timezone.now(), user.pk)
+    return found
+
+
 @transaction.atomic(durable=True)
 def claim_item(user: User, item_id: Any, lease_s: int = LEASE_S, now: datetime | None = None) -> ReviewItem:
     """Claim one named item (the operator opened it): free, lease lapsed, or already ours.
@@ -151,6 +163,27 @@ def _live(item: ReviewItem, now: datetime) -> bool:
 def lease_live(item: ReviewItem, now: datetime | None = None) -> bool:
     """Whether ``item`` is held right now: claimed, and its lease not lapsed (lists show the rest as open)."""
     return item.status == ReviewItem.Status.CLAIMED and _live(item, now or timezone.now())
+
+
+def claimable_by(item: ReviewItem, user: User, now: datetime | None = None) -> bool:
+    """Whether this person may hold ``item`` now: theirs already, or free (open, or a lapsed lease)
+    and not a decision they already gave their view on (second opinions)."""
+    now = now or timezone.now()
+    if item.status == ReviewItem.Status.RESOLVED:
+        return False
+    if item.status == ReviewItem.Status.CLAIMED and _live(item, now):
+        return item.claimed_by_id == user.pk
+    return not ReviewItem.objects.filter(id=item.id).filter(claim_statement.seen_by(user.pk)).exists()
+
+
+def as_claimed(item: ReviewItem, user: User, lease_s: int = LEASE_S, now: datetime | None = None) -> ReviewItem:
+    """``item`` as it will be once this person claims it (in memory, not saved): the prefetched page
+    shows it so. Their own live claim stays as it is."""
+    now = now or timezone.now()
+    if not (item.status == ReviewItem.Status.CLAIMED and item.claimed_by_id == user.pk and _live(item, now)):
+        item.status, item.claimed_by, item.claimed_at = ReviewItem.Status.CLAIMED, user, now
+        item.lease_expires_at = now + timedelta(seconds=lease_s)
+    return item
 
 
 def _with_people(item_id: Any) -> ReviewItem:

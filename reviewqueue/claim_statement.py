@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from django.db.models import Exists, OuterRef, Q
+from django.db.models import Exists, OuterRef, Q, QuerySet
 from django.db.models.functions import Coalesce
 
 from reviewqueue import triage
@@ -52,9 +52,9 @@ def seen_by(user_id: int) -> Exists:
                   .filter(Q(claimed_by_id=user_id) | Q(resolved_by_id=user_id)).exclude(id=OuterRef("id")))
 
 
-def _compile(filters: triage.Filters, system_id: int | None, skip: frozenset[Any], now: datetime,
-             user_id: int) -> tuple[str, list[Any]]:
-    """The statement and its parameters (the lease's four last); inside the claim's transaction."""
+def _queryset(filters: triage.Filters, system_id: int | None, skip: frozenset[Any], now: datetime,
+              user_id: int) -> QuerySet[ReviewItem]:
+    """The items this person may take next, in the list's order."""
     qs = ReviewItem.objects.filter(claimable(now))
     if system_id is not None:
         qs = qs.filter(system_id=system_id)
@@ -65,8 +65,20 @@ def _compile(filters: triage.Filters, system_id: int | None, skip: frozenset[Any
     # each), not as an anti join: for LIMIT 1 the planner spreads the join's one-off cost over the
     # whole queue and reads every item this person ever held or judged (a sequential scan: 100 ms
     # at 1,000,000 items). Wrapped, NOT EXISTS is not turned into a join.
-    qs = qs.alias(seen=Coalesce(seen_by(user_id), False)).filter(seen=False)
-    picked = (qs.select_for_update(skip_locked=True, of=("self",)).order_by(*triage.ORDER)
+    return qs.alias(seen=Coalesce(seen_by(user_id), False)).filter(seen=False).order_by(*triage.ORDER)
+
+
+def peek(filters: triage.Filters, system_id: int | None, skip: frozenset[Any], now: datetime,
+         user_id: int) -> Any | None:
+    """The id of the item this person's next claim would take now, taking nothing (no lock, no
+    lease): what the item page prefetches. Someone else may claim it first; the claim then decides."""
+    return _queryset(filters, system_id, skip, now, user_id).values_list("id", flat=True).first()
+
+
+def _compile(filters: triage.Filters, system_id: int | None, skip: frozenset[Any], now: datetime,
+             user_id: int) -> tuple[str, list[Any]]:
+    """The statement and its parameters (the lease's four last); inside the claim's transaction."""
+    picked = (_queryset(filters, system_id, skip, now, user_id).select_for_update(skip_locked=True, of=("self",))
               .values("id", "status", "claimed_by_id", "lease_expires_at")[:1])
     sql, params = picked.query.sql_with_params()
     return _CLAIM_SQL.format(picked=sql), list(params)

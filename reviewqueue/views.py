@@ -140,6 +140,22 @@ def _item_url(public_id: str, f: triage.Filters) -> str:
     return _with_filters(reverse("review-item", args=[public_id]), f)
 
 
+# The next item's page, fetched by the open item's page before the person acts (``READY``: the item
+# being worked on). It shows the item as it will be once this person claims it; the action that
+# claims it sends the browser there, and the browser shows the copy it fetched (``Cache-Control:
+# private, max-age``: the page is the person's own, for a minute). Nothing is claimed to prefetch.
+READY = "ready"
+READY_MAX_AGE_S = 60
+
+
+def _ready_url(next_id: uuid.UUID, f: triage.Filters, after: str) -> str:
+    return f"{_item_url(f'rev_{next_id.hex}', f)}{'&' if f.params() else '?'}{urlencode({READY: after})}"
+
+
+def _skipped(request: HttpRequest) -> list[uuid.UUID]:
+    return [uuid.UUID(hex=h) for h in request.session.get(SKIPPED, [])]
+
+
 SKIPPED = "review_skipped"  # the session's items passed over with "next" (J), newest last
 SKIPPED_KEEP = 50
 
@@ -235,18 +251,29 @@ def _lease(obj: ReviewItem) -> dict[str, Any]:
             "seconds_left": max(0, int(left)), "lease_s": actions.LEASE_S}
 
 
-def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200) -> HttpResponse:
+def _item_page(request: HttpRequest, obj: ReviewItem, form: ReviewForm, status: int = 200,
+               ready_after: str = "") -> HttpResponse:
     d = obj.decision
     f = _filters(request)
     stopstate.page_is_about(request, obj.system.slug)  # the banner shows this system's stopped models too
-    previous = _previous(request, obj)
+    previous = ready_after or _previous(request, obj)
+    mine = obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk
+    ready_url = ready_item = ""
+    if mine and actions.lease_live(obj):
+        next_id = actions.peek_next(person_of(request), f, skip=[obj.id, *_skipped(request)])
+        if next_id is not None:
+            ready_url, ready_item = _ready_url(next_id, f, obj.public_id), f"rev_{next_id.hex}"
     return render(request, "reviewqueue/item.html", {
+        "ready_url": ready_url,
+        "ready_item": ready_item,
+        "ready_page": bool(ready_after),
+        "hold_messages": bool(ready_after),  # a prefetched page must not take the messages of the page before
         "item": obj,
         "d": d,
         "form": form,
         "blocked": _blocked(obj),
         # Ours even once the lease lapsed: the page's next heartbeat takes it again if nobody else did.
-        "mine": obj.status == ReviewItem.Status.CLAIMED and obj.claimed_by_id == request.user.pk,
+        "mine": mine,
         "held": actions.lease_live(obj),
         "lease": _lease(obj),
         "system": f.system,
@@ -275,6 +302,13 @@ def item(request: HttpRequest, item_id: str) -> HttpResponse:
     obj = _item_or_404(_uuid(item_id))
     if request.GET.get("part") == "blocked":  # the open page asks again when what is stopped changes
         return JsonResponse({"blocked": _blocked(obj)})
+    after = _uuid_or_none(request.GET.get(READY, ""))
+    if after is not None and actions.claimable_by(obj, person_of(request)):
+        # Prefetched (or opened from the action that claimed it): shown as this person's, claimed now.
+        response = _item_page(request, actions.as_claimed(obj, person_of(request)), _blank_form(obj),
+                              ready_after=f"rev_{after.hex}")
+        response["Cache-Control"] = f"private, max-age={READY_MAX_AGE_S}"
+        return response
     return _item_page(request, obj, _blank_form(obj))
 
 
@@ -339,8 +373,26 @@ def act(request: HttpRequest, item_id: str) -> HttpResponse:
             add_action_error(form, exc)
             status = exc.status
         else:
-            messages.success(request, f"{done.decision.public_id}: {DONE.get(op, op)}")
+            said = f"{done.decision.public_id}: {DONE.get(op, op)}"
+            if form.wants_next() and request.headers.get("Accept") == "application/json":
+                return _next_for_page(request, f, f"rev_{uid.hex}", said)
+            messages.success(request, said)
             if form.wants_next():
                 return claim_next(request)
             return redirect(_queue_url(f))
     return _item_page(request, _item_or_404(uid), form, status=status)
+
+
+def _next_for_page(request: HttpRequest, f: triage.Filters, item_id: str, said: str) -> JsonResponse:
+    """After a resolution sent by the item page's script: claim the item it prefetched (``ready``)
+    and send it there, to the page it holds; when that item was taken meanwhile, the usual next."""
+    ready = _uuid_or_none(request.POST.get(READY, ""))
+    if ready is not None:
+        try:
+            actions.claim_item(person_of(request), ready)
+        except ActionError:
+            pass  # someone else has it now (or it is gone): the next free one, as without a prefetch
+        else:
+            return JsonResponse({"url": _ready_url(ready, f, item_id), "said": said})
+    messages.success(request, said)
+    return JsonResponse({"url": claim_next(request)["Location"]})

@@ -5,6 +5,12 @@
 // nobody else took the item. Closing the page gives the item back (navigator.sendBeacon on
 // pagehide), unless the person acted (a form was sent). Keys: A approve, R reject, M modify,
 // G give back, J next, K previous, ? the list of keys; ignored while typing in a field.
+//
+// The next item is prefetched: the page names the item the person's next claim would take now
+// (data-ready-url: nothing is claimed for it) and fetches its page, shown as theirs. Approve, reject
+// or modify then go by fetch: the server resolves this item and claims that one if it is still free,
+// and the browser opens the page it already holds. When someone else took it meanwhile, the server
+// claims the next free one and the browser loads that page as usual.
 (function () {
   const lease = document.getElementById("lease");
   const status = document.getElementById("key-status");
@@ -26,6 +32,68 @@
     sessionStorage.removeItem(GAVE_BACK);
     leaving = true;
     claimForm.requestSubmit(document.getElementById("claim"));
+  }
+
+  const SAID = "review-said";  // sessionStorage: what the last action did, shown by the page it opened
+  if (lease && lease.hasAttribute("data-ready-page")) {
+    // Opened from the copy fetched before the action: the address without the marker, the action's
+    // confirmation (the server sent it along, not as a message), the real lease asked for at once.
+    const clean = new URL(location.href);
+    clean.searchParams.delete("ready");
+    history.replaceState(history.state, "", clean.pathname + clean.search + clean.hash);
+    const said = sessionStorage.getItem(SAID);
+    sessionStorage.removeItem(SAID);
+    if (said) {
+      const ul = document.createElement("ul");
+      ul.className = "messages";
+      const li = document.createElement("li");
+      li.className = "success";
+      li.setAttribute("role", "status");
+      li.textContent = said;
+      ul.append(li);
+      const h1 = document.querySelector("main h1");
+      if (h1) h1.before(ul);
+    }
+  }
+
+  const resolveForm = document.getElementById("resolve-form");
+  let ready = "";  // the next item's id, once its page is fetched
+  let sending = false;
+  let native = false;  // the script's own way failed: the form goes the usual way
+  if (lease && lease.dataset.readyUrl) {
+    fetch(lease.dataset.readyUrl, {credentials: "same-origin"}).then((r) => {
+      if (r.ok) {
+        ready = lease.dataset.readyItem;
+        document.body.dataset.nextReady = ready;
+      }
+    }).catch(() => { /* not prefetched: the action loads the next page as usual */ });
+  }
+  if (resolveForm) {
+    resolveForm.addEventListener("submit", (e) => {
+      const op = e.submitter ? e.submitter.value : "";
+      const then = resolveForm.querySelector("[name=then]");
+      if (native || !ready || !["approve", "reject", "modify"].includes(op) || !then || then.value !== "next") return;
+      e.preventDefault();
+      if (sending) return;
+      sending = true;
+      const body = new FormData(resolveForm, e.submitter);
+      body.append("ready", ready);
+      fetch(resolveForm.action, {method: "POST", body, credentials: "same-origin",
+                                 headers: {Accept: "application/json"}, redirect: "manual"})
+        .then((r) => (r.ok && (r.headers.get("Content-Type") || "").startsWith("application/json")
+          ? r.json() : Promise.reject(new Error("not sent"))))
+        .then((answer) => {
+          if (answer.said) sessionStorage.setItem(SAID, answer.said);
+          location.assign(answer.url);
+        })
+        .catch(() => {
+          // Refused (the item is not yours any more, the output does not validate) or offline: the
+          // usual way, which shows the refusal with what was typed.
+          native = true;
+          sending = false;
+          resolveForm.requestSubmit(e.submitter);
+        });
+    });
   }
 
   if (lease) {
@@ -77,7 +145,7 @@
     const nav = performance.getEntriesByType("navigation")[0];
     const returned = sessionStorage.getItem(GAVE_BACK) === lease.dataset.item || (nav && nav.type !== "navigate");
     sessionStorage.removeItem(GAVE_BACK);
-    if (Number(lease.dataset.secondsLeft) === 0) beat();
+    if (Number(lease.dataset.secondsLeft) === 0 || lease.hasAttribute("data-ready-page")) beat();
     else if (returned) setTimeout(beat, 1000);
     document.addEventListener("visibilitychange", () => { if (document.visibilityState === "visible") beat(); });
     window.addEventListener("pageshow", (e) => { if (e.persisted) { leaving = false; beat(); } });
