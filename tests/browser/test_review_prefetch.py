@@ -18,23 +18,24 @@ from tests.conftest import World
 pytestmark = pytest.mark.browser
 
 
-def first_item(page: Page) -> tuple[ReviewItem, ReviewItem]:
-    """Claim the first item by N; wait until its page holds the next one's; both items."""
+@pytest.fixture
+def working(live_world: World, live_server_url: str, login_as: Callable[..., Page]
+            ) -> tuple[Page, ReviewItem, ReviewItem]:
+    """Three items of ``sup``; the operator claimed the first by N and its page holds the next one's:
+    the page, the item, the one prefetched."""
+    batch(live_server_url, live_world, "sup", 3, 0.1)
+    page = login_as(live_world.operator, "/review/?system=sup")
     page.locator("h1").click()
     with page.expect_navigation():
         page.keyboard.press("n")
     expect(page.locator("body[data-next-ready]")).to_have_count(1)
     ready = page.locator("body").get_attribute("data-next-ready") or ""
-    return current_item(page), ReviewItem.objects.get(id=ready.removeprefix("rev_"))
+    return page, current_item(page), ReviewItem.objects.get(id=ready.removeprefix("rev_"))
 
 
-def test_approve_opens_the_prefetched_next_item_claimed_for_the_person(
-    live_world: World, live_server_url: str, login_as: Callable[..., Page]
-) -> None:
+def test_approve_opens_the_prefetched_next_item_claimed_for_the_person(live_world: World, working) -> None:
     world = live_world
-    batch(live_server_url, world, "sup", 3, 0.1)
-    page = login_as(world.operator, "/review/?system=sup")
-    item, upcoming = first_item(page)
+    page, item, upcoming = working
     assert upcoming.id != item.id
     assert upcoming.status == "open"  # prefetching took nothing
     with page.expect_navigation():
@@ -56,13 +57,9 @@ def test_approve_opens_the_prefetched_next_item_claimed_for_the_person(
     assert current_item(page).id == item.id
 
 
-def test_a_prefetched_item_someone_else_took_is_never_shown(
-    live_world: World, live_server_url: str, login_as: Callable[..., Page]
-) -> None:
+def test_a_prefetched_item_someone_else_took_is_never_shown(live_world: World, working) -> None:
     world = live_world
-    batch(live_server_url, world, "sup", 3, 0.1)
-    page = login_as(world.operator, "/review/?system=sup")
-    item, upcoming = first_item(page)
+    page, item, upcoming = working
     other = operator2(world)
     actions.claim_item(other, upcoming.id)  # a second operator takes it while the first one reads
     with page.expect_navigation():
