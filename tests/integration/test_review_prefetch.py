@@ -51,6 +51,7 @@ def test_the_prefetched_page_shows_the_item_as_the_persons_and_takes_nothing(wor
     r = c.get(url)
     assert r.status_code == 200
     assert r["Cache-Control"] == "private, max-age=60"
+    assert r["Vary"] == "Cookie"  # kept for this session only: another person's browser session never gets it
     page = r.content.decode()
     assert "left on your lease" in page
     assert 'id="approve"' in page
