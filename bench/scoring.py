@@ -4,7 +4,9 @@ One run, against a database of its own (``oversight_bench_scoring``, recreated) 
 of its own (``oversight-bench-scoring``):
 
 * uvicorn (``--workers``, default 2) serving ``oversight.asgi:application`` with the bench views on,
-  and two Celery workers on the ``scoring`` queue (``-c 1`` each: two scoring processes);
+  twice: as deployed (the worker's answer on a Redis list, ``OVERSIGHT_SCORING_REPLY=list``) and with
+  Celery's result backend carrying it (``=result``); two Celery workers on the ``scoring`` queue
+  (``-c 1`` each: two scoring processes) serve both;
 * a level-3 system ``bench-hosted`` with two hosted models (``bench/hosted_models.py``): a
   matrix-factorisation recommender over 5,000 items and a time-of-day context model that vetoes
   loud items at night;
@@ -12,11 +14,13 @@ of its own (``oversight-bench-scoring``):
 
   - **celery**: ``POST /api/v1/systems/bench-hosted/decisions?wait_ms=2000``, the API: a scoring
     job, the task on the queue, a worker asks the models, combines, gates and inserts, the web
-    process answers when the task is done;
+    process answers when the worker's answer arrives on its list;
+  - **celery-result**: the same, on the server whose web processes wait for Celery's result instead
+    (the library's way; the list is a custom piece and stays only while it beats this);
   - **in-process**: ``POST /api/score-in-process/bench-hosted`` (``oversight/benchviews.py``): the
     worker's own steps (``scoring.score``, ``decisions.build``, ``bulk.insert_one``) in the request.
 
-Two phases, each in interleaved blocks (ABBA…) so both kinds see the same machine:
+Two phases, each in interleaved blocks (the order rotates, then reverses) so all kinds see the same machine:
 latency with one client sending back to back (p50/p99: the Celery overhead, target ≤ 5 ms p50 over
 in-process), and throughput with ``--clients`` (default 8) keep-alive clients (decisions/s).
 
@@ -44,8 +48,8 @@ BENCH_DB = "oversight_bench_scoring"
 PREFIX = "oversight-bench-scoring"
 SLUG = "bench-hosted"
 API_PATH = f"/api/v1/systems/{SLUG}/decisions?wait_ms=2000"
-PATHS = {"celery": API_PATH, "in-process": f"/api/score-in-process/{SLUG}"}
-KINDS = ("celery", "in-process")
+PATHS = {"celery": API_PATH, "celery-result": API_PATH, "in-process": f"/api/score-in-process/{SLUG}"}
+KINDS = ("celery", "celery-result", "in-process")
 TARGET_OVERHEAD_MS = 5.0
 
 SETUP = """
@@ -131,7 +135,10 @@ def phase(ports: dict[str, int], key: str, clients: int, duration: float, blocks
     merged: dict[str, dict[str, Any]] = {k: {"latencies": [], "outcomes": {}, "seconds": 0.0} for k in kinds}
     per_block: list[dict[str, Any]] = []
     for b in range(blocks):
-        order = kinds if b % 4 in (0, 3) else kinds[::-1]  # ABBA
+        shift = b % len(kinds)  # abc, bca, cab, then the same reversed
+        order = kinds[shift:] + kinds[:shift]
+        if (b // len(kinds)) % 2:
+            order = order[::-1]
         for kind in order:
             r = asyncio.run(block(ports[kind], kind, key, clients, duration, seed + b))
             m = merged[kind]
@@ -178,11 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     out = subprocess.run([sys.executable, "-c", SETUP], cwd=BASE_DIR, env=environment.env, check=True,
                          capture_output=True, text=True)
     key = json.loads(next(ln for ln in out.stdout.splitlines() if ln.startswith("BENCH_SETUP "))[12:])["key"]
-    server = Server(environment, args.workers, {})
+    server = Server(environment, args.workers, {"OVERSIGHT_SCORING_REPLY": "list"})
+    by_result = Server(environment, args.workers, {"OVERSIGHT_SCORING_REPLY": "result"})
+    by_result.log_path = RESULTS_DIR / "server-result.log"
     workers = start_workers(environment.env, args.pool)
     try:
         server.start()
-        ports = {"celery": server.port, "in-process": server.port}
+        by_result.start()
+        ports = {"celery": server.port, "celery-result": by_result.port, "in-process": server.port}
         time.sleep(3)  # the workers connect to the broker
         log("warm-up")
         phase(ports, key, 2, 2.0, 2, args.seed)
@@ -194,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         throughput = phase(ports, key, args.clients, args.duration, max(2, args.blocks // 2), args.seed + 200)
     finally:
         server.stop()
+        by_result.stop()
         for w in workers:
             w.terminate()
         for w in workers:
@@ -226,6 +237,10 @@ def render(r: dict[str, Any]) -> str:
     lines.append(f"\nCelery overhead at p50 over in-process: {t['celery_p50_overhead_ms']:.2f} ms "
                  f"(target ≤ {t['max_ms']:.0f} ms): {'PASS' if t['pass'] else 'FAIL'}")
     lines.append(f"per-block overhead (celery − in-process p50): {sp['overhead_ms']} ms")
+    lines.append(f"per-block overhead with Celery's result backend (celery-result − in-process p50): "
+                 f"{sp['result_overhead_ms']} ms")
+    lines.append(f"per-block gain of the answer list over the result backend (celery-result − celery p50): "
+                 f"{sp['list_gain_ms']} ms")
     n = r["noop_task"]
     lines.append(f"Celery's floor, a no-op task's round trip on the same workers: p50 {n['p50_ms']:.2f} ms, "
                  f"p99 {n['p99_ms']:.2f} ms")
@@ -233,11 +248,14 @@ def render(r: dict[str, Any]) -> str:
 
 
 def block_spread(ph: dict[str, Any]) -> dict[str, Any]:
-    """Per block, the Celery path's p50 minus the in-process one's: how much the figure moves."""
+    """Per block, each Celery path's p50 minus the in-process one's (how much the figure moves), and the
+    list's gain over the result backend."""
     by_block: dict[int, dict[str, float]] = {}
     for b in ph["blocks"]:
         by_block.setdefault(b["block"], {})[b["kind"]] = b["p50_ms"]
-    return {"overhead_ms": [round(v["celery"] - v["in-process"], 2) for v in by_block.values()]}
+    return {"overhead_ms": [round(v["celery"] - v["in-process"], 2) for v in by_block.values()],
+            "result_overhead_ms": [round(v["celery-result"] - v["in-process"], 2) for v in by_block.values()],
+            "list_gain_ms": [round(v["celery-result"] - v["celery"], 2) for v in by_block.values()]}
 
 
 if __name__ == "__main__":

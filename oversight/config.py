@@ -153,15 +153,23 @@ class RedisEpoch:
 
     def get(self) -> int | None:
         """The epoch in Redis; None when Redis is away or has lost it."""
+        return self.get_with(None)[0]
+
+    def get_with(self, key: str | None) -> tuple[int | None, bytes | None]:
+        """The epoch and, in the same round trip, the value of another key (``None``: not asked,
+        missing, or Redis away)."""
         if time.monotonic() < self.down_until:
-            return None
+            return None, None
         try:
-            value = self.client().get(epoch_key())
+            if key is None:
+                epoch, value = self.client().get(epoch_key()), None
+            else:
+                epoch, value = self.client().mget([epoch_key(), key])
         except redis.RedisError:
             self._failed()
             log.warning("Redis unreachable for the config epoch; reading PostgreSQL")
-            return None
-        return int(value) if value is not None else None
+            return None, None
+        return (int(epoch) if epoch is not None else None), (value.encode() if isinstance(value, str) else value)
 
     def raise_to(self, epoch: int) -> None:
         if time.monotonic() < self.down_until:
@@ -291,7 +299,15 @@ class _Cache:
         commit (a timeout, a blip), the change still reaches every process within that second, and
         the Redis copy is repaired.
         """
-        epoch = redis_epoch.get()
+        return self._as_of(redis_epoch.get())
+
+    def current_with(self, key: str) -> tuple[Snapshot, bytes | None]:
+        """``current()`` and the value of another Redis key, read in the same round trip as the epoch
+        (a scoring task's job: ``oversight.scoring``)."""
+        epoch, value = redis_epoch.get_with(key)
+        return self._as_of(epoch), value
+
+    def _as_of(self, epoch: int | None) -> Snapshot:
         now = self._clock()
         if epoch is None or now - self._db_checked_at >= DB_CHECK_EVERY_S:
             truth = db_epoch()

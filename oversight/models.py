@@ -444,18 +444,6 @@ class HostedModel(models.Model):
         constraints: ClassVar = [models.UniqueConstraint(fields=["system", "name"], name="hosted_model_unique")]
 
 
-class ScoringJob(models.Model):
-    """A decision waiting for its hosted models: the ``scoring`` task takes its id. The id is the
-    decision's own: the worker (scored) and the web process (deadline passed: fallback) both insert
-    the decision with it, and the primary key lets exactly one of them win (``oversight.scoring``)."""
-
-    id = models.UUIDField(primary_key=True)
-    system = models.ForeignKey(AISystem, on_delete=models.CASCADE, related_name="+")
-    body = models.JSONField()  # the request body as the client sent it
-    created_at = models.DateTimeField()
-    deadline = models.DateTimeField()
-
-
 class BanditArm(models.Model):
     """Thompson sampling over a system's models (``oversight.bandits``): Beta(alpha, beta) of each
     arm's reward, updated from outcomes."""

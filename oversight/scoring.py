@@ -1,43 +1,61 @@
 """Hosted scoring: a decision sent without a ``prediction`` is scored by its system's hosted models
 on the ``scoring`` Celery workers, within the request's deadline.
 
-The web process writes a ``ScoringJob`` (the request, under the id the decision will have; an
-UNLOGGED table, swept ten minutes after the deadline), sends
-the task with that id, and waits for it up to the deadline (``?wait_ms=``, or the policy's
-``routing.wait_ms``). The worker reads the job, asks the models (``oversight.adapters``) which
-the configuration lets answer (kill switches and open breakers as of this task; a rollout's share;
-the bandit's pick), combines their answers (``oversight.ensemble``), gates the decision like any
-other (``oversight.decisions.build``) and inserts it with the job's id. Past the deadline the web
-process inserts the fallback under the same id instead, with the miss recorded
-(``failure = "deadline"``) for the breakers. The primary key decides which of the two lands, so a
-task that runs twice (a worker killed mid-task: the task acknowledges late and is delivered again)
-or too late never doubles a decision, and a decision acknowledged to the client is never lost.
+The web process writes the job (the request, under the id the decision will have) to Redis with an
+expiry, sends the task with that id, and waits for the worker's answer up to the deadline
+(``?wait_ms=``, or the policy's ``routing.wait_ms``). The worker reads the job in the same round trip
+as the configuration epoch, asks the models (``oversight.adapters``) which the configuration lets
+answer (kill switches and open breakers as of this task; a rollout's share; the bandit's pick),
+combines their answers (``oversight.ensemble``), gates the decision like any other
+(``oversight.decisions.build``), inserts it with the job's id and pushes the stored decision to a
+Redis list the web process blocks on (``SCORING_REPLY = "list"``; with ``"result"``, Celery's result
+backend carries it instead: ``make bench-scoring`` measures both). Past the deadline the web process
+inserts the fallback under the same id instead, with the miss recorded (``failure = "deadline"``) for
+the breakers. The primary key decides which of the two lands, so a task that runs twice (a worker
+killed mid-task: the task acknowledges late and is delivered again) or too late never doubles a
+decision, and a decision acknowledged to the client is never lost.
+
+The job is a hand-off, not a record: it lives in Redis (the broker the task travels through anyway)
+for ten minutes past its deadline, so a redelivered task still finds it; the decision is the record.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import random
 import threading
 import time
 import uuid
-from datetime import timedelta
+from collections.abc import Sequence
 from typing import Any
 
+import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
+from celery.result import AsyncResult
 from django.conf import settings
 from django.utils import timezone
+from kombu.exceptions import OperationalError as BrokerAway
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 from uuid_utils.compat import uuid7
 
-from oversight import adapters, bandit_arms, bandits, bulk, config, decisions, ensemble, hooks, ratelimit
+from oversight import adapters, bandit_arms, bandits, bulk, config, decisions, ensemble, hooks, jsonutil, ratelimit
 from oversight.celery import app
 from oversight.config import SystemEntry
-from oversight.models import Decision, ScoringJob
+from oversight.models import Decision
 from oversight.schemas import DecisionIn
+
+log = logging.getLogger(__name__)
 
 TASK = "oversight.tasks.score"
 MAX_WAIT_MS = 30_000
 _rng = random.Random()  # routing draws (rollout share, bandit): fair, not secret  # noqa: S311
 _ANY_CONFLICT = "ON CONFLICT DO NOTHING"  # the id (the other side won) or the idempotency key (a retry)
+JOB_KEEP_S = 600  # a job outlives its deadline by this long, so a task delivered again still finds it
+REPLY_KEEP_S = 60  # an answer no web process took (it gave up at its deadline) expires
+LIST, RESULT = "list", "result"  # how the worker's answer travels back (settings.SCORING_REPLY)
+QUEUE_AWAY = "the scoring queue (Redis) could not be reached: the hosted models were not asked"
 
 
 def wanted(system: SystemEntry, payload: DecisionIn) -> bool:
@@ -85,24 +103,92 @@ waiting = threading.BoundedSemaphore(waiting_limit())
 
 
 def _score_and_wait(system: SystemEntry, payload: DecisionIn, raw: Any, wait: int) -> decisions.Submitted:
-    now = timezone.now()
-    job = ScoringJob(id=uuid7(), system_id=system.id, created_at=now, deadline=now + timedelta(milliseconds=wait),
-                     body=raw if raw is not None else payload.model_dump(mode="json", exclude_unset=True))
-    bulk.insert_one(job)  # one prepared INSERT (autocommit; the table is UNLOGGED)
-    result = app.send_task(TASK, args=(str(job.id),), queue="scoring")
-    done: Any = None
-    try:
-        done = result.get(timeout=wait / 1000.0, propagate=False, disable_sync_subtasks=False)
-    except CeleryTimeout:
-        pass
-    finally:
-        result.forget()  # the decision is the record; the task's result is only the signal
-    if isinstance(done, dict) and done.get("status") == "scored" and isinstance(done.get("decision"), dict):
+    job_id = uuid7()
+    sent = _post(system, [(job_id, raw if raw is not None else payload.model_dump(mode="json", exclude_unset=True))],
+                 wait)
+    if sent is None:
+        return _deadline_passed(system, payload, raw, job_id, QUEUE_AWAY)
+    done = _await([str(job_id)], sent, wait / 1000.0).get(str(job_id))
+    if done is not None and done.get("status") == "scored" and isinstance(done.get("decision"), dict):
         return decisions.Submitted(None, body=done["decision"])  # as the worker stored it
-    stored = Decision.objects.filter(id=job.id).first()
+    stored = Decision.objects.filter(id=job_id).first()
     if stored is not None:
         return decisions.Submitted(stored)
-    return _deadline_passed(system, payload, raw, job, wait)
+    return _deadline_passed(system, payload, raw, job_id, f"the hosted models did not answer within {wait} ms")
+
+
+def job_key(job_id: str) -> str:
+    return f"{settings.REDIS_PREFIX}:scoring:job:{job_id}"
+
+
+def reply_key(job_id: str) -> str:
+    return f"{settings.REDIS_PREFIX}:scoring:reply:{job_id}"
+
+
+def _post(system: SystemEntry, jobs: Sequence[tuple[uuid.UUID, Any]], wait: int) -> list[AsyncResult] | None:
+    """Write the jobs (one pipeline) and send one task each; None when Redis or the broker is away."""
+    deadline = time.time() + wait / 1000.0
+    keep = wait // 1000 + 1 + JOB_KEEP_S
+    reply = settings.SCORING_REPLY
+    try:
+        pipe = config.redis_epoch.client().pipeline(transaction=False)
+        for job_id, body in jobs:
+            pipe.set(job_key(str(job_id)), jsonutil.dumps({"system": system.id, "deadline": deadline, "body": body}),
+                     ex=keep)
+        pipe.execute()
+        # With the answer on a list, Celery stores no result (the request's ignore_result wins).
+        return [app.send_task(TASK, args=(str(job_id),), kwargs={"reply": reply}, queue="scoring",
+                              ignore_result=reply == LIST) for job_id, _ in jobs]
+    except (redis.RedisError, BrokerAway) as exc:
+        log.error("hosted scoring of %s: %s (%s)", system.slug, QUEUE_AWAY, exc)
+        return None
+
+
+class _Replies:
+    """The web side's Redis client for the workers' answers: its socket timeout outlasts the longest
+    wait, as a blocking pop needs."""
+
+    def __init__(self) -> None:
+        self._client: redis.Redis | None = None
+
+    def client(self) -> redis.Redis:
+        if self._client is None:
+            self._client = redis.Redis.from_url(
+                settings.REDIS_URL, socket_timeout=MAX_WAIT_MS / 1000.0 + 5,
+                socket_connect_timeout=config.REDIS_TIMEOUT_S, health_check_interval=30, retry=Retry(NoBackoff(), 0))
+        return self._client
+
+
+replies = _Replies()
+
+
+def _await(job_ids: list[str], sent: list[AsyncResult], wait_s: float) -> dict[str, dict[str, Any]]:
+    """The workers' answers that came within ``wait_s``, by job id."""
+    got: dict[str, dict[str, Any]] = {}
+    until = time.monotonic() + wait_s
+    if settings.SCORING_REPLY == LIST:
+        keys = {reply_key(j): j for j in job_ids}
+        try:
+            while keys and (left := until - time.monotonic()) > 0:
+                item = replies.client().blpop(list(keys), timeout=max(left, 0.001))
+                if item is None:
+                    break
+                key, value = item
+                got[keys.pop(key.decode() if isinstance(key, bytes) else key)] = json.loads(value)
+        except redis.RedisError as exc:
+            log.warning("hosted scoring: waiting for the workers' answers failed (%s); the database decides", exc)
+        return got
+    for job_id, result in zip(job_ids, sent, strict=True):
+        try:
+            done = result.get(timeout=max(0.0, until - time.monotonic()), propagate=False,
+                              disable_sync_subtasks=False)
+        except CeleryTimeout:
+            done = None
+        finally:
+            result.forget()  # the decision is the record; the task's result is only the signal
+        if isinstance(done, dict):
+            got[job_id] = done
+    return got
 
 
 def submit_many(system: SystemEntry, payloads: list[DecisionIn], raws: list[Any], wait_ms: int | None
@@ -131,26 +217,17 @@ def submit_many(system: SystemEntry, payloads: list[DecisionIn], raws: list[Any]
             results[i] = r
         return _repeats(payloads, raws, results, seen)
     wait = wait_ms or system.routing.wait_ms
-    now = timezone.now()
-    deadline = now + timedelta(milliseconds=wait)
-    jobs = [ScoringJob(id=uuid7(), system_id=system.id, created_at=now, deadline=deadline,
-                       body=raws[i] if raws[i] is not None else payloads[i].model_dump(mode="json", exclude_unset=True))
+    jobs = [(uuid7(), raws[i] if raws[i] is not None else payloads[i].model_dump(mode="json", exclude_unset=True))
             for i in pending]
-    ScoringJob.objects.bulk_create(jobs)
-    sent = [app.send_task(TASK, args=(str(j.id),), queue="scoring") for j in jobs]
-    until = time.monotonic() + wait / 1000.0
-    for result in sent:
-        try:
-            result.get(timeout=max(0.0, until - time.monotonic()), propagate=False, disable_sync_subtasks=False)
-        except CeleryTimeout:
-            pass
-        finally:
-            result.forget()
-    stored_by_id = Decision.objects.in_bulk([j.id for j in jobs])
-    for i, job in zip(pending, jobs, strict=True):
-        found = stored_by_id.get(job.id)
+    sent = _post(system, jobs, wait)
+    if sent is not None:
+        _await([str(job_id) for job_id, _ in jobs], sent, wait / 1000.0)
+    why = QUEUE_AWAY if sent is None else f"the hosted models did not answer within {wait} ms"
+    stored_by_id = Decision.objects.in_bulk([job_id for job_id, _ in jobs])
+    for i, (job_id, _) in zip(pending, jobs, strict=True):
+        found = stored_by_id.get(job_id)
         results[i] = decisions.Submitted(found) if found is not None else _deadline_passed(
-            system, payloads[i], raws[i], job, wait)
+            system, payloads[i], raws[i], job_id, why)
     return _repeats(payloads, raws, results, seen)
 
 
@@ -169,15 +246,14 @@ def _repeats(payloads: list[DecisionIn], raws: list[Any], results: list[decision
     return out
 
 
-def _deadline_passed(system: SystemEntry, payload: DecisionIn, raw: Any, job: ScoringJob, wait: int
+def _deadline_passed(system: SystemEntry, payload: DecisionIn, raw: Any, job_id: uuid.UUID, why: str
                      ) -> decisions.Submitted:
-    d = decisions.build(system, payload, timezone.now(), raw=raw, decision_id=job.id,
-                        over_rate=ratelimit.over(system)[0], failure=adapters.DEADLINE,
-                        failure_reason=f"the hosted models did not answer within {wait} ms")
+    d = decisions.build(system, payload, timezone.now(), raw=raw, decision_id=job_id,
+                        over_rate=ratelimit.over(system)[0], failure=adapters.DEADLINE, failure_reason=why)
     inserted = bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d]))
     if inserted:
         return decisions.Submitted(d)
-    stored = Decision.objects.filter(id=job.id).first()  # the worker landed it a moment ago
+    stored = Decision.objects.filter(id=job_id).first()  # the worker landed it a moment ago
     if stored is not None:
         return decisions.Submitted(stored)
     return decisions.replay_of_key(system, d)  # a concurrent retry with the same idempotency key
@@ -243,34 +319,44 @@ def score(system: SystemEntry, payload: DecisionIn, decision_id: uuid.UUID, budg
     return combined
 
 
-def run_job(job_id: str) -> dict[str, Any]:
+def run_job(job_id: str, reply: str = RESULT) -> dict[str, Any]:
     """The ``scoring`` task: score the job's decision and insert it, unless that is done already
-    (a redelivered task), the deadline has passed (the web process answers with the fallback), or
-    the job is gone. Idempotent."""
+    (a task delivered again), the deadline has passed (the web process answers with the fallback),
+    or the job is gone (expired, or Redis away). Idempotent. The answer goes back by ``reply``: the
+    Redis list the web process waits on (every outcome, so a web process waiting on a task delivered
+    again learns at once that the decision is stored), or Celery's result (the task's return value)."""
     jid = uuid.UUID(job_id)
-    job = ScoringJob.objects.filter(id=jid).first()
-    if job is None:
-        return {"job": job_id, "status": "gone"}  # swept: its deadline is long past
-    snapshot = config.cache.current()  # this task's view: a kill switch flipped before it is honoured
-    system = snapshot.systems_by_id.get(job.system_id)
-    now = timezone.now()
-    budget = (job.deadline - now).total_seconds()
+    # This task's view of the configuration (a kill switch flipped before it is honoured) and the
+    # job, in one round trip.
+    snapshot, raw = config.cache.current_with(job_key(job_id))
+    out = _run(jid, snapshot, raw)
+    if reply == LIST:
+        key = reply_key(job_id)
+        try:
+            pipe = config.redis_epoch.client().pipeline(transaction=False)
+            pipe.rpush(key, jsonutil.dumps(out))
+            pipe.expire(key, REPLY_KEEP_S)
+            pipe.execute()
+        except redis.RedisError as exc:  # the web process finds the decision in the database at its deadline
+            log.warning("hosted scoring: the answer to job %s could not be sent back (%s)", job_id, exc)
+    return out
+
+
+def _run(jid: uuid.UUID, snapshot: config.Snapshot, raw: bytes | None) -> dict[str, Any]:
+    job_id = str(jid)
+    if raw is None:
+        return {"job": job_id, "status": "gone"}
+    job = json.loads(raw)
+    system = snapshot.systems_by_id.get(job["system"])
+    budget = float(job["deadline"]) - time.time()
     if system is None or budget <= 0:
         return {"job": job_id, "status": "late"}
-    payload = DecisionIn.model_validate(job.body)
+    payload = DecisionIn.model_validate(job["body"])
     combined = score(system, payload, jid, budget)
-    d = decisions.build(system, payload, timezone.now(), raw=job.body, decision_id=jid, scored=combined,
+    d = decisions.build(system, payload, timezone.now(), raw=job["body"], decision_id=jid, scored=combined,
                         over_rate=ratelimit.over(system)[0])
-    # One statement (the decision and its review item): the job row stays until the sweep, so a
-    # redelivered task scores again and finds the decision there (ON CONFLICT: nothing doubles).
+    # One statement (the decision and its review item): the job stays until it expires, so a task
+    # delivered again scores again and finds the decision there (ON CONFLICT: nothing doubles).
     if bulk.insert_one(d, _ANY_CONFLICT, hooks.rows_for(system, [d])):
         return {"job": job_id, "status": "scored", "decision": decisions.public(d, system.slug)}
     return {"job": job_id, "status": "exists"}
-
-
-def sweep(older_than_s: float = 600.0) -> int:
-    """Delete the jobs whose deadline is long past (each decision is stored by then, or was never
-    acknowledged: its web process went away)."""
-    cutoff = timezone.now() - timedelta(seconds=older_than_s)
-    deleted, _ = ScoringJob.objects.filter(deadline__lt=cutoff).delete()
-    return deleted

@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from django.core.exceptions import ImproperlyConfigured
+
 from oversight import embedded
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -254,6 +256,11 @@ CELERY_BROKER_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"
 CELERY_RESULT_BACKEND_TRANSPORT_OPTIONS = {"global_keyprefix": f"{REDIS_PREFIX}:celery:"}
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_RESULT_EXPIRES = 3600
+# How a hosted-scoring worker's answer reaches the waiting web process (oversight.scoring): "list",
+# a Redis list it blocks on; "result", Celery's result backend. `make bench-scoring` measures both.
+SCORING_REPLY = env_str("OVERSIGHT_SCORING_REPLY", "list")
+if SCORING_REPLY not in ("list", "result"):
+    raise ImproperlyConfigured(f'OVERSIGHT_SCORING_REPLY must be "list" or "result", not {SCORING_REPLY!r}')
 # Celery's Django fix-up closes a prefork child's database connections, pool included, around every
 # task: a new connection per hosted-scoring task (about 12 ms here). Keep them for this many tasks.
 CELERY_DB_REUSE_MAX = env_int("OVERSIGHT_CELERY_DB_REUSE_MAX", 1000)
@@ -276,7 +283,6 @@ CELERY_BEAT_SCHEDULE = {
                  "options": {"expires": BREAKER_INTERVAL_S}},
     # Chaos drills end on time (and their reports follow the breaker until it recovers).
     "drills": {"task": "dashboards.tasks.finish_drills", "schedule": 15.0, "options": {"expires": 15.0}},
-    "scoring-jobs": {"task": "oversight.tasks.sweep_scoring_jobs", "schedule": 300.0, "options": {"expires": 300.0}},
     # An alert per system while review items wait past their SLA (dashboards.review_alerts).
     "review-overdue": {"task": "dashboards.tasks.review_overdue", "schedule": 30.0, "options": {"expires": 30.0}},
     # Webhook deliveries whose retry was lost are sent again (oversight.webhooks).

@@ -21,10 +21,10 @@ def redis_away() -> Iterator[str]:
     port = free_port()
     saved = config.redis_epoch._client
     config.redis_epoch._client = redis.Redis(host="127.0.0.1", port=port, **config.FAIL_FAST)
-    config.redis_epoch._down_until = 0.0
+    config.redis_epoch.down_until = 0.0
     yield f"redis://127.0.0.1:{port}/0"
     config.redis_epoch._client = saved
-    config.redis_epoch._down_until = 0.0
+    config.redis_epoch.down_until = 0.0
 
 
 def test_kill_switch_reaches_the_next_decision_without_redis(world, redis_away, django_capture_on_commit_callbacks):
@@ -91,7 +91,7 @@ def redis_hung(settings: Any) -> Iterator[BlackHole]:
     url = f"redis://127.0.0.1:{hole.port}/0"
     saved = config.redis_epoch._client
     config.redis_epoch._client = redis.Redis.from_url(url, **config.FAIL_FAST)
-    config.redis_epoch._down_until = 0.0
+    config.redis_epoch.down_until = 0.0
     settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"],
                                            "CONFIG": {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "hosts": [url]}}}
     channel_layers.backends.clear()  # the layer is made again, against the hung server
@@ -99,7 +99,7 @@ def redis_hung(settings: Any) -> Iterator[BlackHole]:
     yield hole
     events._quiet_until = 0.0
     config.redis_epoch._client = saved
-    config.redis_epoch._down_until = 0.0
+    config.redis_epoch.down_until = 0.0
     channel_layers.backends.clear()
     hole.close()
 
