@@ -28,7 +28,7 @@ import threading
 import time
 import uuid
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import redis
 from celery.exceptions import TimeoutError as CeleryTimeout
@@ -108,7 +108,7 @@ def _score_and_wait(system: SystemEntry, payload: DecisionIn, raw: Any, wait: in
                  wait)
     if sent is None:
         return _deadline_passed(system, payload, raw, job_id, QUEUE_AWAY)
-    done = _await([str(job_id)], sent, wait / 1000.0).get(str(job_id))
+    done = _await(sent, wait / 1000.0).get(str(job_id))
     if done is not None and done.get("status") == "scored" and isinstance(done.get("decision"), dict):
         return decisions.Submitted(None, body=done["decision"])  # as the worker stored it
     stored = Decision.objects.filter(id=job_id).first()
@@ -125,23 +125,35 @@ def reply_key(job_id: str) -> str:
     return f"{settings.REDIS_PREFIX}:scoring:reply:{job_id}"
 
 
-def _post(system: SystemEntry, jobs: Sequence[tuple[uuid.UUID, Any]], wait: int) -> list[AsyncResult] | None:
+class _Sent(NamedTuple):
+    """Tasks on their way: their job ids, Celery's handles, and the list their answers come back on
+    (one list for all of them: a batch waits on one key)."""
+
+    job_ids: list[str]
+    results: list[AsyncResult]
+    reply_to: str
+
+
+def _post(system: SystemEntry, jobs: Sequence[tuple[uuid.UUID, Any]], wait: int) -> _Sent | None:
     """Write the jobs (one pipeline) and send one task each; None when Redis or the broker is away."""
     deadline = time.time() + wait / 1000.0
     keep = wait // 1000 + 1 + JOB_KEEP_S
     reply = settings.SCORING_REPLY
+    ids = [str(job_id) for job_id, _ in jobs]
+    reply_to = ids[0] if len(ids) == 1 else str(uuid7())
     try:
         pipe = config.redis_epoch.client().pipeline(transaction=False)
-        for job_id, body in jobs:
-            pipe.set(job_key(str(job_id)), jsonutil.dumps({"system": system.id, "deadline": deadline, "body": body}),
+        for job_id, (_, body) in zip(ids, jobs, strict=True):
+            pipe.set(job_key(job_id), jsonutil.dumps({"system": system.id, "deadline": deadline, "body": body}),
                      ex=keep)
         pipe.execute()
         # With the answer on a list, Celery stores no result (the request's ignore_result wins).
-        return [app.send_task(TASK, args=(str(job_id),), kwargs={"reply": reply}, queue="scoring",
-                              ignore_result=reply == LIST) for job_id, _ in jobs]
+        results = [app.send_task(TASK, args=(job_id,), kwargs={"reply": reply, "reply_to": reply_to},
+                                 queue="scoring", ignore_result=reply == LIST) for job_id in ids]
     except (redis.RedisError, BrokerAway) as exc:
         log.error("hosted scoring of %s: %s (%s)", system.slug, QUEUE_AWAY, exc)
         return None
+    return _Sent(ids, results, reply_to)
 
 
 class _Replies:
@@ -162,23 +174,26 @@ class _Replies:
 replies = _Replies()
 
 
-def _await(job_ids: list[str], sent: list[AsyncResult], wait_s: float) -> dict[str, dict[str, Any]]:
+def _await(sent: _Sent, wait_s: float) -> dict[str, dict[str, Any]]:
     """The workers' answers that came within ``wait_s``, by job id."""
     got: dict[str, dict[str, Any]] = {}
     until = time.monotonic() + wait_s
     if settings.SCORING_REPLY == LIST:
-        keys = {reply_key(j): j for j in job_ids}
+        waiting_for = set(sent.job_ids)
+        key = reply_key(sent.reply_to)
         try:
-            while keys and (left := until - time.monotonic()) > 0:
-                item = replies.client().blpop(list(keys), timeout=max(left, 0.001))
+            while waiting_for and (left := until - time.monotonic()) > 0:
+                item = replies.client().blpop([key], timeout=max(left, 0.001))
                 if item is None:
                     break
-                key, value = item
-                got[keys.pop(key.decode() if isinstance(key, bytes) else key)] = json.loads(value)
+                answer = json.loads(item[1])
+                if answer.get("job") in waiting_for:
+                    waiting_for.discard(answer["job"])
+                    got[answer["job"]] = answer
         except redis.RedisError as exc:
             log.warning("hosted scoring: waiting for the workers' answers failed (%s); the database decides", exc)
         return got
-    for job_id, result in zip(job_ids, sent, strict=True):
+    for job_id, result in zip(sent.job_ids, sent.results, strict=True):
         try:
             done = result.get(timeout=max(0.0, until - time.monotonic()), propagate=False,
                               disable_sync_subtasks=False)
@@ -221,7 +236,7 @@ def submit_many(system: SystemEntry, payloads: list[DecisionIn], raws: list[Any]
             for i in pending]
     sent = _post(system, jobs, wait)
     if sent is not None:
-        _await([str(job_id) for job_id, _ in jobs], sent, wait / 1000.0)
+        _await(sent, wait / 1000.0)
     why = QUEUE_AWAY if sent is None else f"the hosted models did not answer within {wait} ms"
     stored_by_id = Decision.objects.in_bulk([job_id for job_id, _ in jobs])
     for i, (job_id, _) in zip(pending, jobs, strict=True):
@@ -319,19 +334,20 @@ def score(system: SystemEntry, payload: DecisionIn, decision_id: uuid.UUID, budg
     return combined
 
 
-def run_job(job_id: str, reply: str = RESULT) -> dict[str, Any]:
+def run_job(job_id: str, reply: str = RESULT, reply_to: str | None = None) -> dict[str, Any]:
     """The ``scoring`` task: score the job's decision and insert it, unless that is done already
     (a task delivered again), the deadline has passed (the web process answers with the fallback),
     or the job is gone (expired, or Redis away). Idempotent. The answer goes back by ``reply``: the
-    Redis list the web process waits on (every outcome, so a web process waiting on a task delivered
-    again learns at once that the decision is stored), or Celery's result (the task's return value)."""
+    Redis list the web process waits on (``reply_to``'s: a batch's tasks share one; every outcome, so
+    a web process waiting on a task delivered again learns at once that the decision is stored), or
+    Celery's result (the task's return value)."""
     jid = uuid.UUID(job_id)
     # This task's view of the configuration (a kill switch flipped before it is honoured) and the
     # job, in one round trip.
     snapshot, raw = config.cache.current_with(job_key(job_id))
     out = _run(jid, snapshot, raw)
     if reply == LIST:
-        key = reply_key(job_id)
+        key = reply_key(reply_to or job_id)
         try:
             pipe = config.redis_epoch.client().pipeline(transaction=False)
             pipe.rpush(key, jsonutil.dumps(out))

@@ -11,11 +11,12 @@ from oversight import scoring, webhooks
 
 
 @shared_task(name=scoring.TASK, acks_late=True, reject_on_worker_lost=True, ignore_result=False)
-def score(job_id: str, reply: str = scoring.RESULT) -> dict[str, Any]:
+def score(job_id: str, reply: str = scoring.RESULT, reply_to: str | None = None) -> dict[str, Any]:
     """Score one decision by its id. Acknowledged when done: a worker killed mid-task leaves it to be
     delivered again, and the job's id makes a second run harmless (see oversight.scoring). ``reply``:
-    how the answer goes back (the web process sends ``ignore_result`` with ``"list"``)."""
-    return scoring.run_job(job_id, reply)
+    how the answer goes back (the web process sends ``ignore_result`` with ``"list"``), ``reply_to``:
+    the id of the list (a batch's tasks share one)."""
+    return scoring.run_job(job_id, reply, reply_to)
 
 
 @shared_task(name=webhooks.TASK, bind=True, acks_late=True, reject_on_worker_lost=True, max_retries=None)
