@@ -342,20 +342,31 @@ def run_job(job_id: str, reply: str = RESULT, reply_to: str | None = None) -> di
     a web process waiting on a task delivered again learns at once that the decision is stored), or
     Celery's result (the task's return value)."""
     jid = uuid.UUID(job_id)
-    # This task's view of the configuration (a kill switch flipped before it is honoured) and the
-    # job, in one round trip.
-    snapshot, raw = config.cache.current_with(job_key(job_id))
-    out = _run(jid, snapshot, raw)
+    try:
+        # This task's view of the configuration (a kill switch flipped before it is honoured) and
+        # the job, in one round trip.
+        snapshot, raw = config.cache.current_with(job_key(job_id))
+        out = _run(jid, snapshot, raw)
+    except Exception:
+        # Failed (the database away, a job that does not parse): the web process is told at once and
+        # answers with the fallback, as it does when Celery's result says FAILURE.
+        if reply == LIST:
+            _send_back(reply_to or job_id, {"job": job_id, "status": "failed"})
+        raise
     if reply == LIST:
-        key = reply_key(reply_to or job_id)
-        try:
-            pipe = config.redis_epoch.client().pipeline(transaction=False)
-            pipe.rpush(key, jsonutil.dumps(out))
-            pipe.expire(key, REPLY_KEEP_S)
-            pipe.execute()
-        except redis.RedisError as exc:  # the web process finds the decision in the database at its deadline
-            log.warning("hosted scoring: the answer to job %s could not be sent back (%s)", job_id, exc)
+        _send_back(reply_to or job_id, out)
     return out
+
+
+def _send_back(reply_to: str, answer: dict[str, Any]) -> None:
+    key = reply_key(reply_to)
+    try:
+        pipe = config.redis_epoch.client().pipeline(transaction=False)
+        pipe.rpush(key, jsonutil.dumps(answer))
+        pipe.expire(key, REPLY_KEEP_S)
+        pipe.execute()
+    except redis.RedisError as exc:  # the web process finds the decision in the database at its deadline
+        log.warning("hosted scoring: the answer to job %s could not be sent back (%s)", answer["job"], exc)
 
 
 def _run(jid: uuid.UUID, snapshot: config.Snapshot, raw: bytes | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -14,6 +15,7 @@ import psutil
 import pytest
 import redis
 from django.conf import settings
+from pydantic import ValidationError
 
 from oversight import actions, breaker_actions, config, hosted, scoring
 from oversight.models import AISystem, AuditEvent, Decision
@@ -371,3 +373,17 @@ def test_when_the_scoring_queue_cannot_be_reached_the_fallback_answers_at_once(t
     assert took < 2.0
     assert _stored(r).failure == "deadline"  # counted for the breakers like any miss
     assert _decide(tworld, "sup").json()["route"] == "auto"  # Redis back: scored again
+
+
+def test_a_task_that_fails_tells_the_waiting_web_process_at_once(tworld: World) -> None:
+    """A job that cannot be scored (here: a body that no longer validates) is answered ``failed`` on
+    its list, so the web process answers with the fallback instead of waiting out its deadline."""
+    job_id = str(uuid.uuid4())
+    r = redis.Redis.from_url(settings.REDIS_URL)
+    r.set(scoring.job_key(job_id), json.dumps({"system": tworld.supervised.id, "deadline": time.time() + 10,
+                                               "body": {"subject": 5}}), ex=60)
+    with pytest.raises(ValidationError):
+        scoring.run_job(job_id, scoring.LIST)  # the task's own function, in this process
+    got = r.blpop([scoring.reply_key(job_id)], timeout=1)
+    assert got is not None
+    assert json.loads(got[1]) == {"job": job_id, "status": "failed"}
