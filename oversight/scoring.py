@@ -56,6 +56,7 @@ JOB_KEEP_S = 600  # a job outlives its deadline by this long, so a task delivere
 REPLY_KEEP_S = 60  # an answer no web process took (it gave up at its deadline) expires
 LIST, RESULT = "list", "result"  # how the worker's answer travels back (settings.SCORING_REPLY)
 QUEUE_AWAY = "the scoring queue (Redis) could not be reached: the hosted models were not asked"
+TASK_FAILED = "the scoring task failed on the worker (see its log)"
 
 
 def wanted(system: SystemEntry, payload: DecisionIn) -> bool:
@@ -114,7 +115,9 @@ def _score_and_wait(system: SystemEntry, payload: DecisionIn, raw: Any, wait: in
     stored = Decision.objects.filter(id=job_id).first()
     if stored is not None:
         return decisions.Submitted(stored)
-    return _deadline_passed(system, payload, raw, job_id, f"the hosted models did not answer within {wait} ms")
+    why = TASK_FAILED if done is not None and done.get("status") == "failed" else (
+        f"the hosted models did not answer within {wait} ms")
+    return _deadline_passed(system, payload, raw, job_id, why)
 
 
 def job_key(job_id: str) -> str:
