@@ -11,9 +11,13 @@
     equivalent decision row (autocommit: one statement, one durable commit): the floor for any
     durable decision.
 
-  The three run in interleaved blocks whose order rotates per block (bare, floor, decision; then
-  floor, decision, bare; ...; then the reversed rotations), so each runs in each position and
-  after each other kind equally often: this is a shared 2-core VM whose speed drifts by tens of
+  A fourth kind, *plain*, is the decision again with its body read by a2wsgi's own bridge instead
+  of ``oversight.wsgibridge`` (the header ``X-Oversight-Bench-Body: plain``, honoured only by the
+  bench's server): the custom piece's on/off switch, so its gain is measured in the same blocks.
+
+  The four run in interleaved blocks whose order rotates per block (bare, floor, decision, plain;
+  then floor, decision, plain, bare; ...; then the reversed rotations), so each runs in each
+  position and after each other kind equally often: this is a shared 2-core VM whose speed drifts by tens of
   percent over a minute, and all sides of a ratio must see the same machine. Then a closed-loop
   run (16 clients) for the maximum decisions/s.
 * Batches: ``POST …/decisions/batch`` with 1000 items per request, next to a raw psycopg ``COPY``
@@ -33,7 +37,7 @@ p50(decision) ≤ 2.5 × p50(bare view), p99(decision) ≤ 25 ms at 200/s, batch
 rate. Reported next to them, without a target: p50(decision) ÷ p50(floor), how far the decision
 is from the cost of its one durable INSERT.
 
-    python -m bench.run [--rate 200] [--duration 15] [--blocks 6] [--workers 2] [--batches 20] [--quick]
+    python -m bench.run [--rate 200] [--duration 15] [--blocks 8] [--workers 2] [--batches 20] [--quick]
 """
 
 from __future__ import annotations
@@ -715,6 +719,7 @@ def merge_blocks(name: str, blocks: list[PhaseResult], params: dict[str, Any]) -
         res.cpu = {k: sum(c[k] for c in cpus) for k in cpus[0] if k != "machine_busy"}
         res.cpu["machine_busy"] = sum(c["machine_busy"] * c["wall_s"] for c in cpus) / wall if wall else 0.0
     res.extra["blocks"] = len(blocks)
+    res.extra["block_p50_ms"] = [b.latency.get("p50_ms") for b in blocks]
     return res
 
 
@@ -1114,7 +1119,10 @@ def connections_per_worker(server: Server) -> dict[str, int]:
 
 
 # The open-loop kinds, in the order of the first block (see block_orders).
-OPEN_KINDS = ("bare", "floor", "decision")
+OPEN_KINDS = ("bare", "floor", "decision", "plain")
+#: The decision again, its body read by a2wsgi's own bridge (``oversight.benchviews.body_switch``):
+#: what the body read on the event loop (``oversight.wsgibridge``) gains, measured in the same blocks.
+PLAIN_BODY_HEADERS = {"X-Oversight-Bench-Body": "plain"}
 
 
 def block_orders(kinds: tuple[str, ...], blocks: int) -> list[tuple[str, ...]]:
@@ -1155,12 +1163,14 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
     def probe() -> dict[str, int]:
         return connections_per_worker(server)
 
-    def body_req(target: str, tag: str) -> Callable[[int], bytes]:
+    def body_req(target: str, tag: str, extra: dict[str, str] | None = None) -> Callable[[int], bytes]:
         """Decision bodies with unique idempotency keys, to ``target``; the floor gets the very same
         kind of request as the endpoint (its Authorization header included, though it ignores it)."""
+        headers = {**auth, **(extra or {})}
+
         def make(i: int) -> bytes:
             body = json.dumps(decision_body(rng, f"{tag}-{i}-{uuid.uuid4().hex[:12]}"), separators=(",", ":"))
-            return http_request("POST", target, port, auth, body.encode())
+            return http_request("POST", target, port, headers, body.encode())
 
         return make
 
@@ -1170,7 +1180,8 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
     # Prime every worker (imports, URL resolver, schema caches, the floor's system lookup) before
     # anything is measured. An endpoint that errors is reported, not fatal: the baselines still run.
     balancer = Balancer(server if args.balance else None)
-    for kind, make_prime in (("decision", decision_req("prime")), ("floor", floor_req("prime-floor"))):
+    for kind, make_prime in (("decision", decision_req("prime")), ("floor", floor_req("prime-floor")),
+                             ("plain", decision_req("prime-plain", PLAIN_BODY_HEADERS))):
         primed = await open_loop(f"prime {kind}", port, [make_prime(i) for i in range(100)], 50, 0, 2, None,
                                  balancer)
         if primed.errors or not primed.sent:
@@ -1184,16 +1195,19 @@ async def run_load(args: argparse.Namespace, server: Server, setup: dict[str, An
         bare = http_request("GET", BARE_PATH, port, {})
         makers: dict[str, Callable[[int], bytes]] = {
             "bare": lambda i: bare, "floor": floor_req("floor"), "decision": decision_req("open"),
+            "plain": decision_req("plain", PLAIN_BODY_HEADERS),
         }
         labels = {
             "bare": f"bare GET {BARE_PATH}", "floor": f"floor POST {FLOOR_PATH}", "decision": "decision POST",
+            "plain": "decision POST, body read by a2wsgi",
         }
         # Interleaved blocks in rotating order: all three see the same machine, so a neighbour's
         # load on this shared host moves every figure, not their ratios.
         k = max(1, args.blocks)
         block_s = args.duration / k
         n_block = int(args.rate * (args.warmup / k + block_s)) + 1
-        log(f"phases 1-3/6: bare GET {BARE_PATH}, floor POST {FLOOR_PATH} (one INSERT) and POST decisions at "
+        log(f"phases 1-3/6: bare GET {BARE_PATH}, floor POST {FLOOR_PATH} (one INSERT), POST decisions, and POST "
+            "decisions with the body read by a2wsgi's own bridge, at "
             f"{args.rate:g}/s each, {k} interleaved blocks of {block_s:g}s each (+{args.warmup / k:g}s warm-up "
             "per block), order rotating per block")
         blocks: dict[str, list[PhaseResult]] = {kind: [] for kind in OPEN_KINDS}
@@ -1310,6 +1324,7 @@ def render(results: dict[str, Any]) -> str:
             "bare": f"bare view (GET {BARE_PATH})",
             "floor": f"floor: bare + 1 INSERT (POST {FLOOR_PATH})",
             "decision": "decision (POST .../decisions)",
+            "plain": "decision, body read by a2wsgi's own bridge",
         }
         width = len(f"single decisions at {cfg['rate']:g}/s, open loop, {cfg.get('blocks', '?')} interleaved blocks")
         for role in OPEN_KINDS:
@@ -1321,6 +1336,16 @@ def render(results: dict[str, Any]) -> str:
                          f"{f['errors']:>8}{_x(over_bare):>12}")
         lines.append(f"  decision p50 / floor p50: {_x(sm.get('decision_over_floor_p50'))}   "
                      f"(floor p50 / bare p50: {_x(sm.get('floor_over_bare_p50'))})")
+        bf = sm.get("body_first")
+        if bf and bf["blocks"]:
+            lines += [
+                "  custom piece: the request body read on the event loop (oversight.wsgibridge) against a2wsgi's "
+                "own read from the request's thread",
+                f"    gain per block (a2wsgi p50 - ours, ms): {' '.join(f'{g:+.2f}' for g in bf['gains_ms'])}",
+                f"    median gain {bf['median_gain_ms']:+.2f} ms, faster in {bf['faster_blocks']} of {bf['blocks']} "
+                "blocks; it stays only while it is faster in 3 blocks of 4 or more: "
+                + ("yes" if bf["keep"] else "NO: drop it"),
+            ]
         by_role = _open_by_role(results["phases"])
         for role in OPEN_KINDS:
             p = by_role.get(role)
@@ -1380,14 +1405,28 @@ def summary(phases: list[PhaseResult]) -> dict[str, Any]:
     for role in OPEN_KINDS:
         p = by.get(role)
         if p is not None:
-            out[role] = {"path": {"bare": BARE_PATH, "floor": FLOOR_PATH, "decision": DECISION_PATH}[role],
+            out[role] = {"path": {"bare": BARE_PATH, "floor": FLOOR_PATH, "decision": DECISION_PATH,
+                                  "plain": DECISION_PATH}[role],
                          "p50_ms": p.latency.get("p50_ms"), "p99_ms": p.latency.get("p99_ms"), "sent": p.sent,
                          "errors": p.errors, "rate": p.rate}
     p50 = {role: out[role]["p50_ms"] for role in out}
     out["decision_over_bare_p50"] = _ratio(p50.get("decision"), p50.get("bare"))
     out["decision_over_floor_p50"] = _ratio(p50.get("decision"), p50.get("floor"))
     out["floor_over_bare_p50"] = _ratio(p50.get("floor"), p50.get("bare"))
+    dec, plain = by.get("decision"), by.get("plain")
+    if dec is not None and plain is not None:
+        out["body_first"] = body_first_gain(dec.extra.get("block_p50_ms") or [], plain.extra.get("block_p50_ms") or [])
     return out
+
+
+def body_first_gain(ours: list[float], plain: list[float]) -> dict[str, Any]:
+    """What the body read on the event loop gains per block (a2wsgi's p50 minus ours, same block).
+    It stays only while it is faster in at least three blocks of four, by a median gain above zero."""
+    gains = [p - o for o, p in zip(ours, plain, strict=False) if _finite(o) and _finite(p)]
+    faster = sum(g > 0 for g in gains)
+    median = statistics.median(gains) if gains else None
+    return {"gains_ms": gains, "median_gain_ms": median, "faster_blocks": faster, "blocks": len(gains),
+            "keep": bool(gains) and median is not None and median > 0 and faster * 4 >= 3 * len(gains)}
 
 
 def targets(phases: list[PhaseResult], rate: float) -> list[dict[str, Any]]:
@@ -1443,7 +1482,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         prog="python -m bench.run", description=__doc__.split("\n\n")[0],
         epilog=(f"Open loop: the bare view (GET {BARE_PATH}), the floor (POST {FLOOR_PATH}: the bare view plus one "
-                f"committed INSERT of a decision row) and POST decisions, each at --rate, in --blocks interleaved "
+                f"committed INSERT of a decision row), POST decisions, and POST decisions with the body read by "
+                f"a2wsgi's own bridge (the custom piece's switch), each at --rate, in --blocks interleaved "
                 f"blocks of rotating order. Targets: p50 decision <= {TARGET_P50_RATIO:g}x p50 bare view, p99 "
                 f"decision <= {TARGET_P99_MS:g} ms (no errors, rate held), batch >= "
                 f"{TARGET_BATCH_SHARE * 100:.0f} % of the raw COPY rate; p50 decision / p50 floor is reported. "
@@ -1452,12 +1492,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rate", type=float, default=200.0,
                    help="open-loop requests/s, the same for the bare view, the floor and decisions (default 200)")
     p.add_argument("--duration", type=float, default=15.0,
-                   help="measured seconds per open-loop phase: each of bare, floor, decision (default 15)")
+                   help="measured seconds per open-loop phase: each of bare, floor, decision, plain (default 15)")
     p.add_argument("--warmup", type=float, default=3.0,
                    help="unmeasured seconds per open-loop phase, spread over its blocks (default 3)")
-    p.add_argument("--blocks", type=int, default=6,
-                   help="interleaved blocks the bare, floor and decision phases are split into, their order rotating "
-                        "per block (default 6: each order of the rotations and of their reverse once)")
+    p.add_argument("--blocks", type=int, default=8,
+                   help="interleaved blocks the bare, floor, decision and plain phases are split into, their order "
+                        "rotating per block (default 8: each order of the rotations and of their reverse once)")
     p.add_argument("--closed-duration", type=float, default=10.0, help="closed-loop measured seconds (default 10)")
     p.add_argument("--clients", type=int, default=16, help="closed-loop concurrent clients (default 16)")
     p.add_argument("--pool", type=int, default=32, help="open-loop keep-alive connections opened up front (default 32)")

@@ -7,13 +7,15 @@
   one statement, one commit). The floor for any durable decision: no authentication, no validation,
   no gate, no review item, no idempotency check; only the request, one row and one commit.
 
-Neither is part of the API.
+Neither is part of the API. ``body_switch`` lets the bench send a request through a2wsgi's own
+bridge instead of ``oversight.wsgibridge``'s, on the same server, to measure what the latter gains.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from django.db import connection
@@ -115,3 +117,22 @@ def score_in_process(request: HttpRequest, slug: str) -> HttpResponse:
     d = decisions.build(entry, payload, timezone.now(), raw=raw, decision_id=decision_id, scored=combined)
     bulk.insert_one(d, "ON CONFLICT DO NOTHING", hooks.rows_for(entry, [d]))
     return JsonResponse(decisions.public(d, entry.slug), status=201)
+
+
+PLAIN_BODY_HEADER = (b"x-oversight-bench-body", b"plain")
+
+
+def body_switch(body_first: Any, wsgi_app: Any) -> Callable[[Any, Any, Any], Awaitable[None]]:
+    """ASGI: a request carrying ``X-Oversight-Bench-Body: plain`` is served by a2wsgi's own
+    ``WSGIMiddleware`` (the body read from the request's thread), any other by ``body_first``."""
+    from a2wsgi import WSGIMiddleware
+    from django.conf import settings
+
+    plain = WSGIMiddleware(wsgi_app, workers=settings.WEB_THREADS)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and PLAIN_BODY_HEADER in scope["headers"]:
+            return await plain(scope, receive, send)
+        return await body_first(scope, receive, send)
+
+    return app

@@ -188,6 +188,44 @@ def test_a_revoked_key_is_refused_on_the_very_next_request(tworld, http):
     assert decide(http, tworld, "sup", decision_body(0.9))["status"] == "released"  # the system's other key
 
 
+def raw_post(base_url: str, path: str, secret: str, body: bytes, split_at: int | None = None) -> tuple[int, bytes]:
+    """One POST over a plain socket; with ``split_at``, the body goes in two writes, the second only
+    once the server has had time to start the request on the first part (so its first body message
+    is not the whole body)."""
+    import socket
+    import time
+    from urllib.parse import urlparse
+
+    url = urlparse(base_url)
+    head = (f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAuthorization: Bearer {secret}\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    parts = [body] if split_at is None else [body[:split_at], body[split_at:]]
+    with socket.create_connection((url.hostname, url.port), timeout=15) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head + parts[0])
+        for part in parts[1:]:
+            time.sleep(0.3)
+            sock.sendall(part)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+
+
+@pytest.mark.parametrize("split_at", [None, 12], ids=["in-one-write", "in-two-writes"])
+def test_a_decision_body_is_read_whole_however_it_arrives(tworld, live_server_url, split_at):
+    """The server reads the first part of a body before the request's thread starts
+    (oversight.wsgibridge); a body that arrives later in more parts is still read whole."""
+    body = decision_body(0.9, idempotency_key=f"parts-{split_at}")
+    body["features"] = {"tempo": 171.0, "notes": "x" * 5000}
+    status, answer = raw_post(live_server_url, DECISIONS.format("sup"), tworld.keys["sup"], json.dumps(body).encode(),
+                              split_at)
+    assert status == 201, answer
+    row = stored(json.loads(answer)["id"])
+    assert (row.idempotency_key, row.features) == (f"parts-{split_at}", body["features"])
+
+
 # --- through the live server: bad input gets API.md errors, never a 500 ------------------------
 
 
