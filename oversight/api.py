@@ -35,9 +35,11 @@ from oversight.jsonapi import (
     ApiError,
     api,
     error_body,
+    held_snapshot,
     json_response,
     numbered,
     principal,
+    refresh,
     require_person,
     snapshot,
     system_for,
@@ -100,16 +102,30 @@ def _wait_ms(request: HttpRequest) -> int | None:
 def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
     """The hot path: gate the decision, store it (and its review item) in one statement, answer.
     Without a ``prediction``, the system's hosted models score it first (``?wait_ms=`` bounds the wait)."""
-    entry = system_for(request, system, client_only=True)
-    wait_ms = _wait_ms(request)
-    raw = getattr(request, "_json_body", None)
-    if scoring.wanted(entry, payload):
-        result = scoring.submit(entry, payload, raw, wait_ms)
-    else:
-        result = decisions.submit_one(entry, payload, raw)
+    result = _decide(request, system, payload, getattr(request, "_json_body", None))
     if result.error is not None:
         raise ApiError(409, "idempotency_conflict", str(result.error), "idempotency_key")
-    return json_response(result.public(entry.slug), 200 if result.replayed else 201)
+    return json_response(result.public(system), 200 if result.replayed else 201)
+
+
+def _decide(request: HttpRequest, slug: str, payload: DecisionIn, raw: Any) -> decisions.Submitted:
+    """Gated under the configuration this process holds, with no round trip to check it: the INSERT
+    checks the epoch itself, and when a change was committed since (a switch, a key, a policy), the
+    decision is gated again under the configuration in PostgreSQL. Hosted scoring reads the
+    configuration as of now, as its worker does. Three changes committed while one decision is
+    made (each within a millisecond or so) get a 503: nothing stored, send it again."""
+    entry = system_for(request, slug, client_only=True, held=True)
+    wait_ms = _wait_ms(request)
+    for _ in range(3):
+        if scoring.wanted(entry, payload):
+            return scoring.submit(system_for(request, slug, client_only=True), payload, raw, wait_ms)
+        result = decisions.submit_one(entry, payload, raw, as_of=held_snapshot(request).epoch)
+        if not result.stale:
+            return result
+        refresh(request)
+        entry = system_for(request, slug, client_only=True)
+    raise ApiError(503, "unavailable", "the configuration changed three times while this decision was being made; "
+                   "nothing was stored: send it again")
 
 
 _DECISION_LIST = TypeAdapter(list[DecisionIn])

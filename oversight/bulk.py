@@ -76,14 +76,21 @@ def row(obj: models.Model, db: BaseDatabaseWrapper | None = None) -> list[Any]:
 
 
 @cache
-def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type[models.Model], ...] = ()) -> str:
+def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type[models.Model], ...] = (),
+                where: str = "") -> str:
     """``INSERT … RETURNING pk``; with dependents, one statement that inserts their rows too,
-    only when the first row went in (data-modifying CTEs: one statement, so one transaction)."""
+    only when the first row went in (data-modifying CTEs: one statement, so one transaction).
+    With ``where``, the row goes in only when that condition holds (``INSERT … SELECT … WHERE``)."""
     qn = connection.ops.quote_name
     cols = ", ".join(qn(f.column) for f in fields(model))
-    marks = ", ".join(["%s"] * len(fields(model)))
     pk = qn(model._meta.pk.column)
-    sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) VALUES ({marks}) {conflict} RETURNING {pk}"  # noqa: S608
+    if where:
+        # Typed placeholders: in a SELECT list PostgreSQL cannot infer them from the target columns.
+        typed = ", ".join(f"%s::{f.db_type(connection)}" for f in fields(model))
+        values = f"SELECT {typed} WHERE {where}"
+    else:
+        values = "VALUES (" + ", ".join(["%s"] * len(fields(model))) + ")"
+    sql = f"INSERT INTO {qn(model._meta.db_table)} ({cols}) {values} {conflict} RETURNING {pk}"  # noqa: S608
     if not dependents:
         return sql
     parts = [f"WITH inserted AS ({sql})"]
@@ -97,16 +104,19 @@ def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type
     return "".join(parts)
 
 
-def insert_one(obj: models.Model, conflict: str = "", dependents: Sequence[models.Model] = ()) -> bool:
+def insert_one(obj: models.Model, conflict: str = "", dependents: Sequence[models.Model] = (), where: str = "",
+               where_params: Sequence[Any] = ()) -> bool:
     """INSERT one row, and its dependent rows, in one statement (one round trip, one transaction).
 
-    With an ``ON CONFLICT … DO NOTHING`` clause: False when the row was skipped, and then its
-    dependents are not inserted either.
+    With an ``ON CONFLICT … DO NOTHING`` clause, or a ``where`` condition (SQL, its placeholders'
+    values in ``where_params``): False when the row was skipped, and then its dependents are not
+    inserted either.
     """
     params = row(obj)
+    params.extend(where_params)
     for dep in dependents:
         params.extend(row(dep))
-    sql = _insert_sql(type(obj), conflict, tuple(type(d) for d in dependents))
+    sql = _insert_sql(type(obj), conflict, tuple(type(d) for d in dependents), where)
     connection.ensure_connection()
     # psycopg's server-side binding (Django's cursors bind on the client): the values travel apart
     # from the statement, which psycopg prepares once it has run a few times on a connection.

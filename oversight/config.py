@@ -187,6 +187,12 @@ class RedisEpoch:
 redis_epoch = RedisEpoch()
 
 
+#: SQL true while the configuration in force is no newer than the epoch given as its one parameter:
+#: a write made under a snapshot checks it in its own statement (``decisions.submit_one``), so a
+#: change committed before the write began, even one this process has not heard of, is never missed.
+EPOCH_AT_MOST = "(SELECT epoch FROM oversight_configepoch WHERE id = 1) <= %s"
+
+
 def db_epoch() -> int:
     with connection.cursor() as cur:
         cur.execute("SELECT epoch FROM oversight_configepoch WHERE id = 1")
@@ -300,6 +306,17 @@ class _Cache:
         the Redis copy is repaired.
         """
         return self._as_of(redis_epoch.get())
+
+    def held(self) -> Snapshot:
+        """The snapshot this process holds, without asking whether it is still current (loaded if
+        there is none yet). Only for a write that checks the epoch itself (``EPOCH_AT_MOST``), and
+        for refusals made again on ``current()`` before they are given."""
+        snap = self._snapshot
+        return snap if snap is not None else self.current()
+
+    def from_database(self) -> Snapshot:
+        """The snapshot as of PostgreSQL's epoch now (after a write found the one held outdated)."""
+        return self._as_of(db_epoch())
 
     def current_with(self, key: str) -> tuple[Snapshot, bytes | None]:
         """``current()`` and the value of another Redis key, read in the same round trip as the epoch

@@ -19,7 +19,7 @@ from django.db import IntegrityError, OperationalError, transaction
 from django.utils import timezone
 from uuid_utils.compat import uuid7
 
-from oversight import bandit_arms, bulk, fallbacks, gate, hooks, jsonutil, mitigation, picks, ratelimit
+from oversight import bandit_arms, bulk, config, fallbacks, gate, hooks, jsonutil, mitigation, picks, ratelimit
 from oversight.config import SystemEntry
 from oversight.ensemble import Combined
 from oversight.models import Decision, Outcome
@@ -43,6 +43,7 @@ class Submitted:
     replayed: bool = False
     error: IdempotencyConflict | None = None
     body: dict[str, Any] | None = None  # the decision as the API shows it, when only that came back (scoring)
+    stale: bool = False  # not stored: the configuration changed after the snapshot it was gated under
 
     def public(self, slug: str) -> dict[str, Any]:
         if self.body is not None:
@@ -155,12 +156,22 @@ DEADLOCK = "40P01"
 _ON_KEY_CONFLICT = "ON CONFLICT (system_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING"
 
 
-def submit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None) -> Submitted:
+def submit_one(system: SystemEntry, payload: DecisionIn, raw: Any = None, as_of: int | None = None) -> Submitted:
     """One decision: one ``INSERT … ON CONFLICT`` statement that also writes its review item, if it
-    has one (one round trip, one transaction)."""
+    has one (one round trip, one transaction).
+
+    ``as_of``: the epoch of the snapshot ``system`` comes from, when nothing has checked that it is
+    still current. The statement then stores the decision only if no change has been committed
+    since (``config.EPOCH_AT_MOST``); if one has, nothing is stored and the answer is ``stale``: the
+    caller gates it again under the new configuration. A kill switch confirmed before the INSERT
+    began is never missed, whatever this process has heard.
+    """
     d = build(system, payload, timezone.now(), raw=raw, over_rate=ratelimit.over(system)[0])
-    if bulk.insert_one(d, _ON_KEY_CONFLICT, hooks.rows_for(system, [d])):
+    where, params = (config.EPOCH_AT_MOST, [as_of]) if as_of is not None else ("", [])
+    if bulk.insert_one(d, _ON_KEY_CONFLICT, hooks.rows_for(system, [d]), where, params):
         return Submitted(d)
+    if as_of is not None and config.db_epoch() > as_of:  # epochs only grow: changed before or during the INSERT
+        return Submitted(None, stale=True)
     return _replay(system, d)
 
 

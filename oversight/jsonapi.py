@@ -412,7 +412,13 @@ class Auth(AuthBase):
                 # The whole request is in before the gate's configuration is read: a kill switch
                 # confirmed before the client's last byte arrived stops this decision too.
                 request.body  # noqa: B018
-                return access.client(snapshot(request), secret.strip())
+                request._oversight_key = secret = secret.strip()  # type: ignore[attr-defined]
+                try:
+                    return access.client(held_snapshot(request), secret)
+                except ActionError:
+                    if getattr(request, "_oversight_checked", False):
+                        raise
+                    return access.client(snapshot(request), secret)  # a key newer than the held configuration
             if kind.lower() == "token":
                 return access.person_by_token(secret.strip())
             raise ApiError(401, "unauthenticated", "the Authorization header must be 'Bearer <key>' or 'Token <token>'")
@@ -475,10 +481,36 @@ def principal(request: HttpRequest) -> access.Principal:
 
 
 def snapshot(request: HttpRequest) -> config.Snapshot:
-    """The gate's configuration for this request: read once (one Redis GET), then kept on it."""
+    """The gate's configuration for this request, as of now: checked once (one Redis GET), then kept
+    on it. A client's key, taken on the configuration this process held, is checked again on it."""
+    snap: config.Snapshot | None = getattr(request, "_oversight_snapshot", None)
+    if snap is not None and getattr(request, "_oversight_checked", False):
+        return snap
+    return _adopt(request, config.cache.current())
+
+
+def held_snapshot(request: HttpRequest) -> config.Snapshot:
+    """The configuration this process holds, not checked against the epoch (no round trip): for a
+    decision, whose INSERT checks the epoch itself (``decisions.submit_one``'s ``as_of``), and for
+    authentication, which asks ``snapshot`` again before it refuses."""
     snap: config.Snapshot | None = getattr(request, "_oversight_snapshot", None)
     if snap is None:
-        snap = request._oversight_snapshot = config.cache.current()  # type: ignore[attr-defined]
+        snap = request._oversight_snapshot = config.cache.held()  # type: ignore[attr-defined]
+    return snap
+
+
+def refresh(request: HttpRequest) -> config.Snapshot:
+    """After a decision found the held configuration outdated: the one in PostgreSQL now, the
+    client's key checked against it again (401 if it was revoked meanwhile)."""
+    return _adopt(request, config.cache.from_database())
+
+
+def _adopt(request: HttpRequest, snap: config.Snapshot) -> config.Snapshot:
+    before: config.Snapshot | None = getattr(request, "_oversight_snapshot", None)
+    request._oversight_snapshot, request._oversight_checked = snap, True  # type: ignore[attr-defined]
+    key: str | None = getattr(request, "_oversight_key", None)
+    if before is not None and before.epoch != snap.epoch and key is not None:
+        request.auth = access.client(snap, key)  # type: ignore[attr-defined]
     return snap
 
 
@@ -508,5 +540,15 @@ def numbered(value: str, prefix: str, what: str) -> str:
     return value
 
 
-def system_for(request: HttpRequest, slug: str, *, client_only: bool = False) -> config.SystemEntry:
-    return access.system_for(principal(request), snapshot(request), slug, client_only=client_only)
+def system_for(request: HttpRequest, slug: str, *, client_only: bool = False, held: bool = False) -> config.SystemEntry:
+    """The system ``slug`` names, if the caller may use it (404/403 otherwise). ``held``: on the
+    configuration this process holds (``held_snapshot``), for a decision; a refusal is then given
+    only once the configuration as of now agrees (the system may be newer than the snapshot)."""
+    if held:
+        try:
+            return access.system_for(principal(request), held_snapshot(request), slug, client_only=client_only)
+        except ActionError:
+            if getattr(request, "_oversight_checked", False):
+                raise
+    snap = snapshot(request)  # first: it may take the client's key again
+    return access.system_for(principal(request), snap, slug, client_only=client_only)

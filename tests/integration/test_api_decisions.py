@@ -12,8 +12,9 @@ import pytest
 import redis
 from django.conf import settings
 
-from oversight import actions, config, hooks
+from oversight import actions, config, decisions, hooks
 from oversight.models import AuditEvent, Decision, KillSwitch, Outcome
+from oversight.schemas import DecisionIn
 from reviewqueue import actions as review_actions
 from reviewqueue.actions import review_items_for
 from reviewqueue.models import ReviewItem
@@ -475,17 +476,41 @@ def test_model_kill_switch_stops_a_single_model_prediction(world, django_capture
 
 
 def test_kill_switch_is_effective_when_redis_lost_the_epoch(world):
-    """No Redis copy of the epoch (flushed or restarted): the PostgreSQL row is read instead."""
+    """No Redis copy of the epoch (flushed or restarted): the decision's INSERT checks PostgreSQL's
+    epoch itself, and the next reader of the configuration as of now repairs the Redis copy."""
     assert decide(world, "auto", decision_body(0.9))["route"] == "auto"
     # The change commits with the test's transaction, so its on-commit Redis update never runs here;
     # only PostgreSQL knows, exactly as when Redis missed the update.
     actions.set_killswitch(world.admin, "system", True, "drift", "auto")
     redis.Redis.from_url(settings.REDIS_URL).delete(settings.REDIS_PREFIX + config.EPOCH_KEY_SUFFIX)
     assert decide(world, "auto", decision_body(0.9))["route"] == "killed"
-    # ...and Redis got its copy back from PostgreSQL
+    # ...and Redis gets its copy back from PostgreSQL when the configuration is next read as of now
+    assert admin_session(world).get("/api/v1/systems").status_code == 200
     stored = redis.Redis.from_url(settings.REDIS_URL).get(settings.REDIS_PREFIX + config.EPOCH_KEY_SUFFIX)
     assert stored is not None
     assert int(stored) == config.db_epoch()
+
+
+def test_a_decision_gated_under_an_outdated_snapshot_is_not_stored(world):
+    """``submit_one(as_of=…)``: the INSERT itself checks that no change was committed after the
+    snapshot the decision was gated under; if one was, nothing is stored and the answer says so."""
+    held = config.cache.current()
+    actions.set_killswitch(world.admin, "system", True, "drift", "auto")  # a newer epoch in PostgreSQL
+    payload = DecisionIn.model_validate(decision_body(0.9, idempotency_key="gated-twice"))
+    outdated = decisions.submit_one(held.systems_by_slug["auto"], payload, as_of=held.epoch)
+    assert (outdated.stale, outdated.decision, outdated.error) == (True, None, None)
+    assert not Decision.objects.exists()
+
+    now = config.cache.from_database()
+    assert now.epoch > held.epoch
+    stored = decisions.submit_one(now.systems_by_slug["auto"], payload, as_of=now.epoch)
+    assert not stored.stale
+    assert stored.decision is not None
+    assert (stored.decision.route, stored.decision.output) == ("killed", {"label": "hold"})
+    assert Decision.objects.get().idempotency_key == "gated-twice"
+    # The same body again under the same snapshot: a replay, not an outdated one.
+    again = decisions.submit_one(now.systems_by_slug["auto"], payload, as_of=now.epoch)
+    assert (again.stale, again.replayed) == (False, True)
 
 
 def test_kill_switch_committed_for_real_reaches_the_next_decision(tworld):

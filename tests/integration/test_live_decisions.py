@@ -177,6 +177,16 @@ def test_a_key_created_after_the_server_loaded_its_snapshot_works_at_once(tworld
     assert stored(r.json()["id"]).system_id == tworld.supervised.id
 
 
+def test_a_system_created_after_the_server_loaded_its_snapshot_takes_decisions_at_once(tworld, http):
+    decide(http, tworld, "sup", decision_body(0.9))  # the server now holds a snapshot without the new system
+    system = actions.create_system(tworld.admin, {"slug": "fresh", "name": "Fresh", "level": 2,
+                                                  "fallback": {"items": ["calm"]}}, "new recommender")
+    _, secret = actions.create_api_key(tworld.admin, system, "first key")
+    r = post_decision(http, "fresh", decision_body(0.9), secret)
+    assert r.status_code == 201, r.text
+    assert (r.json()["system"], stored(r.json()["id"]).system_id) == ("fresh", system.id)
+
+
 def test_a_revoked_key_is_refused_on_the_very_next_request(tworld, http):
     key, secret = actions.create_api_key(tworld.admin, tworld.supervised, "leaked")
     # The server's snapshot now knows the key: only the epoch check on the next request can refuse it.
