@@ -31,6 +31,7 @@ from oversight import (
 from oversight.jsonapi import (
     ANYONE,
     CLIENT,
+    DECIDING,
     PEOPLE,
     ApiError,
     api,
@@ -98,7 +99,7 @@ def _wait_ms(request: HttpRequest) -> int | None:
 
 
 @client.post("/systems/{system}/decisions", response={200: DecisionOut, 201: DecisionOut, 409: ErrorOut},
-             openapi_extra={"parameters": [WAIT_MS]})
+             auth=DECIDING, openapi_extra={"parameters": [WAIT_MS]})
 def submit_decision(request: HttpRequest, system: str, payload: DecisionIn) -> HttpResponse:
     """The hot path: gate the decision, store it (and its review item) in one statement, answer.
     Without a ``prediction``, the system's hosted models score it first (``?wait_ms=`` bounds the wait)."""

@@ -197,6 +197,18 @@ def test_a_revoked_key_is_refused_on_the_very_next_request(tworld, http):
     assert Decision.objects.count() == 1
     assert decide(http, tworld, "sup", decision_body(0.9))["status"] == "released"  # the system's other key
 
+def test_a_revoked_key_reads_nothing_on_the_very_next_request(tworld, http):
+    """Not only decisions: every endpoint a key may call refuses it once it is revoked."""
+    key, secret = actions.create_api_key(tworld.admin, tworld.supervised, "leaked")
+    decision_id = decide(http, tworld, "sup", decision_body(0.9))["id"]
+    assert http.get(f"/api/v1/decisions/{decision_id}", headers=bearer(secret)).status_code == 200
+
+    actions.revoke_api_key(tworld.admin, key)
+    assert_error(http.get(f"/api/v1/decisions/{decision_id}", headers=bearer(secret)), 401, "unauthenticated")
+    outcome = http.post(f"/api/v1/decisions/{decision_id}/outcome", json={"reward": 1.0}, headers=bearer(secret))
+    assert_error(outcome, 401, "unauthenticated")
+
+
 
 def raw_post(base_url: str, path: str, secret: str, body: bytes, split_at: int | None = None) -> tuple[int, bytes]:
     """One POST over a plain socket; with ``split_at``, the body goes in two writes, the second only
