@@ -50,6 +50,9 @@ Summaries are ``dashboards.drift`` references (``to_dict()``); the row and audit
 
 Over ~400 lines on purpose: the CSV and JSON-lines readers share one set of rules and error
 messages (what counts as missing, when a column is numeric, which line is named), kept in one place.
+
+Over ~400 lines on purpose: the upload's checks are most of it, each naming the line a person
+must fix; they and the storage they guard belong together.
 """
 
 from __future__ import annotations

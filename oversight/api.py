@@ -2,6 +2,9 @@
 systems and policies, readiness assessments, kill switches, circuit breakers. Each one authenticates,
 asks ``oversight.access``, calls one domain action and answers; the machinery (parser, renderer,
 errors, auth) is ``oversight.jsonapi``.
+
+Over ~400 lines on purpose: about thirty endpoints of a few lines each, in API.md's order, so the
+core's whole API reads top to bottom; the apps' endpoints live in their own ``api.py``.
 """
 
 from __future__ import annotations

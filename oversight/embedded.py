@@ -12,6 +12,9 @@ setup_db_roles`` does the same on any PostgreSQL server (CI's, an existing one);
 migrate`` grants the app its privileges again after every run.
 
 This module imports nothing from Django so that ``settings.py`` can call it.
+
+Over ~400 lines on purpose: the two servers' start, reuse and stop, and the database roles they
+are created with, are one set-up that nothing else in the project touches.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Endpoints live in ``oversight/api.py`` (decisions, systems, kill switches) and the apps' own
 ``api.py`` modules; each authenticates with ``auth``, asks ``oversight.access`` what the caller
 may do, and calls one domain action. Every error is API.md's JSON: ``{"error": {code, message, field}}``.
+
+Over ~400 lines on purpose: the parser, renderer, error handlers, authentication and the OpenAPI
+document's error answers all configure the one NinjaAPI object and refer to each other.
 """
 
 from __future__ import annotations

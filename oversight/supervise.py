@@ -22,6 +22,9 @@ and kept in ``<dir>/<name>.log``; supervisord's own lines (``exited: … not exp
 status`` (or ``restart monitoring``) talks to a running runner.
 
 This module imports nothing from Django (the runner may start before settings load).
+
+Over ~400 lines on purpose: writing the configuration, running supervisord and reporting a
+process that crashed are one lifecycle, the demo's only one.
 """
 
 from __future__ import annotations

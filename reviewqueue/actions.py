@@ -8,6 +8,9 @@ it closes (``release``). A lapsed lease frees the item at once (``claim_statemen
 (``expire_due``) puts lapsed claims back to ``open`` so lists show them free. Every claim, give-back
 and lease expiry is audited (``lease.claim``, ``lease.give_back``, ``lease.expire``), as every
 resolution is (``review.<action>``). Each write takes an optional ``now``: tests inject the clock.
+
+Over ~400 lines on purpose: every write to a review item (claim, lease, resolution, give-back,
+expiry) is here, so the item's locking rules are read and changed in one place.
 """
 
 from __future__ import annotations
