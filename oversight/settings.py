@@ -182,10 +182,15 @@ REDIS_URL = os.environ["REDIS_URL"]
 # A prefix keeps several deployments (or the test run) apart on one Redis.
 REDIS_PREFIX = env_str("OVERSIGHT_REDIS_PREFIX", "oversight")
 
+# Each consumer waits for its next message with a blocking pop of 5 s (channels-redis's
+# brpop_timeout). redis-py 8 reads with a 5 s socket_timeout by default, which ended that pop with
+# an error and closed every idle page's WebSocket every 5 s; the layer's reads get three times that.
+CHANNEL_LAYER_READ_TIMEOUT_S = 15.0
 CHANNEL_LAYERS = {
     "default": {
         "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{REDIS_PREFIX}:asgi", "capacity": 1000, "expiry": 30},
+        "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": CHANNEL_LAYER_READ_TIMEOUT_S}],
+                   "prefix": f"{REDIS_PREFIX}:asgi", "capacity": 1000, "expiry": 30},
     }
 }
 

@@ -92,8 +92,9 @@ def redis_hung(settings: Any) -> Iterator[BlackHole]:
     saved = config.redis_epoch._client
     config.redis_epoch._client = redis.Redis.from_url(url, **config.FAIL_FAST)
     config.redis_epoch.down_until = 0.0
-    settings.CHANNEL_LAYERS = {"default": {**settings.CHANNEL_LAYERS["default"],
-                                           "CONFIG": {**settings.CHANNEL_LAYERS["default"]["CONFIG"], "hosts": [url]}}}
+    layer = settings.CHANNEL_LAYERS["default"]
+    hung = {**layer["CONFIG"]["hosts"][0], "address": url}  # production's options, the hung server's address
+    settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {**layer["CONFIG"], "hosts": [hung]}}}
     channel_layers.backends.clear()  # the layer is made again, against the hung server
     events._quiet_until = 0.0
     yield hole

@@ -203,6 +203,29 @@ def test_kill_switch_flip_is_pushed_to_overview_and_system_pages(tworld: World) 
     assert released_sys == released
 
 
+def test_an_idle_page_keeps_its_socket_and_still_gets_the_next_push(tworld: World) -> None:
+    """A page left open with nothing happening for longer than the channel layer's blocking read
+    (5 s) keeps its WebSocket and receives the next push on it. redis-py 8 reads with a 5 s
+    ``socket_timeout`` by default, which ended channels-redis's 5 s blocking pop with an error and
+    closed every idle page's socket (1011) every 5 s; the layer's connections now read for longer."""
+    headers = headers_for(tworld.operator)
+
+    async def run() -> dict[str, Any]:
+        comm = WebsocketCommunicator(application, "/ws/overview/", headers=headers)
+        accepted, _ = await comm.connect(timeout=TIMEOUT)
+        assert accepted
+        assert (await comm.receive_json_from(timeout=TIMEOUT))["type"] == "hello"
+        await asyncio.sleep(7)  # idle past one whole blocking pop and its old 5 s read timeout
+        flip = database_sync_to_async(actions.set_killswitch)
+        await flip(tworld.admin, "system", True, "after a quiet spell", "crit")
+        pushed = await _next_of_type(comm, "killswitch")
+        await comm.disconnect()
+        return pushed
+
+    pushed = async_to_sync(run)()
+    assert (pushed["system"], pushed["engaged"], pushed["reason"]) == ("crit", True, "after a quiet spell")
+
+
 def test_a_refused_flip_pushes_nothing(tworld: World) -> None:
     """Events go out on commit only: an action that fails leaves the live pages untouched."""
     headers = headers_for(tworld.operator)
@@ -303,7 +326,8 @@ def test_handshakes_survive_a_redis_restart(tworld: World, settings: Any) -> Non
     proxy = RestartableProxy((real.hostname or "127.0.0.1", real.port or 6379))
     layer = settings.CHANNEL_LAYERS["default"]
     settings.CHANNEL_LAYERS = {"default": {**layer, "CONFIG": {
-        **layer["CONFIG"], "hosts": [f"redis://127.0.0.1:{proxy.port}{real.path or '/0'}"]}}}
+        **layer["CONFIG"], "hosts": [{**layer["CONFIG"]["hosts"][0],
+                                      "address": f"redis://127.0.0.1:{proxy.port}{real.path or '/0'}"}]}}}
     channel_layers.backends.clear()
     headers = headers_for(tworld.operator)
 
