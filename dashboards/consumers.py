@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from channels.db import database_sync_to_async
 from channels.generic.websocket import AsyncJsonWebsocketConsumer
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 
 from oversight import access, events, stopstate
 from oversight.models import AISystem
@@ -15,6 +16,7 @@ from oversight.models import AISystem
 FORBIDDEN = 4403
 NOT_FOUND = 4404
 TRY_AGAIN = 1013  # the channel layer (Redis) is unreachable: the page reconnects later
+JOIN_TIMEOUT_S = 2.0  # a Redis that accepts and never answers: the handshake gives up, the page retries
 log = logging.getLogger(__name__)
 
 
@@ -51,8 +53,8 @@ class _RoleConsumer(AsyncJsonWebsocketConsumer):
         restarted: the pool's connections are closed). False when Redis is away: the page retries."""
         for attempt in (1, 2):
             try:
-                await self.channel_layer.group_add(name, self.channel_name)
-            except (RedisConnectionError, ConnectionError, OSError):
+                await asyncio.wait_for(self.channel_layer.group_add(name, self.channel_name), JOIN_TIMEOUT_S)
+            except (RedisError, OSError, TimeoutError):  # refused, reset, or silent past the bound
                 if attempt == 2:
                     log.warning("could not join %s: the channel layer is unreachable", name, exc_info=True)
                     return False
@@ -67,8 +69,8 @@ class _RoleConsumer(AsyncJsonWebsocketConsumer):
     async def disconnect(self, code: int) -> None:
         for name in getattr(self, "groups_joined", []):
             try:
-                await self.channel_layer.group_discard(name, self.channel_name)
-            except (RedisConnectionError, ConnectionError, OSError):  # the group entry expires by itself
+                await asyncio.wait_for(self.channel_layer.group_discard(name, self.channel_name), JOIN_TIMEOUT_S)
+            except (RedisError, OSError, TimeoutError):  # the group entry expires by itself
                 log.info("could not leave %s: the channel layer is unreachable", name)
 
     async def receive_json(self, content: Any, **kwargs: Any) -> None:

@@ -75,6 +75,15 @@ def row(obj: models.Model, db: BaseDatabaseWrapper | None = None) -> list[Any]:
     return values
 
 
+def _typed(f: models.Field[Any, Any]) -> str:
+    """A placeholder with its type, for a SELECT list (PostgreSQL cannot infer it from the target
+    column there). Text goes as plain ``varchar``: an explicit ``varchar(200)`` cast would cut a
+    longer value silently, where the assignment to the column refuses it, as ``VALUES`` does."""
+    if isinstance(f, models.CharField | models.TextField):
+        return "%s::varchar"
+    return f"%s::{f.db_type(connection)}"
+
+
 @cache
 def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type[models.Model], ...] = (),
                 where: str = "") -> str:
@@ -85,8 +94,7 @@ def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type
     cols = ", ".join(qn(f.column) for f in fields(model))
     pk = qn(model._meta.pk.column)
     if where:
-        # Typed placeholders: in a SELECT list PostgreSQL cannot infer them from the target columns.
-        typed = ", ".join(f"%s::{f.db_type(connection)}" for f in fields(model))
+        typed = ", ".join(_typed(f) for f in fields(model))
         values = f"SELECT {typed} WHERE {where}"
     else:
         values = "VALUES (" + ", ".join(["%s"] * len(fields(model))) + ")"
@@ -96,8 +104,7 @@ def _insert_sql(model: type[models.Model], conflict: str, dependents: tuple[type
     parts = [f"WITH inserted AS ({sql})"]
     for i, dep in enumerate(dependents):
         dep_cols = ", ".join(qn(f.column) for f in fields(dep))
-        # Typed placeholders: in a SELECT list PostgreSQL cannot infer them from the target columns.
-        dep_marks = ", ".join(f"%s::{f.db_type(connection)}" for f in fields(dep))
+        dep_marks = ", ".join(_typed(f) for f in fields(dep))
         parts.append(f", dependent{i} AS (INSERT INTO {qn(dep._meta.db_table)} ({dep_cols}) "  # noqa: S608
                      f"SELECT {dep_marks} FROM inserted)")
     parts.append(f" SELECT {pk} FROM inserted")  # noqa: S608

@@ -190,7 +190,7 @@ redis_epoch = RedisEpoch()
 #: SQL true while the configuration in force is no newer than the epoch given as its one parameter:
 #: a write made under a snapshot checks it in its own statement (``decisions.submit_one``), so a
 #: change committed before the write began, even one this process has not heard of, is never missed.
-EPOCH_AT_MOST = "(SELECT epoch FROM oversight_configepoch WHERE id = 1) <= %s"
+EPOCH_AT_MOST = "COALESCE((SELECT epoch FROM oversight_configepoch WHERE id = 1), 0) <= %s"  # no row: 0, as db_epoch
 
 
 def db_epoch() -> int:

@@ -410,7 +410,7 @@ class Auth(AuthBase):
     def __call__(self, request: HttpRequest, held: bool = False) -> access.Principal | None:
         """``held``: a key is looked up in the configuration this process holds, with no round trip
         (only for the decision endpoint, whose INSERT checks the epoch; ``DECIDING``); a key it does
-        not know is looked up again on the configuration as of now before the 401."""
+        not know is looked up again on the configuration in PostgreSQL before the 401."""
         header = request.headers.get("Authorization", "")
         if header:
             kind, _, secret = header.partition(" ")
@@ -425,6 +425,7 @@ class Auth(AuthBase):
                     except ActionError:
                         if getattr(request, "_oversight_checked", False):
                             raise
+                        return access.client(refresh(request), secret)  # a key newer than the held snapshot
                 return access.client(snapshot(request), secret)
             if kind.lower() == "token":
                 return access.person_by_token(secret.strip())
@@ -512,7 +513,8 @@ def held_snapshot(request: HttpRequest) -> config.Snapshot:
 
 
 def refresh(request: HttpRequest) -> config.Snapshot:
-    """After a decision found the held configuration outdated: the one in PostgreSQL now, the
+    """After a decision found the held configuration outdated, or before a refusal made on it: the
+    one in PostgreSQL now (not Redis's copy, which may lag a failed raise by up to a second), the
     client's key checked against it again (401 if it was revoked meanwhile)."""
     return _adopt(request, config.cache.from_database())
 
@@ -555,12 +557,14 @@ def numbered(value: str, prefix: str, what: str) -> str:
 def system_for(request: HttpRequest, slug: str, *, client_only: bool = False, held: bool = False) -> config.SystemEntry:
     """The system ``slug`` names, if the caller may use it (404/403 otherwise). ``held``: on the
     configuration this process holds (``held_snapshot``), for a decision; a refusal is then given
-    only once the configuration as of now agrees (the system may be newer than the snapshot)."""
+    only once the configuration in PostgreSQL agrees (the system may be newer than the snapshot)."""
     if held:
         try:
             return access.system_for(principal(request), held_snapshot(request), slug, client_only=client_only)
         except ActionError:
             if getattr(request, "_oversight_checked", False):
                 raise
+            snap = refresh(request)  # first: it may take the client's key again
+            return access.system_for(principal(request), snap, slug, client_only=client_only)
     snap = snapshot(request)  # first: it may take the client's key again
     return access.system_for(principal(request), snap, slug, client_only=client_only)

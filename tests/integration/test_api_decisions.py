@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import redis
 from django.conf import settings
+from django.utils import timezone
 
-from oversight import actions, config, decisions, hooks
+from oversight import actions, bulk, config, decisions, hooks
 from oversight.models import AuditEvent, Decision, KillSwitch, Outcome
 from oversight.schemas import DecisionIn
 from reviewqueue import actions as review_actions
@@ -511,6 +512,33 @@ def test_a_decision_gated_under_an_outdated_snapshot_is_not_stored(world):
     # The same body again under the same snapshot: a replay, not an outdated one.
     again = decisions.submit_one(now.systems_by_slug["auto"], payload, as_of=now.epoch)
     assert (again.stale, again.replayed) == (False, True)
+
+
+def test_a_checked_insert_refuses_a_too_long_value_instead_of_cutting_it(world):
+    """The epoch-checked INSERT (``INSERT … SELECT``) types its values; text is typed without a length,
+    so a value longer than its column is refused as a plain INSERT would refuse it, never cut."""
+    from django.db import DataError, transaction
+
+    held = config.cache.current()
+    entry = held.systems_by_slug["auto"]
+    d = decisions.build(entry, DecisionIn.model_validate(decision_body(0.9)), timezone.now())
+    d.subject = "s" * 201  # the column is varchar(200)
+    with pytest.raises(DataError), transaction.atomic():
+        bulk.insert_one(d, "", (), config.EPOCH_AT_MOST, [held.epoch])
+    assert not Decision.objects.exists()
+
+
+def test_a_database_without_its_epoch_row_still_stores_decisions(world):
+    """No epoch row (reads as 0, like ``config.db_epoch``): the checked INSERT stores, not a false 409."""
+    from django.db import connection
+
+    held = config.cache.current()
+    with connection.cursor() as cur:
+        cur.execute("DELETE FROM oversight_configepoch")
+    payload = DecisionIn.model_validate(decision_body(0.9, idempotency_key="no-epoch-row"))
+    result = decisions.submit_one(held.systems_by_slug["auto"], payload, as_of=held.epoch)
+    assert (result.stale, result.error) == (False, None)
+    assert Decision.objects.get().idempotency_key == "no-epoch-row"
 
 
 def test_kill_switch_committed_for_real_reaches_the_next_decision(tworld):

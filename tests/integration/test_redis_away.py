@@ -121,3 +121,28 @@ def test_a_kill_switch_flip_answers_in_under_a_second_while_redis_hangs(tworld, 
     d = client.post("/api/v1/systems/sup/decisions", decision_body(0.9), content_type="application/json")
     assert d.status_code == 201
     assert d.json()["route"] == "killed"
+
+
+def test_a_page_handshake_gives_up_quickly_while_redis_hangs(tworld, redis_hung):
+    """The page's WebSocket cannot join its groups on a Redis that accepts and never answers: the
+    handshake is closed with 1013 (try again; the page reconnects later) within a few seconds, not
+    after the channel layer's 15 s read timeout, twice, and no error escapes the consumer."""
+    from asgiref.sync import async_to_sync
+    from channels.testing import WebsocketCommunicator
+
+    from dashboards.consumers import TRY_AGAIN
+    from oversight.asgi import application
+    from tests.integration.test_websocket import headers_for
+
+    headers = headers_for(tworld.operator)
+
+    async def handshake() -> tuple[bool, object]:
+        comm = WebsocketCommunicator(application, "/ws/overview/", headers=headers)
+        accepted, detail = await comm.connect(timeout=10)
+        return accepted, detail
+
+    started = time.monotonic()
+    accepted, code = async_to_sync(handshake)()
+    took = time.monotonic() - started
+    assert (accepted, code) == (False, TRY_AGAIN)
+    assert took < 6.0, took
