@@ -151,6 +151,14 @@ class RedisEpoch:
     def _failed(self) -> None:
         self.down_until = time.monotonic() + REDIS_RETRY_AFTER_S
 
+    def away(self) -> bool:
+        """Redis failed within the last second: not asked again until then (a silent server would
+        cost every caller the 0.25 s timeout)."""
+        return time.monotonic() < self.down_until
+
+    def mark_away(self) -> None:
+        self._failed()
+
     def get(self) -> int | None:
         """The epoch in Redis; None when Redis is away or has lost it."""
         return self.get_with(None)[0]

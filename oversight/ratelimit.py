@@ -30,12 +30,15 @@ def over(system: config.SystemEntry, n: int = 1, now: float | None = None) -> li
     if rails is None or rails.rate_per_minute is None or n <= 0:
         return [False] * max(n, 0)
     minute = int((time.time() if now is None else now) // 60)
+    if config.redis_epoch.away():  # failed within the last second: not counted, at once
+        return [False] * n
     try:
         pipe = config.redis_epoch.client().pipeline(transaction=False)
         pipe.incrby(_key(system.id, minute), n)
         pipe.expire(_key(system.id, minute), 120)
         total = int(pipe.execute()[0])
     except redis.RedisError:
+        config.redis_epoch.mark_away()
         log.warning("Redis unreachable: the guardrail rate of system %s is not counted", system.slug)
         return [False] * n
     first = total - n  # decisions of this minute before these

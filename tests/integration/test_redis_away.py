@@ -146,3 +146,22 @@ def test_a_page_handshake_gives_up_quickly_while_redis_hangs(tworld, redis_hung)
     took = time.monotonic() - started
     assert (accepted, code) == (False, TRY_AGAIN)
     assert took < 6.0, took
+
+
+def test_rate_guarded_decisions_wait_on_a_hung_redis_once_not_each_time(tworld, redis_hung,
+                                                                       django_capture_on_commit_callbacks):
+    """A level-3 system with a rate per minute counts in Redis; when Redis hangs, the first decision
+    pays the 0.25 s timeout and is let through uncounted, and the next ones within the second do not
+    wait at all (the same back-off as the epoch's client)."""
+    with django_capture_on_commit_callbacks(execute=True):
+        actions.update_system(tworld.admin, "auto", {"guardrails": {"rate_per_minute": 100}}, reason="rate")
+    config.redis_epoch.down_until = 0.0  # the change's own epoch raise met the hung server: start afresh
+    client = tworld.client_for("auto")
+    took = []
+    for _ in range(3):
+        started = time.monotonic()
+        r = client.post("/api/v1/systems/auto/decisions", decision_body(0.9), content_type="application/json")
+        took.append(time.monotonic() - started)
+        assert (r.status_code, r.json()["status"]) == (201, "released"), r.content
+    assert 0.2 < took[0] < 1.0, took
+    assert max(took[1:]) < 0.15, took
